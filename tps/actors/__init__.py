@@ -1,0 +1,1 @@
+"""The pykka actors of TPS: supervisor, stream readers, batching writer, query pool."""

@@ -1,0 +1,70 @@
+"""The one exception hierarchy of TPS.
+
+Every error a user or operator can cause has its own class and a message that names
+the thing that is wrong, so that callers (the CLI, the REST and GraphQL layers) can
+turn it into a precise answer without parsing strings.
+"""
+
+from __future__ import annotations
+
+
+class TPSError(Exception):
+    """Base class of every error TPS raises on purpose."""
+
+
+class ConfigError(TPSError):
+    """A setting is invalid. ``setting`` names it (e.g. ``TPS_BATCH_SIZE``)."""
+
+    def __init__(self, setting: str, problem: str) -> None:
+        super().__init__(f"{setting}: {problem}")
+        self.setting = setting
+        self.problem = problem
+
+
+class StoreError(TPSError):
+    """The store refused an operation (bad request, bad credentials, ...)."""
+
+
+class StoreUnavailable(StoreError):
+    """The store could not be reached or timed out; the operation may be retried."""
+
+
+class FrameError(TPSError):
+    """A feed frame could not be turned into a reading.
+
+    ``reason`` is a short stable token used as a metrics label (``not_json``,
+    ``bad_shape``, ``bad_value``, ``too_large``, ...); the message explains it.
+    """
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class StreamError(TPSError):
+    """Base class for control-plane errors about streams."""
+
+
+class UnknownStream(StreamError):
+    """No stream has that name."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"no stream named {name!r}")
+        self.name = name
+
+
+class StreamExists(StreamError):
+    """A stream with that name is already registered."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"a stream named {name!r} already exists")
+        self.name = name
+
+
+class InvalidArgument(TPSError):
+    """A query or API argument is out of range; ``argument`` names it."""
+
+    def __init__(self, argument: str, problem: str) -> None:
+        super().__init__(f"{argument}: {problem}")
+        self.argument = argument
+        self.problem = problem
