@@ -1,0 +1,46 @@
+"""Messages exchanged between actors, and the sink type readers write into.
+
+Messages are small frozen dataclasses named as facts (``ReadingsReceived``) or
+commands (``Flush``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from tps.model import Reading
+
+ReadingSink = Callable[[Sequence[Reading]], None]
+"""Thread-safe hand-off of one stream's accepted readings, oldest first."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReadingsReceived:
+    """A batch of readings arrived from a stream (reader -> writer)."""
+
+    readings: tuple[Reading, ...]
+    spool_position: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Flush:
+    """Write what is buffered now (timer or shutdown -> writer)."""
+
+    final: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ChildFailed:
+    """A supervised child died with an exception (child -> supervisor)."""
+
+    key: str
+    error: str
+
+
+@dataclass(frozen=True, slots=True)
+class RestartChild:
+    """Restart a failed child now that its backoff has passed (timer -> supervisor)."""
+
+    key: str
+    generation: int
