@@ -44,3 +44,14 @@ class RestartChild:
 
     key: str
     generation: int
+
+
+@dataclass(frozen=True, slots=True)
+class InjectFailure:
+    """Make the receiving actor raise ``RuntimeError(reason)`` (fault injection).
+
+    Sent with ``tell`` so the failure goes through the actor's real failure path and
+    its supervisor reacts as it would to a genuine crash.
+    """
+
+    reason: str = "injected failure"
