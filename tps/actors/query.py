@@ -1,0 +1,283 @@
+"""Query actors and the pool that spreads read-only store work over them.
+
+Each :class:`QueryActor` owns one store connection (opened in ``on_start``) and runs
+the functions it is handed one at a time. :class:`QueryPool` picks the least-busy
+actor for each submission, so a query stuck inside a stalled InfluxDB connection only
+occupies its own actor: every other request goes to an idle one.
+
+Results never come back through a blocking ``pykka.Future.get()`` on the IO loop
+(Mopidy's weak spot): the actor calls the submitter's callback, and the pool hands
+that call to the IO loop through ``IOLoop.add_callback``, the one thread-safe door
+into the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+import pykka
+from tornado.ioloop import IOLoop
+
+from tps.errors import StoreUnavailable
+from tps.store.base import Store, StoreFactory
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+QueryCallback = Callable[[Any], None]
+"""Receives the function's result, or the exception it raised."""
+
+# An actor whose oldest query has run longer than this is treated as stuck and only
+# chosen when every actor is stuck; in-flight counts alone would tie with it.
+STUCK_AFTER = 0.05
+
+
+@dataclass(frozen=True, slots=True)
+class RunQuery(Generic[T]):
+    """Run ``fn`` against the actor's store and report to ``done`` (pool -> actor)."""
+
+    fn: Callable[[Store], T]
+    done: Callable[[T | BaseException], None]
+
+
+class QueryActor(pykka.ThreadingActor):
+    """Runs store reads for the API; one store connection per actor.
+
+    The actor is a thin shell: it opens its store, runs what it is told and passes
+    every outcome, including exceptions, to the submitter. A failing query therefore
+    never kills the actor; only a failure to open the store does.
+    """
+
+    def __init__(
+        self,
+        index: int,
+        store_factory: StoreFactory,
+        on_failure: Callable[[int, BaseException], None] | None = None,
+    ) -> None:
+        super().__init__()
+        self.index = index
+        self._store_factory = store_factory
+        self._on_failure = on_failure
+        self._store: Store | None = None
+
+    def on_start(self) -> None:
+        """Open this actor's own store connection."""
+        self._store = self._store_factory()
+        logger.debug("Query actor %d started", self.index)
+
+    def on_stop(self) -> None:
+        """Close the store connection."""
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+    def on_failure(self, exception_type: Any, exception_value: Any, traceback: Any) -> None:
+        """Tell the owner (the supervisor) that this actor died, then close the store."""
+        self.on_stop()
+        if self._on_failure is not None and isinstance(exception_value, BaseException):
+            self._on_failure(self.index, exception_value)
+
+    def on_receive(self, message: Any) -> Any:
+        """Run a :class:`RunQuery`; anything else is ignored with a warning."""
+        if not isinstance(message, RunQuery):
+            logger.warning("Query actor %d ignored unexpected message %r", self.index, message)
+            return None
+        store = self._store
+        outcome: Any
+        if store is None:
+            outcome = StoreUnavailable("store unavailable: query actor has no store")
+        else:
+            try:
+                outcome = message.fn(store)
+            except Exception as exc:  # noqa: BLE001 - every failure goes to the caller
+                outcome = exc
+        message.done(outcome)
+        return None
+
+
+class _Slot:
+    """Book-keeping for one actor: its ref and the start times of in-flight queries."""
+
+    __slots__ = ("actor", "generation", "started")
+
+    def __init__(self, actor: pykka.ActorRef[QueryActor] | None) -> None:
+        self.actor = actor
+        self.generation = 0
+        self.started: dict[int, float] = {}
+
+
+class QueryPool:
+    """A fixed number of :class:`QueryActor` s with least-busy dispatch.
+
+    ``submit`` may be called from any thread. When called on a thread running an
+    IO loop, the callback runs on that loop; otherwise it runs on the actor thread.
+    """
+
+    def __init__(self, store_factory: StoreFactory, size: int, timeout: float = 15.0) -> None:
+        if size < 1:
+            raise ValueError("a query pool needs at least one actor")
+        self._store_factory = store_factory
+        self._size = size
+        self.timeout = timeout
+        self._lock = threading.Lock()
+        self._slots = [_Slot(None) for _ in range(size)]
+        self._tickets = 0
+        self._on_failure: Callable[[int, BaseException], None] | None = None
+        self._running = False
+
+    @property
+    def size(self) -> int:
+        """Number of query actors."""
+        return self._size
+
+    def in_flight(self) -> list[int]:
+        """Queries currently running or queued, per actor (for metrics and tests)."""
+        with self._lock:
+            return [len(slot.started) for slot in self._slots]
+
+    def start(self, on_failure: Callable[[int, BaseException], None] | None = None) -> None:
+        """Start every actor; ``on_failure(index, error)`` is told when one dies."""
+        self._on_failure = on_failure
+        self._running = True
+        for index in range(self._size):
+            self._spawn(index)
+
+    def _spawn(self, index: int) -> None:
+        ref = QueryActor.start(index, self._store_factory, self._on_failure)
+        with self._lock:
+            slot = self._slots[index]
+            slot.actor = ref
+            slot.generation += 1
+            slot.started = {}
+
+    def restart(self, index: int) -> None:
+        """Replace actor ``index`` (after a failure) with a fresh one and a fresh store.
+
+        Queries queued on the old actor are answered with StoreUnavailable by their
+        timeout; the old actor is stopped without waiting for a stuck query.
+        """
+        with self._lock:
+            old = self._slots[index].actor
+            self._slots[index].actor = None
+        if old is not None and old.is_alive():
+            old.stop(block=False)
+        if self._running:
+            self._spawn(index)
+            logger.info("Query actor %d restarted", index)
+
+    def stop(self) -> None:
+        """Stop every actor (does not wait for a query stuck in a socket)."""
+        self._running = False
+        with self._lock:
+            refs = [slot.actor for slot in self._slots]
+            for slot in self._slots:
+                slot.actor = None
+        for ref in refs:
+            if ref is not None and ref.is_alive():
+                try:
+                    ref.stop(block=False)
+                except pykka.ActorDeadError:
+                    pass
+
+    def _choose(self) -> tuple[int, int, int, pykka.ActorRef[QueryActor]] | None:
+        """Pick the least-busy live actor and book a ticket on it (caller holds no lock)."""
+        now = time.monotonic()
+        with self._lock:
+            best: tuple[bool, int, int] | None = None
+            best_index = -1
+            for index, slot in enumerate(self._slots):
+                if slot.actor is None:
+                    continue
+                oldest = min(slot.started.values(), default=now)
+                key = (now - oldest > STUCK_AFTER, len(slot.started), index)
+                if best is None or key < best:
+                    best, best_index = key, index
+            if best is None:
+                return None
+            slot = self._slots[best_index]
+            assert slot.actor is not None
+            self._tickets += 1
+            slot.started[self._tickets] = now
+            return best_index, slot.generation, self._tickets, slot.actor
+
+    def _release(self, index: int, generation: int, ticket: int) -> None:
+        with self._lock:
+            slot = self._slots[index]
+            if slot.generation == generation:
+                slot.started.pop(ticket, None)
+
+    def submit(
+        self, fn: Callable[[Store], T], callback: Callable[[T | BaseException], None]
+    ) -> None:
+        """Run ``fn(store)`` on the least-busy actor; ``callback`` gets the outcome.
+
+        The callback runs on the submitting thread's IO loop when there is one
+        (``IOLoop.add_callback``), never blocking it; otherwise on the actor thread.
+        """
+        loop = _current_loop()
+        deliver: Callable[[T | BaseException], None]
+        if loop is None:
+            deliver = callback
+        else:
+
+            def deliver(outcome: T | BaseException) -> None:
+                loop.add_callback(callback, outcome)
+
+        chosen = self._choose()
+        if chosen is None:
+            deliver(StoreUnavailable("store unavailable: the query pool is not running"))
+            return
+        index, generation, ticket, ref = chosen
+
+        def done(outcome: T | BaseException) -> None:
+            self._release(index, generation, ticket)
+            deliver(outcome)
+
+        try:
+            ref.tell(RunQuery(fn, done))
+        except pykka.ActorDeadError:
+            self._release(index, generation, ticket)
+            deliver(StoreUnavailable("store unavailable: query actor stopped"))
+
+    async def run(self, fn: Callable[[Store], T], timeout: float | None = None) -> T:
+        """Await ``fn(store)`` from a coroutine on the IO loop without blocking it.
+
+        Raises what ``fn`` raised, or StoreUnavailable when no answer comes within
+        ``timeout`` seconds (default: the pool's), so a hung store cannot hang the
+        request forever.
+        """
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+
+        def settle(outcome: T | BaseException) -> None:
+            if future.done():
+                return
+            if isinstance(outcome, BaseException):
+                future.set_exception(outcome)
+            else:
+                future.set_result(outcome)
+
+        self.submit(fn, settle)
+        limit = self.timeout if timeout is None else timeout
+        try:
+            return await asyncio.wait_for(future, limit)
+        except TimeoutError:
+            raise StoreUnavailable(
+                f"store unavailable: no answer within {limit:g} s"
+            ) from None
+
+
+def _current_loop() -> IOLoop | None:
+    """The IO loop running on this thread, or None (no asyncio loop is running here)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+    return IOLoop.current()

@@ -1,0 +1,205 @@
+"""A bounded cache of parsed and validated GraphQL documents.
+
+Parsing and validating a document costs far more than executing a small query, and
+clients send the same few documents over and over. The cache maps the document text
+to the outcome of parse + validation (including the errors of an invalid document, so
+a hostile client repeating a bad document costs a dictionary lookup too).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from graphql import (
+    ASTValidationRule,
+    DocumentNode,
+    FieldNode,
+    FragmentDefinitionNode,
+    FragmentSpreadNode,
+    GraphQLError,
+    GraphQLSchema,
+    InlineFragmentNode,
+    OperationDefinitionNode,
+    OperationType,
+    SelectionSetNode,
+    ValidationContext,
+    parse,
+    specified_rules,
+    validate,
+)
+
+logger = logging.getLogger(__name__)
+
+MAX_DOCUMENT_CHARS = 100_000
+"""Largest accepted document, in characters."""
+
+MAX_DEPTH = 15
+"""Deepest accepted selection nesting (GraphiQL's introspection query needs 13)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedDocument:
+    """Outcome of parse + validation of one document text.
+
+    ``errors`` is empty for a valid document. ``operations`` maps each operation name
+    (``None`` for an anonymous one) to its definition; ``labels`` to the metrics label
+    (the first root field name, bounded by the schema, never the client's free text).
+    """
+
+    document: DocumentNode | None
+    errors: tuple[GraphQLError, ...]
+    operations: dict[str | None, OperationDefinitionNode]
+
+    def operation(self, name: str | None) -> OperationDefinitionNode | None:
+        """The operation to run for ``operationName`` ``name`` (None: the only one)."""
+        if name is None:
+            if len(self.operations) == 1:
+                return next(iter(self.operations.values()))
+            return None
+        return self.operations.get(name)
+
+    def label(self, name: str | None) -> str:
+        """A bounded metrics label: ``<type>.<first root field>``."""
+        op = self.operation(name)
+        if op is None:
+            return "invalid"
+        first = next(
+            (s for s in op.selection_set.selections if isinstance(s, FieldNode)), None
+        )
+        return f"{op.operation.value}.{first.name.value if first else '?'}"
+
+
+class DocumentCache:
+    """LRU of :class:`ParsedDocument` keyed by document text, bounded in entries.
+
+    Thread-safe (a lock around the dictionary); in practice used from the IO loop.
+    """
+
+    def __init__(
+        self,
+        schema: GraphQLSchema,
+        max_entries: int = 512,
+        max_chars: int = MAX_DOCUMENT_CHARS,
+        max_depth: int = MAX_DEPTH,
+    ) -> None:
+        self._schema = schema
+        self._max_entries = max_entries
+        self.max_chars = max_chars
+        self._rules = [*specified_rules, _depth_rule(max_depth)]
+        self._entries: OrderedDict[str, ParsedDocument] = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, text: str) -> ParsedDocument:
+        """The parsed + validated document for ``text`` (from the cache when seen)."""
+        with self._lock:
+            entry = self._entries.get(text)
+            if entry is not None:
+                self._entries.move_to_end(text)
+                self.hits += 1
+                return entry
+        entry = self.build(text)
+        with self._lock:
+            self.misses += 1
+            self._entries[text] = entry
+            while len(self._entries) > self._max_entries:
+                self._entries.popitem(last=False)
+        return entry
+
+    def build(self, text: str) -> ParsedDocument:
+        """Parse and validate ``text`` without touching the cache."""
+        if len(text) > self.max_chars:
+            error = GraphQLError(
+                f"query: the document has {len(text)} characters, more than the limit "
+                f"of {self.max_chars}"
+            )
+            return ParsedDocument(None, (error,), {})
+        try:
+            document = parse(text, max_tokens=self.max_chars // 2)
+        except GraphQLError as error:
+            return ParsedDocument(None, (error,), {})
+        errors = validate(self._schema, document, self._rules)
+        operations = {
+            (d.name.value if d.name else None): d
+            for d in document.definitions
+            if isinstance(d, OperationDefinitionNode)
+        }
+        return ParsedDocument(document, tuple(errors), operations)
+
+
+def operation_type(parsed: ParsedDocument, name: str | None) -> OperationType | None:
+    """The operation type that ``operationName`` ``name`` selects, or None."""
+    op = parsed.operation(name)
+    return op.operation if op is not None else None
+
+
+def _depth_rule(max_depth: int) -> type[ASTValidationRule]:
+    """A validation rule refusing operations nested deeper than ``max_depth``."""
+
+    class QueryDepthRule(ASTValidationRule):
+        """Refuses documents whose selections nest deeper than the limit."""
+
+        def __init__(self, context: ValidationContext) -> None:
+            super().__init__(context)
+            self._fragments = {
+                d.name.value: d
+                for d in context.document.definitions
+                if isinstance(d, FragmentDefinitionNode)
+            }
+            self._memo: dict[str, int] = {}
+
+        def enter_operation_definition(
+            self, node: OperationDefinitionNode, *_args: object
+        ) -> None:
+            depth = self._depth(node.selection_set, ())
+            if depth > max_depth:
+                name = node.name.value if node.name else "anonymous operation"
+                self.report_error(
+                    GraphQLError(
+                        f"query depth: {name} nests {depth} levels, more than the limit "
+                        f"of {max_depth}",
+                        node,
+                    )
+                )
+
+        def _depth(self, selection_set: SelectionSetNode | None, seen: Sequence[str]) -> int:
+            """Nesting below ``selection_set``; fragment depths are memoised so that
+            repeated spreads cost nothing (no exponential blow-up)."""
+            if selection_set is None:
+                return 0
+            deepest = 0
+            for selection in selection_set.selections:
+                if isinstance(selection, FieldNode):
+                    inner = 1 + self._depth(selection.selection_set, seen)
+                elif isinstance(selection, InlineFragmentNode):
+                    inner = self._depth(selection.selection_set, seen)
+                elif isinstance(selection, FragmentSpreadNode):
+                    inner = self._fragment_depth(selection.name.value, seen)
+                else:
+                    continue
+                deepest = max(deepest, inner)
+                if deepest > max_depth:
+                    break
+            return deepest
+
+        def _fragment_depth(self, name: str, seen: Sequence[str]) -> int:
+            known = self._memo.get(name)
+            if known is not None:
+                return known
+            fragment = self._fragments.get(name)
+            # Cycles are reported by the standard NoFragmentCycles rule.
+            if fragment is None or name in seen:
+                return 0
+            depth = self._depth(fragment.selection_set, (*seen, name))
+            self._memo[name] = depth
+            return depth
+
+    return QueryDepthRule

@@ -1,0 +1,242 @@
+"""The persisted stream registry: which streams exist and whether they run.
+
+Streams added, removed, stopped or started at runtime must survive a restart, so the
+supervisor records every change in ``<data_dir>/streams.json``. The file is replaced
+atomically (write a temp file, fsync it, rename it over the old one, fsync the
+folder): a crash leaves either the old or the new registry, never half of one.
+
+How configured feeds (``TPS_FEEDS`` / the TOML file) merge with the registry:
+
+- a stream the registry knows keeps the registry's URL, protocol, query and running
+  state - the operator's last runtime decision wins over the start-up configuration;
+- a stream removed at runtime is remembered as a *tombstone*, so a configured feed of
+  that name does not come back on the next start (adding it again over the API clears
+  the tombstone);
+- a configured feed the registry has never seen is added, running.
+
+A registry file that cannot be read as a registry is renamed aside
+(``streams.json.corrupt-<UTC timestamp>``), reported in one log line, and TPS starts
+from the configured feeds instead of refusing to start.
+
+The class is plain (no locks): only the supervisor actor's thread uses it.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import logging
+import os
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from tps.config.settings import PROTOCOLS, FeedConfig, validate_feed_name
+from tps.errors import ConfigError, InvalidArgument
+
+logger = logging.getLogger(__name__)
+
+REGISTRY_FILE = "streams.json"
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True, slots=True)
+class StreamEntry:
+    """One registered stream and whether it should be running."""
+
+    feed: FeedConfig
+    running: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form written to the registry file."""
+        return {**self.feed.to_dict(), "running": self.running}
+
+
+def check_feed(feed: FeedConfig, allow: Sequence[str] = ("*",)) -> FeedConfig:
+    """Validate a feed submitted at runtime; raise InvalidArgument naming the field.
+
+    The URL must be ws:// or wss:// and its host must match one of the fnmatch
+    patterns in ``allow`` (``TPS_FEED_ALLOW``), so an API caller cannot make TPS
+    connect to arbitrary internal hosts.
+    """
+    try:
+        validate_feed_name(feed.name, "name")
+    except ConfigError as exc:
+        raise InvalidArgument("name", exc.problem) from None
+    try:
+        parts = urlsplit(feed.url)
+        host = parts.hostname
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError as exc:
+        raise InvalidArgument("url", f"not a valid URL: {exc}") from None
+    if parts.scheme not in ("ws", "wss") or not host:
+        raise InvalidArgument("url", f"must be a ws:// or wss:// URL with a host, got {feed.url!r}")
+    if not any(fnmatch.fnmatchcase(host.lower(), pattern.lower()) for pattern in allow):
+        raise InvalidArgument(
+            "url", f"host {host!r} is not allowed by TPS_FEED_ALLOW ({', '.join(allow)})"
+        )
+    if feed.protocol not in PROTOCOLS:
+        raise InvalidArgument("protocol", f"must be one of {', '.join(PROTOCOLS)}")
+    if not feed.query.strip():
+        raise InvalidArgument("query", "must not be empty")
+    return feed
+
+
+class RegistryFormatError(ValueError):
+    """The registry file exists but does not hold a valid registry."""
+
+
+def _parse(text: str) -> tuple[list[StreamEntry], set[str]]:
+    """Parse the registry file's text into (entries, tombstones)."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise RegistryFormatError(f"not JSON ({exc})") from None
+    if not isinstance(data, dict) or data.get("version") != FORMAT_VERSION:
+        raise RegistryFormatError(f"expected an object with version {FORMAT_VERSION}")
+    streams, removed = data.get("streams"), data.get("removed", [])
+    if not isinstance(streams, list) or not isinstance(removed, list):
+        raise RegistryFormatError("'streams' and 'removed' must be lists")
+    entries: list[StreamEntry] = []
+    seen: set[str] = set()
+    for item in streams:
+        if not isinstance(item, dict):
+            raise RegistryFormatError(f"stream entry {item!r} is not an object")
+        try:
+            feed = FeedConfig(
+                name=item["name"],
+                url=item["url"],
+                protocol=item.get("protocol", "auto"),
+                query=item["query"],
+            )
+            running = item.get("running", True)
+        except KeyError as exc:
+            raise RegistryFormatError(f"stream entry misses {exc}") from None
+        if not all(isinstance(v, str) for v in feed.to_dict().values()) or not isinstance(
+            running, bool
+        ):
+            raise RegistryFormatError(f"stream entry {item!r} has a value of the wrong type")
+        try:
+            check_feed(feed)
+        except InvalidArgument as exc:
+            raise RegistryFormatError(f"stream {feed.name!r}: {exc}") from None
+        if feed.name in seen:
+            raise RegistryFormatError(f"stream {feed.name!r} appears twice")
+        seen.add(feed.name)
+        entries.append(StreamEntry(feed, running))
+    if not all(isinstance(name, str) for name in removed):
+        raise RegistryFormatError("'removed' must list stream names")
+    return entries, set(removed) - seen
+
+
+class StreamRegistry:
+    """The streams TPS runs, persisted in ``path`` (see the module docstring)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._entries: dict[str, StreamEntry] = {}
+        self._removed: set[str] = set()
+
+    @classmethod
+    def in_data_dir(cls, data_dir: Path) -> StreamRegistry:
+        """The registry at ``<data_dir>/streams.json``."""
+        return cls(Path(data_dir) / REGISTRY_FILE)
+
+    # --- loading ---------------------------------------------------------------------
+
+    def load(self, configured: Iterable[FeedConfig] = ()) -> list[StreamEntry]:
+        """Read the file, merge ``configured`` feeds into it, save, return the entries."""
+        self._entries, self._removed = {}, set()
+        try:
+            text = self.path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            text = None
+        except OSError as exc:
+            # Unreadable is not corrupt: refusing to guess protects the operator's data.
+            raise ConfigError("TPS_DATA_DIR", f"cannot read {self.path}: {exc.strerror}") from None
+        if text is not None:
+            try:
+                entries, self._removed = _parse(text)
+                self._entries = {entry.feed.name: entry for entry in entries}
+            except RegistryFormatError as exc:
+                self._set_aside(str(exc))
+        for feed in configured:
+            if feed.name not in self._entries and feed.name not in self._removed:
+                self._entries[feed.name] = StreamEntry(feed, True)
+        self.save()
+        return self.entries()
+
+    def _set_aside(self, problem: str) -> None:
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
+        n = 1
+        while aside.exists():
+            n += 1
+            aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp}-{n}")
+        os.replace(self.path, aside)
+        logger.error(
+            "Stream registry %s is corrupt (%s); kept it as %s and starting from the "
+            "configured feeds",
+            self.path,
+            problem,
+            aside,
+        )
+
+    # --- queries ---------------------------------------------------------------------
+
+    def entries(self) -> list[StreamEntry]:
+        """Every registered stream, in registration order."""
+        return list(self._entries.values())
+
+    def get(self, name: str) -> StreamEntry | None:
+        """The entry named ``name``, or None."""
+        return self._entries.get(name)
+
+    def removed(self) -> set[str]:
+        """Names removed at runtime (tombstones)."""
+        return set(self._removed)
+
+    # --- changes (each one saved at once) --------------------------------------------
+
+    def put(self, feed: FeedConfig, running: bool = True) -> None:
+        """Add or replace a stream (clears its tombstone) and save."""
+        self._entries[feed.name] = StreamEntry(feed, running)
+        self._removed.discard(feed.name)
+        self.save()
+
+    def set_running(self, name: str, running: bool) -> None:
+        """Record whether ``name`` runs and save (unknown names are ignored)."""
+        entry = self._entries.get(name)
+        if entry is not None and entry.running != running:
+            self._entries[name] = StreamEntry(entry.feed, running)
+            self.save()
+
+    def remove(self, name: str) -> None:
+        """Forget ``name``, remember it as removed, and save."""
+        self._entries.pop(name, None)
+        self._removed.add(name)
+        self.save()
+
+    def save(self) -> None:
+        """Write the registry atomically: temp file, fsync, rename, fsync the folder."""
+        data = {
+            "version": FORMAT_VERSION,
+            "streams": [entry.to_dict() for entry in self._entries.values()],
+            "removed": sorted(self._removed),
+        }
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
+        with open(tmp, "w", encoding="utf-8") as handle:
+            json.dump(data, handle, indent=2)
+            handle.write("\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, self.path)
+        dir_fd = os.open(self.path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)

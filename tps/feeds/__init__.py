@@ -1,0 +1,1 @@
+"""Feed side of TPS: wire protocols (``protocol``) and the simulator (``simulator``)."""

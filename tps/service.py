@@ -1,0 +1,111 @@
+"""Wires TPS together for one role and runs it.
+
+``all``: readers, writer, query pool, live hub and the whole HTTP API in one process.
+``ingest``: readers and writer, plus the control plane, /health and /metrics over HTTP.
+``api``: query pool and the HTTP API only; current values and subscriptions come from
+the store.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import pykka
+
+from tps.actors.query import QueryPool
+from tps.actors.stats import WriterStats
+from tps.actors.supervisor import Supervisor
+from tps.actors.writer import WriterHandle
+from tps.api.app import HttpFrontend, bind
+from tps.api.context import ApiContext, TokenAuth
+from tps.api.metrics import Metrics
+from tps.config import Settings
+from tps.config.registry import StreamRegistry
+from tps.live import LiveHub
+from tps.model import Reading
+from tps.store import Store, open_store
+from tps.token import load_or_create_token
+
+logger = logging.getLogger(__name__)
+
+
+class Service:
+    """The running TPS process: build with settings, then ``start()`` and ``stop()``."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.hub: LiveHub | None = None
+        self.writer: WriterHandle | None = None
+        self.writer_stats: WriterStats | None = None
+        self.queries: QueryPool | None = None
+        self.supervisor_ref: pykka.ActorRef[Supervisor] | None = None
+        self.supervisor: Any = None
+        self.http: pykka.ActorRef[HttpFrontend] | None = None
+        self.http_port: int = settings.http_port
+        self.token: str = ""
+
+    def _store(self) -> Store:
+        return open_store(self.settings)
+
+    def start(self) -> None:
+        """Start every actor of the role and the HTTP server; raises on failure."""
+        settings = self.settings
+        role = settings.role
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        sockets = bind(settings.http_host, settings.http_port)
+        self.http_port = int(sockets[0].getsockname()[1])
+        self.token, token_path = load_or_create_token(settings)
+
+        if role in ("all", "ingest"):
+            self.writer_stats = WriterStats()
+            self.writer = WriterHandle(settings, self._store, self.writer_stats)
+        if role == "all":
+            self.hub = LiveHub()
+        if role in ("all", "api"):
+            self.queries = QueryPool(self._store, settings.query_pool_size)
+
+        registry = (StreamRegistry(settings.data_dir / "streams.json")
+                    if role != "api" else None)
+        self.supervisor_ref = Supervisor.start(
+            settings, sink=self._sink, writer=self.writer, queries=self.queries,
+            registry=registry, hub=self.hub,
+        )
+        self.supervisor = self.supervisor_ref.proxy()
+
+        metrics = Metrics(self.supervisor_ref, self.writer_stats)
+        ctx = ApiContext(
+            settings=settings, auth=TokenAuth(self.token), queries=self.queries,
+            metrics=metrics, supervisor=self.supervisor if role != "api" else None,
+            hub=self.hub, token_path=str(token_path) if token_path else None,
+        )
+        self.http = HttpFrontend.start(ctx, sockets)
+        logger.info("TPS started: role %s, %d feed(s), store %s, HTTP on http://%s:%d/",
+                    role, len(settings.feeds),
+                    settings.influx_url or f"SQLite in {settings.data_dir}",
+                    settings.http_host, self.http_port)
+
+    def _sink(self, readings: Sequence[Reading]) -> None:
+        # Spool/buffer first: a reading counts as received only once the writer has it.
+        if self.writer is not None:
+            self.writer.submit(readings)
+        if self.hub is not None:
+            self.hub.publish(readings)
+
+    def stop(self) -> bool:
+        """Stop readers, flush the writer (bounded), stop everything; True if all written."""
+        clean = True
+        if self.supervisor is not None:
+            try:
+                clean = bool(self.supervisor.shutdown(self.settings.shutdown_timeout).get(
+                    self.settings.shutdown_timeout + 10))
+            except Exception:
+                logger.exception("Supervisor shutdown failed; stopping remaining actors")
+                clean = False
+        if self.http is not None:
+            self.http.stop(timeout=10)
+        if self.supervisor_ref is not None:
+            self.supervisor_ref.stop(timeout=10)
+        pykka.ActorRegistry.stop_all(timeout=10)
+        return clean
