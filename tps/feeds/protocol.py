@@ -238,8 +238,9 @@ def decode(frame: str | bytes, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -
         raise FrameError("too_large", f"frame of {size} bytes exceeds {max_frame_bytes} bytes")
     try:
         return json.loads(frame)
+    except UnicodeDecodeError:
+        raise FrameError("not_utf8", "frame is not valid UTF-8 text") from None
     except (ValueError, RecursionError) as exc:
-        # ValueError covers JSONDecodeError and UnicodeDecodeError of a bytes frame.
         raise FrameError("not_json", f"frame is not JSON: {_short(exc)}") from None
 
 

@@ -1,0 +1,443 @@
+"""The Graphene schema of TPS: queries, mutations and the subscription types.
+
+Resolvers are thin: they validate arguments (every violation is an
+:class:`~tps.errors.InvalidArgument` naming the argument), then answer from the live
+hub (``currentTemperature`` in the ``all`` role) or hand a blocking store call to the
+query pool and await it without blocking the IO loop. Control-plane mutations go to
+the supervisor proxy through the context's :class:`~tps.api.context.FutureWaiter`.
+
+Subscription fields resolve to their root value: the subscription machinery in
+:mod:`tps.api.graphql.subscriptions` executes the validated document once per event
+with the event (a reading or an average) as the root.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import graphene
+from graphql import GraphQLError
+
+from tps.api.context import ApiContext
+from tps.config import FeedConfig, parse_feed, validate_feed_name
+from tps.errors import ConfigError, InvalidArgument
+from tps.model import Reading, Statistics, datetime_to_ns
+from tps.store.base import Store
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_LIMIT = 10_000
+MAX_LIMIT = 100_000
+MAX_WINDOW = 100_000
+RECENT_NS = 2_000_000_000
+"""``temperatureMeasurements`` with no arguments: the last 2 seconds (the seed's)."""
+
+
+@dataclass(slots=True)
+class RequestContext:
+    """What resolvers see as ``info.context``: the API context and the caller's rights."""
+
+    api: ApiContext
+    authorized: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class AverageValue:
+    """The rolling mean of the newest ``window_size`` readings (of ``stream`` or all)."""
+
+    value: float | None
+    window_size: int
+    count: int
+    stream: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredStream:
+    """A stream known only from stored readings (the ``api`` role has no readers)."""
+
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class RemovedStream:
+    """Answer of ``removeStream``."""
+
+    name: str
+    removed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ToggleResult:
+    """Answer of ``toggleFeed``."""
+
+    status: str
+    streams: list[Any]
+
+
+# --- argument checks --------------------------------------------------------------
+
+
+def check_stream(stream: str | None) -> str | None:
+    """A valid stream name or None; anything else is refused naming ``stream``."""
+    if stream is None:
+        return None
+    try:
+        return validate_feed_name(stream, "stream")
+    except ConfigError as exc:
+        raise InvalidArgument("stream", exc.problem) from None
+
+
+def check_range(argument: str, value: int | None, low: int, high: int) -> int | None:
+    """``value`` when ``low <= value <= high`` (or None); else InvalidArgument."""
+    if value is not None and not low <= value <= high:
+        raise InvalidArgument(argument, f"must be between {low} and {high}, got {value}")
+    return value
+
+
+def check_window(after: datetime | None, before: datetime | None) -> tuple[int | None, int | None]:
+    """The window as nanoseconds; a naive datetime is UTC; ``after`` <= ``before``."""
+    after_ns = datetime_to_ns(after) if after is not None else None
+    before_ns = datetime_to_ns(before) if before is not None else None
+    if after_ns is not None and before_ns is not None and after_ns > before_ns:
+        raise InvalidArgument("after", "must not be later than before")
+    return after_ns, before_ns
+
+
+def _context(info: graphene.ResolveInfo) -> RequestContext:
+    context = info.context
+    assert isinstance(context, RequestContext)
+    return context
+
+
+def _require_control(info: graphene.ResolveInfo) -> ApiContext:
+    context = _context(info)
+    if not context.authorized:
+        raise GraphQLError(
+            "unauthorized: mutations need the header 'Authorization: Bearer <control token>'"
+        )
+    if context.api.supervisor is None:
+        raise GraphQLError(
+            "streams are not managed by this process (role api); send mutations to the "
+            "ingest process"
+        )
+    return context.api
+
+
+async def _on_pool(info: graphene.ResolveInfo, fn: Any) -> Any:
+    return await _context(info).api.queries.run(fn)
+
+
+# --- output types -----------------------------------------------------------------
+
+
+class Temperature(graphene.ObjectType):
+    """One reading. ``time`` and ``timestamp`` are the same instant (both names are in use)."""
+
+    time = graphene.DateTime(required=True, description="Instant of the reading (UTC).")
+    timestamp = graphene.DateTime(required=True, description="Same instant as `time`.")
+    value = graphene.Float(required=True, description="Temperature value.")
+    stream = graphene.String(required=True, description="Stream the reading came from.")
+
+    @staticmethod
+    def resolve_time(root: Reading, _info: graphene.ResolveInfo) -> datetime:
+        return root.time
+
+    @staticmethod
+    def resolve_timestamp(root: Reading, _info: graphene.ResolveInfo) -> datetime:
+        return root.time
+
+
+class TemperatureStatistics(graphene.ObjectType):
+    """Aggregate of a window; min/max/mean are null when count is 0."""
+
+    min = graphene.Float()
+    max = graphene.Float()
+    mean = graphene.Float()
+    count = graphene.Int(required=True)
+
+
+class Average(graphene.ObjectType):
+    """Rolling mean of the newest ``windowSize`` readings; null when there are none."""
+
+    value = graphene.Float()
+    window_size = graphene.Int(required=True)
+    count = graphene.Int(required=True, description="Readings averaged (<= windowSize).")
+    stream = graphene.String(description="The stream, or null for all streams.")
+
+
+class Stream(graphene.ObjectType):
+    """A stream with its state and counters (state is null in the ``api`` role)."""
+
+    name = graphene.String(required=True)
+    url = graphene.String()
+    protocol = graphene.String()
+    negotiated_protocol = graphene.String()
+    query = graphene.String()
+    state = graphene.String()
+    received = graphene.Float(description="Readings accepted (a Float: may exceed 2^31).")
+    rejected = graphene.Float()
+    reconnects = graphene.Int()
+    restarts = graphene.Int()
+    last_value = graphene.Float()
+    last_time = graphene.DateTime()
+    last_error = graphene.String()
+
+    @staticmethod
+    def resolve_state(root: Any, _info: graphene.ResolveInfo) -> str | None:
+        state = getattr(root, "state", None)
+        return None if state is None else str(state)
+
+    @staticmethod
+    def resolve_last_time(root: Any, _info: graphene.ResolveInfo) -> datetime | None:
+        last = getattr(root, "last_time_ns", None)
+        return None if last is None else Reading("", last, 0.0).time
+
+
+class ToggleFeedInput(graphene.InputObjectType):
+    """``status``: "on" or "off"; ``stream``: one stream (default: every stream)."""
+
+    status = graphene.String(required=True)
+    stream = graphene.String()
+
+
+class ToggleFeedPayload(graphene.ObjectType):
+    """The status asked for and the streams it was applied to."""
+
+    status = graphene.String(required=True)
+    streams = graphene.List(graphene.NonNull(Stream), required=True)
+
+
+class AddStreamInput(graphene.InputObjectType):
+    """A feed to subscribe to (protocol: auto, graphql-ws, graphql-transport-ws, json)."""
+
+    name = graphene.String(required=True)
+    url = graphene.String(required=True)
+    protocol = graphene.String()
+    query = graphene.String()
+
+
+class RemoveStreamPayload(graphene.ObjectType):
+    """Answer of ``removeStream``."""
+
+    name = graphene.String(required=True)
+    removed = graphene.Boolean(required=True)
+
+
+# --- root types -------------------------------------------------------------------
+
+
+class Query(graphene.ObjectType):
+    """Read-only questions about the readings and streams."""
+
+    current_temperature = graphene.Field(
+        Temperature, stream=graphene.String(), description="The newest reading."
+    )
+    temperature_statistics = graphene.Field(
+        graphene.NonNull(TemperatureStatistics),
+        after=graphene.DateTime(),
+        before=graphene.DateTime(),
+        stream=graphene.String(),
+        description="min/max/mean/count over an inclusive window (either bound optional).",
+    )
+    temperature_measurements = graphene.Field(
+        graphene.NonNull(graphene.List(graphene.NonNull(Temperature))),
+        after=graphene.DateTime(),
+        before=graphene.DateTime(),
+        last=graphene.Int(),
+        limit=graphene.Int(),
+        stream=graphene.String(),
+        description="Readings in a window, oldest first; no arguments: the last 2 seconds.",
+    )
+    average_temperature = graphene.Field(
+        graphene.NonNull(Average),
+        window_size=graphene.Int(required=True),
+        stream=graphene.String(),
+        description="Mean of the newest windowSize readings.",
+    )
+    streams = graphene.List(graphene.NonNull(Stream), required=True)
+
+    @staticmethod
+    def resolve_current_temperature(
+        _root: None, info: graphene.ResolveInfo, stream: str | None = None
+    ) -> Reading | None | Awaitable[Reading | None]:
+        stream = check_stream(stream)
+        hub = _context(info).api.hub
+        if hub is not None:
+            # The hot path: answered from memory without leaving the IO loop.
+            latest = hub.latest(stream)
+            if latest is not None:
+                return latest
+        return _on_pool(info, lambda store: store.current(stream))
+
+    @staticmethod
+    async def resolve_temperature_statistics(
+        _root: None,
+        info: graphene.ResolveInfo,
+        after: datetime | None = None,
+        before: datetime | None = None,
+        stream: str | None = None,
+    ) -> Statistics:
+        stream = check_stream(stream)
+        after_ns, before_ns = check_window(after, before)
+        result: Statistics = await _on_pool(
+            info, lambda store: store.statistics(after_ns, before_ns, stream)
+        )
+        return result
+
+    @staticmethod
+    async def resolve_temperature_measurements(
+        _root: None,
+        info: graphene.ResolveInfo,
+        after: datetime | None = None,
+        before: datetime | None = None,
+        last: int | None = None,
+        limit: int | None = None,
+        stream: str | None = None,
+    ) -> list[Reading]:
+        stream = check_stream(stream)
+        check_range("last", last, 1, MAX_LIMIT)
+        size = check_range("limit", limit, 1, MAX_LIMIT) or DEFAULT_LIMIT
+        after_ns, before_ns = check_window(after, before)
+        if after_ns is None and before_ns is None and last is None:
+            after_ns = time.time_ns() - RECENT_NS
+
+        def fetch(store: Store) -> list[Reading]:
+            return store.measurements(after_ns, before_ns, stream, last=last, limit=size)
+
+        result: list[Reading] = await _on_pool(info, fetch)
+        return result
+
+    @staticmethod
+    def resolve_average_temperature(
+        _root: None, info: graphene.ResolveInfo, window_size: int, stream: str | None = None
+    ) -> AverageValue | Awaitable[AverageValue]:
+        check_range("windowSize", window_size, 1, MAX_WINDOW)
+        stream = check_stream(stream)
+        hub = _context(info).api.hub
+        if hub is not None and stream is not None:
+            recent = hub.recent(stream, window_size)
+            if len(recent) == window_size:
+                mean = sum(r.value for r in recent) / window_size
+                return AverageValue(mean, window_size, window_size, stream)
+        return _average_from_store(info, window_size, stream)
+
+    @staticmethod
+    async def resolve_streams(_root: None, info: graphene.ResolveInfo) -> list[Any]:
+        api = _context(info).api
+        if api.supervisor is not None:
+            listed: list[Any] = await api.waiter.wait(api.supervisor.list_streams())
+            return listed
+        names: list[str] = await _on_pool(info, lambda store: store.stream_names())
+        return [StoredStream(name) for name in names]
+
+
+async def _average_from_store(
+    info: graphene.ResolveInfo, window_size: int, stream: str | None
+) -> AverageValue:
+    def fetch(store: Store) -> list[Reading]:
+        return store.measurements(None, None, stream, last=window_size, limit=window_size)
+
+    readings: list[Reading] = await _on_pool(info, fetch)
+    mean = sum(r.value for r in readings) / len(readings) if readings else None
+    return AverageValue(mean, window_size, len(readings), stream)
+
+
+class Mutation(graphene.ObjectType):
+    """Control of the streams; every mutation needs the control token."""
+
+    toggle_feed = graphene.Field(
+        graphene.NonNull(ToggleFeedPayload),
+        input=ToggleFeedInput(required=True),
+        description='Start ("on") or stop ("off") one stream, or every stream.',
+    )
+    add_stream = graphene.Field(graphene.NonNull(Stream), input=AddStreamInput(required=True))
+    remove_stream = graphene.Field(
+        graphene.NonNull(RemoveStreamPayload), name=graphene.String(required=True)
+    )
+
+    @staticmethod
+    async def resolve_toggle_feed(
+        _root: None, info: graphene.ResolveInfo, input: dict[str, Any]  # noqa: A002
+    ) -> ToggleResult:
+        api = _require_control(info)
+        status = str(input.get("status", "")).strip().lower()
+        if status not in ("on", "off"):
+            raise InvalidArgument("status", f'must be "on" or "off", got {input.get("status")!r}')
+        stream = check_stream(input.get("stream"))
+        supervisor = api.supervisor
+        assert supervisor is not None
+        running = status == "on"
+        if stream is None:
+            streams: list[Any] = await api.waiter.wait(supervisor.set_all(running))
+        else:
+            method = supervisor.start_stream if running else supervisor.stop_stream
+            await api.waiter.wait(method(stream))
+            streams = [await api.waiter.wait(supervisor.get_stream(stream))]
+        logger.info("toggleFeed %s applied to %d stream(s)", status, len(streams))
+        return ToggleResult(status, streams)
+
+    @staticmethod
+    async def resolve_add_stream(
+        _root: None, info: graphene.ResolveInfo, input: dict[str, Any]  # noqa: A002
+    ) -> Any:
+        api = _require_control(info)
+        name = check_stream(str(input["name"]))
+        protocol = input.get("protocol") or "auto"
+        try:
+            feed = parse_feed("url", f"{name}={input['url']}|{protocol}")
+        except ConfigError as exc:
+            raise InvalidArgument(exc.setting, exc.problem) from None
+        query = input.get("query")
+        if query is not None:
+            if not str(query).strip():
+                raise InvalidArgument("query", "must not be empty")
+            feed = FeedConfig(feed.name, feed.url, feed.protocol, str(query))
+        supervisor = api.supervisor
+        assert supervisor is not None
+        return await api.waiter.wait(supervisor.add_stream(feed))
+
+    @staticmethod
+    async def resolve_remove_stream(
+        _root: None, info: graphene.ResolveInfo, name: str
+    ) -> RemovedStream:
+        api = _require_control(info)
+        checked = check_stream(name)
+        assert checked is not None and api.supervisor is not None
+        await api.waiter.wait(api.supervisor.remove_stream(checked))
+        return RemovedStream(checked, True)
+
+
+class Subscription(graphene.ObjectType):
+    """Pushed over WebSocket on /graphql (graphql-transport-ws or graphql-ws)."""
+
+    temperature = graphene.Field(
+        graphene.NonNull(Temperature),
+        stream=graphene.String(),
+        description="Every new reading (of one stream, or of all).",
+    )
+    average_temperature = graphene.Field(
+        graphene.NonNull(Average),
+        window_size=graphene.Int(required=True),
+        stream=graphene.String(),
+        description="The rolling mean of the newest windowSize readings, after each reading.",
+    )
+
+    @staticmethod
+    def resolve_temperature(root: Reading, _info: graphene.ResolveInfo, **_args: Any) -> Reading:
+        return root
+
+    @staticmethod
+    def resolve_average_temperature(
+        root: AverageValue, _info: graphene.ResolveInfo, **_args: Any
+    ) -> AverageValue:
+        return root
+
+
+def build_schema() -> graphene.Schema:
+    """The TPS schema (build once per application; it is immutable)."""
+    return graphene.Schema(query=Query, mutation=Mutation, subscription=Subscription)
