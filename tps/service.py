@@ -16,7 +16,7 @@ import pykka
 
 from tps.actors.query import QueryPool
 from tps.actors.stats import WriterStats
-from tps.actors.supervisor import Supervisor
+from tps.actors.supervisor import StatsBoard, Supervisor
 from tps.actors.writer import WriterHandle
 from tps.api.app import HttpFrontend, bind
 from tps.api.context import ApiContext, TokenAuth
@@ -68,13 +68,14 @@ class Service:
 
         registry = (StreamRegistry(settings.data_dir / "streams.json")
                     if role != "api" else None)
+        board = StatsBoard(self.writer_stats)
         self.supervisor_ref = Supervisor.start(
-            settings, sink=self._sink, writer=self.writer, queries=self.queries,
-            registry=registry, hub=self.hub,
+            settings, sink=self._sink if role != "api" else None, writer=self.writer,
+            queries=self.queries, registry=registry, hub=self.hub, board=board,
         )
         self.supervisor = self.supervisor_ref.proxy()
 
-        metrics = Metrics(self.supervisor_ref, self.writer_stats)
+        metrics = Metrics.from_board(board)
         ctx = ApiContext(
             settings=settings, auth=TokenAuth(self.token), queries=self.queries,
             metrics=metrics, supervisor=self.supervisor if role != "api" else None,
@@ -99,13 +100,24 @@ class Service:
         if self.supervisor is not None:
             try:
                 clean = bool(self.supervisor.shutdown(self.settings.shutdown_timeout).get(
-                    self.settings.shutdown_timeout + 10))
+                    timeout=self.settings.shutdown_timeout + 10))
             except Exception:
                 logger.exception("Supervisor shutdown failed; stopping remaining actors")
                 clean = False
+            self._log_final_counts()
         if self.http is not None:
             self.http.stop(timeout=10)
         if self.supervisor_ref is not None:
             self.supervisor_ref.stop(timeout=10)
-        pykka.ActorRegistry.stop_all(timeout=10)
         return clean
+
+    def _log_final_counts(self) -> None:
+        # One line per stream, so an operator (and the SIGTERM test) can reconcile what
+        # was received with what the store holds.
+        try:
+            streams = self.supervisor.list_streams().get(timeout=5)
+        except Exception:  # noqa: BLE001 - best effort at shutdown
+            return
+        for stats in streams:
+            logger.info("Final count: stream %s received %d readings, rejected %d",
+                        stats.name, stats.received, stats.rejected)

@@ -1,10 +1,11 @@
 // Drives Debian's headless chromium through the TPS dashboard and GraphiQL.
 //
-//   node tests/browser/check_dashboard.mjs <base-url> <token> <screenshot-path> [stream]
+//   node tests/browser/check_dashboard.mjs <base-url> <token> <screenshot-path> [stream [name=ws-url]]
 //
 // Loads `/`, reads a current value, waits for the chart's point count to grow, stops a
 // stream with its button (answering the token prompt) and waits for the state to read
-// "stopped", saves a screenshot, starts the stream again; then opens GraphiQL
+// "stopped", saves a screenshot, starts the stream again, optionally adds the feed
+// `name=ws-url` with the form and waits for its first value; then opens GraphiQL
 // (`/graphql`, a normal navigation sends Accept: text/html), runs the currentTemperature
 // tab and reads the value from the result panel. Any request leaving the TPS origin is
 // blocked and reported (the pages must work offline). Prints one JSON object; exit code
@@ -18,7 +19,7 @@ import {mkdtempSync, rmSync, mkdirSync} from "node:fs";
 import {tmpdir} from "node:os";
 import {dirname, join} from "node:path";
 
-const [baseArg, token, screenshot, wantedStream] = process.argv.slice(2);
+const [baseArg, token, screenshot, wantedStream, addFeed] = process.argv.slice(2);
 if (!baseArg || !token || !screenshot) {
   console.error("usage: check_dashboard.mjs <base-url> <token> <screenshot-path> [stream]");
   process.exit(2);
@@ -116,6 +117,23 @@ try {
   await page.click(`${row} button.start`);
   await page.waitForFunction((sel) => document.querySelector(sel).textContent !== "stopped", `${row} .state`);
   result.state_after_start = await page.$eval(`${row} .state`, (el) => el.textContent);
+
+  if (addFeed) {
+    result.step = "dashboard: add stream";
+    const [name, ...rest] = addFeed.split("=");
+    await page.fill('#add-form input[name="name"]', name);
+    await page.fill('#add-form input[name="url"]', rest.join("="));
+    await page.click('#add-form button[type="submit"]');
+    const added = `tr[data-stream="${name}"]`;
+    await page.waitForFunction((sel) => {
+      const cell = document.querySelector(sel + " .current");
+      return cell && cell.dataset.value ? true : null;
+    }, added);
+    result.added_stream = name;
+    result.added_state = await page.$eval(`${added} .state`, (el) => el.textContent);
+    result.added_value = Number(await page.$eval(`${added} .current`, (el) => el.dataset.value));
+    result.message = await page.$eval("#message", (el) => el.textContent);
+  }
 
   // --- GraphiQL ------------------------------------------------------------------------
   result.step = "graphiql: load";

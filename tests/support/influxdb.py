@@ -103,8 +103,8 @@ class InfluxServer:
             shutil.rmtree(self.tmp, ignore_errors=True)
 
     def query(self, influxql: str, db: str | None = None) -> list[dict[str, object]]:
-        """Run InfluxQL directly (bypassing TPS) and return the series list of result 0."""
-        params = {"q": influxql}
+        """Run InfluxQL directly (bypassing TPS); series of result 0, times as epoch ns."""
+        params = {"q": influxql, "epoch": "ns"}
         if db:
             params["db"] = db
         data = urllib.parse.urlencode(params).encode()

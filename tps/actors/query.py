@@ -14,10 +14,11 @@ into the loop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -37,6 +38,9 @@ QueryCallback = Callable[[Any], None]
 # An actor whose oldest query has run longer than this is treated as stuck and only
 # chosen when every actor is stuck; in-flight counts alone would tie with it.
 STUCK_AFTER = 0.05
+
+# Identical questions asked within this many seconds of a call in flight share it.
+JOIN_WITHIN = 0.1
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +73,14 @@ class QueryActor(pykka.ThreadingActor):
 
     def on_start(self) -> None:
         """Open this actor's own store connection."""
-        self._store = self._store_factory()
+        try:
+            self._store = self._store_factory()
+        except Exception as exc:
+            # pykka does not call on_failure for on_start; report it the same way.
+            logger.error("Query actor %d cannot open its store: %s", self.index, exc)
+            if self._on_failure is not None:
+                self._on_failure(self.index, exc)
+            raise
         logger.debug("Query actor %d started", self.index)
 
     def on_stop(self) -> None:
@@ -131,6 +142,7 @@ class QueryPool:
         self._tickets = 0
         self._on_failure: Callable[[int, BaseException], None] | None = None
         self._running = False
+        self._shared: dict[tuple[int, Hashable], tuple[asyncio.Future[Any], float]] = {}
 
     @property
     def size(self) -> int:
@@ -181,10 +193,8 @@ class QueryPool:
                 slot.actor = None
         for ref in refs:
             if ref is not None and ref.is_alive():
-                try:
+                with contextlib.suppress(pykka.ActorDeadError):
                     ref.stop(block=False)
-                except pykka.ActorDeadError:
-                    pass
 
     def _choose(self) -> tuple[int, int, int, pykka.ActorRef[QueryActor]] | None:
         """Pick the least-busy live actor and book a ticket on it (caller holds no lock)."""
@@ -193,10 +203,12 @@ class QueryPool:
             best: tuple[bool, int, int] | None = None
             best_index = -1
             for index, slot in enumerate(self._slots):
-                if slot.actor is None:
+                if slot.actor is None or not slot.actor.is_alive():
                     continue
                 oldest = min(slot.started.values(), default=now)
-                key = (now - oldest > STUCK_AFTER, len(slot.started), index)
+                # Ties rotate, so idle actors share the work and keep warm connections.
+                key = (now - oldest > STUCK_AFTER, len(slot.started),
+                       (index - self._tickets) % self._size)
                 if best is None or key < best:
                     best, best_index = key, index
             if best is None:
@@ -246,13 +258,49 @@ class QueryPool:
             self._release(index, generation, ticket)
             deliver(StoreUnavailable("store unavailable: query actor stopped"))
 
-    async def run(self, fn: Callable[[Store], T], timeout: float | None = None) -> T:
+    async def run(
+        self,
+        fn: Callable[[Store], T],
+        timeout: float | None = None,
+        key: Hashable | None = None,
+    ) -> T:
         """Await ``fn(store)`` from a coroutine on the IO loop without blocking it.
 
         Raises what ``fn`` raised, or StoreUnavailable when no answer comes within
         ``timeout`` seconds (default: the pool's), so a hung store cannot hang the
         request forever.
+
+        ``key`` names the question ``fn`` asks (e.g. ``("statistics", after, before,
+        stream)``): callers asking the same question while it is being answered share
+        that one store call instead of queueing identical work (request coalescing).
+        The answer is never older than the call in flight; nothing is cached after it.
         """
+        if key is None:
+            return await self._run(fn, timeout)
+        loop = asyncio.get_running_loop()
+        shared_key = (id(loop), key)
+        entry = self._shared.get(shared_key)
+        now = time.monotonic()
+        # Join only a young call: one that is taking long may be stuck in a stalled
+        # connection, and must not drag every identical request down with it.
+        if entry is not None and now - entry[1] <= JOIN_WITHIN:
+            shared = entry[0]
+        else:
+            shared = loop.create_task(self._run(fn, timeout))
+            self._shared[shared_key] = (shared, now)
+
+            def forget(task: asyncio.Future[Any]) -> None:
+                current = self._shared.get(shared_key)
+                if current is not None and current[0] is task:
+                    del self._shared[shared_key]
+                if not task.cancelled():
+                    task.exception()  # retrieved here; every awaiter re-raises it
+
+            shared.add_done_callback(forget)
+        result: T = await asyncio.shield(shared)
+        return result
+
+    async def _run(self, fn: Callable[[Store], T], timeout: float | None) -> T:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
 

@@ -22,7 +22,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import pykka
 
@@ -31,7 +31,7 @@ from tps.actors.stats import StreamState, StreamStats, SupervisorStats, WriterSt
 from tps.actors.timer import tell_later
 from tps.config.registry import StreamRegistry, check_feed
 from tps.config.settings import FeedConfig, Settings
-from tps.errors import StreamError, StreamExists, UnknownStream
+from tps.errors import ConfigError, StreamError, StreamExists, UnknownStream
 from tps.live import LiveHub
 
 logger = logging.getLogger(__name__)
@@ -153,6 +153,10 @@ class StatsBoard:
         """The supervisor's restart and failure counters."""
         return self._supervisor
 
+    def attach_writer(self, stats: WriterStats | None) -> None:
+        """Set the writer's stats when the board was built before the writer."""
+        self._writer = stats
+
     def add_stream(self, stats: StreamStats) -> None:
         """Register a stream's stats (supervisor only)."""
         with self._lock:
@@ -188,12 +192,12 @@ class Supervisor(pykka.ThreadingActor):
     """Supervises the writer, the query pool and one reader per stream.
 
     Build it for a role: ``all`` passes everything; ``ingest`` passes no ``queries``;
-    ``api`` passes only ``queries`` (``sink_for=None`` means this process ingests
+    ``api`` passes only ``queries`` (no sink means this process ingests
     nothing, and adding a stream raises :class:`StreamError`).
 
-    ``sink_for(name)`` returns the sink the reader of stream ``name`` writes into
-    (usually one shared sink composed of ``WriterHandle.submit`` and
-    ``LiveHub.publish``). ``registry=None`` runs the configured feeds without
+    ``sink`` is the one sink every reader writes into (the service composes it from
+    ``WriterHandle.submit`` and ``LiveHub.publish``); ``sink_for(name)`` instead gives
+    each stream its own. ``registry=None`` runs the configured feeds without
     persisting changes. ``board`` receives every stats object for /metrics.
     """
 
@@ -201,6 +205,7 @@ class Supervisor(pykka.ThreadingActor):
         self,
         settings: Settings,
         *,
+        sink: ReadingSink | None = None,
         sink_for: Callable[[str], ReadingSink] | None = None,
         writer: WriterLike | None = None,
         queries: QueryPoolLike | None = None,
@@ -214,12 +219,21 @@ class Supervisor(pykka.ThreadingActor):
     ) -> None:
         super().__init__()
         self._settings = settings
+        if sink_for is None and sink is not None:
+            shared = sink
+
+            def sink_for(_: str) -> ReadingSink:
+                return shared
+
         self._sink_for = sink_for
         self._writer = writer
         self._queries = queries
         self._registry = registry
         self._hub = hub
         self.board = board or StatsBoard()
+        if self.board.writer() is None and writer is not None:
+            # WriterHandle exposes its stats; a board built without them still reports them.
+            self.board.attach_writer(getattr(writer, "stats", None))
         self._reader_factory = reader_factory
         self._policy = policy or RestartPolicy()
         self._stop_timeout = stop_timeout
@@ -242,10 +256,18 @@ class Supervisor(pykka.ThreadingActor):
         if self._sink_for is None:
             logger.info("Supervisor started without readers (role=%s)", self._settings.role)
             return
+        entries = [(feed, True) for feed in self._settings.feeds]
         if self._registry is not None:
-            entries = [(e.feed, e.running) for e in self._registry.load(self._settings.feeds)]
-        else:
-            entries = [(feed, True) for feed in self._settings.feeds]
+            try:
+                entries = [(e.feed, e.running) for e in self._registry.load(self._settings.feeds)]
+            except (ConfigError, OSError) as exc:
+                logger.error(
+                    "Cannot use the stream registry %s (%s); running the configured feeds "
+                    "and not persisting stream changes until TPS restarts",
+                    self._registry.path,
+                    exc,
+                )
+                self._registry = None
         for feed, running in entries:
             self._track(feed, running)
             if running:
@@ -638,7 +660,11 @@ class Supervisor(pykka.ThreadingActor):
             from tps.actors.reader import StreamReader
 
             factory = StreamReader
-        start: ReaderFactory = factory.start if isinstance(factory, type) else factory
+        start = cast(
+            ReaderFactory,
+            factory.start if isinstance(factory, type) and issubclass(factory, pykka.Actor)
+            else factory,
+        )
         reader.ref = start(
             reader.feed,
             self._sink_for(reader.feed.name),

@@ -11,6 +11,7 @@ import hmac
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, TypeVar
 
 import pykka
@@ -61,7 +62,8 @@ class FutureWaiter:
     async def wait(self, future: pykka.Future[T], timeout: float = 10.0) -> T:
         """The future's value (re-raising its exception) once it is set."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, future.get, timeout)
+        # pykka's get() takes timeout as a keyword only.
+        return await loop.run_in_executor(self._executor, partial(future.get, timeout=timeout))
 
     def close(self) -> None:
         """Stop the pool's threads."""

@@ -85,4 +85,7 @@ class JsonErrorsMixin(tornado.web.RequestHandler):
         else:
             body = error_body(CODES.get(status_code, "error"), self._reason)
         self.set_header("Content-Type", "application/json; charset=utf-8")
+        if status_code == 401:
+            # Set here: send_error() clears the headers a handler set before raising.
+            self.set_header("WWW-Authenticate", 'Bearer realm="tps"')
         self.finish(json.dumps(body))

@@ -164,8 +164,16 @@ class StreamRegistry:
             except RegistryFormatError as exc:
                 self._set_aside(str(exc))
         for feed in configured:
-            if feed.name not in self._entries and feed.name not in self._removed:
+            known = self._entries.get(feed.name)
+            if known is None and feed.name not in self._removed:
                 self._entries[feed.name] = StreamEntry(feed, True)
+            elif known is not None and known.feed != feed:
+                # The configuration says where a configured feed is; the registry only
+                # remembers what was done to it at runtime (stopped, removed).
+                logger.info("Stream %s: configured as %s (registry had %s); keeping its "
+                            "state %s", feed.name, feed.url, known.feed.url,
+                            "running" if known.running else "stopped")
+                self._entries[feed.name] = StreamEntry(feed, known.running)
         self.save()
         return self.entries()
 

@@ -7,7 +7,7 @@ send on open and turns every received frame into exactly one outcome:
 - :class:`Sample`: a temperature value (and the frame's own time, if it carried one);
 - :class:`Control`: protocol chatter (ack, keep-alive, ping/pong), perhaps with a reply
   that must be sent back;
-- :class:`StreamEnded` (raised): the server ended the subscription or reported an error,
+- :class:`ServerEndedError` (raised): the server ended the subscription or reported an error,
   so the reader must reconnect;
 - :class:`~tps.errors.FrameError` (raised): the frame is rejected; ``reason`` is the
   metrics label and the reader keeps going.
@@ -75,7 +75,7 @@ class Control:
 Outcome = Sample | Control
 
 
-class StreamEnded(FrameError):
+class ServerEndedError(FrameError):
     """The server ended the subscription (error, complete, connection_error).
 
     The reader counts it under ``reason`` like a rejected frame, then reconnects.
@@ -98,9 +98,19 @@ def offered_subprotocols(protocol: str) -> list[str]:
 
 
 def codec_for(
-    chosen: str | None, query: str, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES
+    chosen: str | None,
+    query: str,
+    max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
+    offered: list[str] | None = None,
 ) -> Codec:
-    """The codec for the subprotocol the server chose (``None`` or empty: plain JSON)."""
+    """The codec for the subprotocol the server chose (``None`` or empty: plain JSON).
+
+    With ``offered``, a choice the client did not offer is rejected (``bad_protocol``).
+    """
+    chosen = (chosen or "").strip().lower() or None
+    if chosen and offered is not None and chosen not in offered:
+        raise FrameError("bad_protocol", f"server chose subprotocol {chosen!r}, "
+                         f"which was not offered ({', '.join(offered) or 'none'})")
     if not chosen:
         return PlainJsonCodec(query, max_frame_bytes)
     if chosen == LEGACY:
@@ -125,7 +135,7 @@ class Codec:
         return []
 
     def handle(self, frame: str | bytes) -> Outcome:
-        """Turn one received frame into an outcome (raises FrameError / StreamEnded)."""
+        """Turn one received frame into an outcome (raises FrameError / ServerEndedError)."""
         message = decode(frame, self.max_frame_bytes)
         if not isinstance(message, dict):
             raise FrameError("bad_shape", f"expected a JSON object, got {_kind(message)}")
@@ -142,6 +152,12 @@ class Codec:
         if not isinstance(payload, dict):
             raise FrameError("bad_shape", f"payload must be an object, got {_kind(payload)}")
         data = payload.get("data")
+        if type(data) is dict and len(data) == 1:
+            # Fast path for the usual {"temperature": 21.37}; anything else takes the
+            # general route below, which gives the precise rejection.
+            (raw,) = data.values()
+            if type(raw) is float and math.isfinite(raw):
+                return Sample(raw)
         if data is None and payload.get("errors"):
             raise FrameError("graphql_error", f"GraphQL errors: {_errors(payload['errors'])}")
         if not isinstance(data, dict):
@@ -152,7 +168,7 @@ class Codec:
         def ended(message: dict[str, Any]) -> Outcome:
             detail = message.get("payload")
             suffix = f": {_errors(detail)}" if detail else ""
-            raise StreamEnded(reason, f"server sent {what}{suffix}")
+            raise ServerEndedError(reason, f"server sent {what}{suffix}")
 
         return ended
 
@@ -236,10 +252,14 @@ def decode(frame: str | bytes, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -
         size = len(frame.encode("utf-8", "surrogatepass"))
     if size > max_frame_bytes:
         raise FrameError("too_large", f"frame of {size} bytes exceeds {max_frame_bytes} bytes")
+    if isinstance(frame, bytes):
+        # Decoding first is faster than json.loads(bytes), which sniffs the encoding.
+        try:
+            frame = frame.decode("utf-8")
+        except UnicodeDecodeError:
+            raise FrameError("not_utf8", "frame is not valid UTF-8 text") from None
     try:
         return json.loads(frame)
-    except UnicodeDecodeError:
-        raise FrameError("not_utf8", "frame is not valid UTF-8 text") from None
     except (ValueError, RecursionError) as exc:
         raise FrameError("not_json", f"frame is not JSON: {_short(exc)}") from None
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -290,6 +291,17 @@ class FeedSocket(tornado.websocket.WebSocketHandler):
         if self.sim.emit_log is not None:
             now = time.time_ns()
             self.sim.emit_log.record(self.stream, values, [now] * len(values))
+        if len(values) > 1:
+            # A burst goes out as one write of pre-built frames: tornado's per-message
+            # write_message would cap the simulator below what the readers can take.
+            connection = self.ws_connection
+            stream = getattr(connection, "stream", None)
+            if connection is None or stream is None or connection.is_closing():
+                raise tornado.websocket.WebSocketClosedError()
+            frames = b"".join(_text_frame((template % repr(value)).encode())
+                              for value in values)
+            written: Awaitable[None] = stream.write(frames)
+            return written
         future: Awaitable[None] | None = None
         for value in values:
             future = self.write_message(template % repr(value))
@@ -311,10 +323,8 @@ class FeedSocket(tornado.websocket.WebSocketHandler):
             pass
 
     def _send(self, message: dict[str, Any]) -> None:
-        try:
+        with contextlib.suppress(tornado.websocket.WebSocketClosedError):
             self.write_message(json.dumps(message))
-        except tornado.websocket.WebSocketClosedError:
-            pass
 
     def on_close(self) -> None:
         """Stop every emitter of this connection."""
@@ -325,6 +335,16 @@ class FeedSocket(tornado.websocket.WebSocketHandler):
         if self.ka_task is not None:
             self.ka_task.cancel()
         logger.info("Client disconnected from stream %s", self.stream)
+
+
+def _text_frame(payload: bytes) -> bytes:
+    """An unmasked, uncompressed, final text frame (server to client)."""
+    size = len(payload)
+    if size < 126:
+        return bytes((0x81, size)) + payload
+    if size < 1 << 16:
+        return bytes((0x81, 126)) + size.to_bytes(2, "big") + payload
+    return bytes((0x81, 127)) + size.to_bytes(8, "big") + payload
 
 
 class Simulator:
@@ -358,7 +378,8 @@ class Simulator:
     def stop(self, timeout: float = 5.0) -> None:
         """Close every connection and the listening socket; waits for the thread."""
         if self._loop is not None and self._stopping is not None:
-            self._loop.call_soon_threadsafe(self._stopping.set)
+            with contextlib.suppress(RuntimeError):  # already stopped: the loop is closed
+                self._loop.call_soon_threadsafe(self._stopping.set)
         if self._thread is not None:
             self._thread.join(timeout)
 

@@ -74,16 +74,20 @@ class BatchBuffer:
         """How many readings fit before the limit is reached."""
         return max(0, self.limit - self._count)
 
-    def append(self, readings: Sequence[Reading], position: int | None = None) -> int:
+    def append(
+        self, readings: Sequence[Reading], position: int | None = None, *, bounded: bool = True
+    ) -> int:
         """Add readings (oldest first); drop the oldest beyond the limit.
 
-        Returns how many readings were dropped by this call.
+        Returns how many readings were dropped by this call. ``bounded=False`` lets the
+        caller overshoot the limit by one chunk instead (used when re-reading the
+        spool, where dropping would lose readings that are safe on disk).
         """
         if not readings:
             return 0
         self._chunks.append(_Chunk(readings, position))
         self._count += len(readings)
-        excess = self._count - self.limit
+        excess = self._count - self.limit if bounded else 0
         if excess > 0:
             self._discard(excess)
             self.dropped += excess

@@ -34,9 +34,15 @@ _STREAM = f'"{TAG_KEY}"'
 
 
 def quote_string(value: str) -> str:
-    """``value`` as an InfluxQL string literal: ``'...'`` with ``\\``, ``'``, newline escaped."""
+    """``value`` as an InfluxQL string literal: ``'...'`` with ``\\``, ``'``, newline escaped.
+
+    ValueError for a carriage return, which no InfluxQL literal can hold.
+    """
     if not isinstance(value, str):
         raise TypeError(f"expected a string, got {type(value).__name__}")
+    if "\r" in value:
+        # The scanner reads a carriage return as a line break and has no escape for it.
+        raise ValueError(f"{value!r}: InfluxQL string literals cannot hold a carriage return")
     return "'" + value.translate(_STRING_ESCAPES) + "'"
 
 
@@ -131,10 +137,15 @@ def select_average(window_size: int, stream: str | None) -> str:
     InfluxDB insists the outer query is ordered the same way as the subquery.
     """
     check_int("window_size", window_size, minimum=1)
-    return (
-        f"SELECT MEAN({_VALUE}) FROM (SELECT {_VALUE} {_FROM}{where_clause(stream=stream)}"
-        f" ORDER BY time DESC LIMIT {window_size}) ORDER BY time DESC"
+    # Selecting the stream tag too is what makes InfluxDB order time ties by series
+    # (as measurements do); with the field alone, which tied rows survive the LIMIT
+    # is arbitrary.
+    inner = (
+        f"SELECT {_VALUE}, {_STREAM} {_FROM}{where_clause(stream=stream)}"
+        f" ORDER BY time DESC LIMIT {window_size}"
     )
+    # inner is built above from constants, a quoted literal and a checked int.
+    return f"SELECT MEAN({_VALUE}) FROM ({inner}) ORDER BY time DESC"  # noqa: S608
 
 
 def select_count(stream: str | None) -> str:

@@ -8,8 +8,9 @@ Escaping follows what InfluxDB's parser actually accepts (verified against 1.6):
 commas, equals signs and spaces in a tag value are backslash-escaped; any other
 character, backslashes included, is literal. Two things cannot be carried in a tag
 value at all - a newline (it ends the line) and a trailing backslash (it would escape
-the separator that follows) - and an empty value drops the tag, so such names are
-refused with ValueError rather than stored under a different name.
+the separator that follows) - and an empty value drops the tag; a carriage return is
+stored but cannot be queried back. Such names are refused with ValueError rather than
+stored under a different name (config only allows ``[A-Za-z0-9_.:-]{1,64}`` anyway).
 """
 
 from __future__ import annotations
@@ -29,13 +30,24 @@ FIELD_KEY = "value"
 _TAG_ESCAPES = str.maketrans({",": "\\,", "=": "\\=", " ": "\\ "})
 
 
+def is_storable(stream: str) -> bool:
+    """True when InfluxDB can store *and* query back a point tagged with ``stream``.
+
+    Besides what line protocol cannot carry, a carriage return is refused: InfluxQL's
+    scanner turns it into a newline inside string literals and has no escape for it,
+    so such a name could be written but never selected.
+    """
+    return bool(stream) and "\n" not in stream and "\r" not in stream and (
+        not stream.endswith("\\"))
+
+
 def escape_tag_value(value: str) -> str:
     """Escape ``value`` for use as a tag value; ValueError if no escaping can carry it."""
     if not value:
         raise ValueError("a stream name must not be empty in line protocol")
-    if "\n" in value:
-        raise ValueError(f"stream name {value!r} contains a newline, which line protocol "
-                         "cannot carry")
+    if "\n" in value or "\r" in value:
+        raise ValueError(f"stream name {value!r} contains a line break, which InfluxDB "
+                         "cannot store and query back")
     if value.endswith("\\"):
         raise ValueError(f"stream name {value!r} ends with a backslash, which line protocol "
                          "cannot carry")
@@ -67,13 +79,15 @@ def encode_readings(readings: Iterable[Reading]) -> bytes:
         prefix = prefixes.get(stream)
         if prefix is None:
             prefix = prefixes[stream] = line_prefix(stream)
-        # float() first: an int would be fine, but a bool would be written as the
-        # boolean True and then conflict with the float field forever.
-        value = float(reading.value)
+        value = reading.value
+        if value.__class__ is not float:
+            # An int would be fine, but a bool would be written as the boolean True
+            # and then conflict with the float field forever.
+            value = float(value)
         if not isfinite(value):
             raise ValueError(f"stream {stream!r}: value {value!r} is not a finite number")
         time_ns = reading.time_ns
-        if type(time_ns) is not int:
+        if time_ns.__class__ is not int:
             raise ValueError(f"stream {stream!r}: time_ns {time_ns!r} is not an integer")
         append(f"{prefix}{value!r} {time_ns}")
     return "\n".join(lines).encode()

@@ -14,19 +14,26 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import graphene
 from graphql import (
+    ArgumentNode,
     ASTValidationRule,
     DocumentNode,
     FieldNode,
     FragmentDefinitionNode,
     FragmentSpreadNode,
     GraphQLError,
+    GraphQLInt,
     GraphQLSchema,
     InlineFragmentNode,
+    IntValueNode,
     OperationDefinitionNode,
     OperationType,
     SelectionSetNode,
+    StringValueNode,
     ValidationContext,
+    ValidationRule,
+    get_named_type,
     parse,
     specified_rules,
     validate,
@@ -89,7 +96,9 @@ class DocumentCache:
         self._schema = schema
         self._max_entries = max_entries
         self.max_chars = max_chars
-        self._rules = [*specified_rules, _depth_rule(max_depth)]
+        self._rules: list[type[ASTValidationRule]] = [
+            ArgumentLiteralRule, *specified_rules, _depth_rule(max_depth)
+        ]
         self._entries: OrderedDict[str, ParsedDocument] = OrderedDict()
         self._lock = threading.Lock()
         self.hits = 0
@@ -139,6 +148,36 @@ def operation_type(parsed: ParsedDocument, name: str | None) -> OperationType | 
     """The operation type that ``operationName`` ``name`` selects, or None."""
     op = parsed.operation(name)
     return op.operation if op is not None else None
+
+
+_INT_MIN, _INT_MAX = -(2**31), 2**31 - 1
+
+
+class ArgumentLiteralRule(ValidationRule):
+    """Names the argument when a literal DateTime or Int cannot be read.
+
+    The standard rule reports these too, but its message names only the type
+    (``Expected value of type 'DateTime'``); this one says which argument is wrong.
+    """
+
+    def enter_argument(self, node: ArgumentNode, *_args: object) -> None:
+        argument = self.context.get_argument()
+        if argument is None:
+            return
+        named = get_named_type(argument.type)
+        value = node.value
+        name = node.name.value
+        if named is not None and named.name == "DateTime" and isinstance(value, StringValueNode):
+            try:
+                graphene.DateTime.parse_value(value.value)
+            except (GraphQLError, ValueError, OverflowError):
+                self.report_error(GraphQLError(
+                    f"{name}: expected an ISO 8601 date-time such as "
+                    f"2023-07-28T13:00:00+00:00, got {value.value!r}", node))
+        elif (named is GraphQLInt and isinstance(value, IntValueNode)
+              and not _INT_MIN <= int(value.value) <= _INT_MAX):
+            self.report_error(GraphQLError(
+                f"{name}: {value.value} is outside the 32-bit integer range", node))
 
 
 def _depth_rule(max_depth: int) -> type[ASTValidationRule]:

@@ -115,27 +115,35 @@ def _context(info: graphene.ResolveInfo) -> RequestContext:
 
 
 def _require_control(info: graphene.ResolveInfo) -> ApiContext:
+    """The API context when the caller holds the control token; else an error."""
     context = _context(info)
     if not context.authorized:
         raise GraphQLError(
             "unauthorized: mutations need the header 'Authorization: Bearer <control token>'"
         )
-    if context.api.supervisor is None:
+    return context.api
+
+
+def _supervisor(api: ApiContext) -> Any:
+    """The supervisor proxy, or a clear error in the ``api`` role (no readers here)."""
+    if api.supervisor is None:
         raise GraphQLError(
             "streams are not managed by this process (role api); send mutations to the "
             "ingest process"
         )
-    return context.api
+    return api.supervisor
 
 
-async def _on_pool(info: graphene.ResolveInfo, fn: Any) -> Any:
-    return await _context(info).api.queries.run(fn)
+async def _on_pool(info: graphene.ResolveInfo, fn: Any, key: tuple[Any, ...] | None = None) -> Any:
+    """Run ``fn(store)`` on the query pool; identical in-flight questions (``key``) share
+    one store call."""
+    return await _context(info).api.queries.run(fn, key=key)
 
 
 # --- output types -----------------------------------------------------------------
 
 
-class Temperature(graphene.ObjectType):
+class Temperature(graphene.ObjectType):  # type: ignore[misc]
     """One reading. ``time`` and ``timestamp`` are the same instant (both names are in use)."""
 
     time = graphene.DateTime(required=True, description="Instant of the reading (UTC).")
@@ -152,7 +160,7 @@ class Temperature(graphene.ObjectType):
         return root.time
 
 
-class TemperatureStatistics(graphene.ObjectType):
+class TemperatureStatistics(graphene.ObjectType):  # type: ignore[misc]
     """Aggregate of a window; min/max/mean are null when count is 0."""
 
     min = graphene.Float()
@@ -161,7 +169,7 @@ class TemperatureStatistics(graphene.ObjectType):
     count = graphene.Int(required=True)
 
 
-class Average(graphene.ObjectType):
+class Average(graphene.ObjectType):  # type: ignore[misc]
     """Rolling mean of the newest ``windowSize`` readings; null when there are none."""
 
     value = graphene.Float()
@@ -170,7 +178,7 @@ class Average(graphene.ObjectType):
     stream = graphene.String(description="The stream, or null for all streams.")
 
 
-class Stream(graphene.ObjectType):
+class Stream(graphene.ObjectType):  # type: ignore[misc]
     """A stream with its state and counters (state is null in the ``api`` role)."""
 
     name = graphene.String(required=True)
@@ -198,21 +206,21 @@ class Stream(graphene.ObjectType):
         return None if last is None else Reading("", last, 0.0).time
 
 
-class ToggleFeedInput(graphene.InputObjectType):
+class ToggleFeedInput(graphene.InputObjectType):  # type: ignore[misc]
     """``status``: "on" or "off"; ``stream``: one stream (default: every stream)."""
 
     status = graphene.String(required=True)
     stream = graphene.String()
 
 
-class ToggleFeedPayload(graphene.ObjectType):
+class ToggleFeedPayload(graphene.ObjectType):  # type: ignore[misc]
     """The status asked for and the streams it was applied to."""
 
     status = graphene.String(required=True)
     streams = graphene.List(graphene.NonNull(Stream), required=True)
 
 
-class AddStreamInput(graphene.InputObjectType):
+class AddStreamInput(graphene.InputObjectType):  # type: ignore[misc]
     """A feed to subscribe to (protocol: auto, graphql-ws, graphql-transport-ws, json)."""
 
     name = graphene.String(required=True)
@@ -221,7 +229,7 @@ class AddStreamInput(graphene.InputObjectType):
     query = graphene.String()
 
 
-class RemoveStreamPayload(graphene.ObjectType):
+class RemoveStreamPayload(graphene.ObjectType):  # type: ignore[misc]
     """Answer of ``removeStream``."""
 
     name = graphene.String(required=True)
@@ -231,7 +239,7 @@ class RemoveStreamPayload(graphene.ObjectType):
 # --- root types -------------------------------------------------------------------
 
 
-class Query(graphene.ObjectType):
+class Query(graphene.ObjectType):  # type: ignore[misc]
     """Read-only questions about the readings and streams."""
 
     current_temperature = graphene.Field(
@@ -264,7 +272,7 @@ class Query(graphene.ObjectType):
     @staticmethod
     def resolve_current_temperature(
         _root: None, info: graphene.ResolveInfo, stream: str | None = None
-    ) -> Reading | None | Awaitable[Reading | None]:
+    ) -> Reading | Awaitable[Reading | None] | None:
         stream = check_stream(stream)
         hub = _context(info).api.hub
         if hub is not None:
@@ -272,7 +280,7 @@ class Query(graphene.ObjectType):
             latest = hub.latest(stream)
             if latest is not None:
                 return latest
-        return _on_pool(info, lambda store: store.current(stream))
+        return _on_pool(info, lambda store: store.current(stream), ("current", stream))
 
     @staticmethod
     async def resolve_temperature_statistics(
@@ -285,7 +293,9 @@ class Query(graphene.ObjectType):
         stream = check_stream(stream)
         after_ns, before_ns = check_window(after, before)
         result: Statistics = await _on_pool(
-            info, lambda store: store.statistics(after_ns, before_ns, stream)
+            info,
+            lambda store: store.statistics(after_ns, before_ns, stream),
+            ("statistics", after_ns, before_ns, stream),
         )
         return result
 
@@ -309,7 +319,8 @@ class Query(graphene.ObjectType):
         def fetch(store: Store) -> list[Reading]:
             return store.measurements(after_ns, before_ns, stream, last=last, limit=size)
 
-        result: list[Reading] = await _on_pool(info, fetch)
+        key = ("measurements", after_ns, before_ns, stream, last, size)
+        result: list[Reading] = await _on_pool(info, fetch, key)
         return result
 
     @staticmethod
@@ -342,12 +353,12 @@ async def _average_from_store(
     def fetch(store: Store) -> list[Reading]:
         return store.measurements(None, None, stream, last=window_size, limit=window_size)
 
-    readings: list[Reading] = await _on_pool(info, fetch)
+    readings: list[Reading] = await _on_pool(info, fetch, ("average", window_size, stream))
     mean = sum(r.value for r in readings) / len(readings) if readings else None
     return AverageValue(mean, window_size, len(readings), stream)
 
 
-class Mutation(graphene.ObjectType):
+class Mutation(graphene.ObjectType):  # type: ignore[misc]
     """Control of the streams; every mutation needs the control token."""
 
     toggle_feed = graphene.Field(
@@ -362,28 +373,26 @@ class Mutation(graphene.ObjectType):
 
     @staticmethod
     async def resolve_toggle_feed(
-        _root: None, info: graphene.ResolveInfo, input: dict[str, Any]  # noqa: A002
+        _root: None, info: graphene.ResolveInfo, input: dict[str, Any]
     ) -> ToggleResult:
         api = _require_control(info)
         status = str(input.get("status", "")).strip().lower()
         if status not in ("on", "off"):
             raise InvalidArgument("status", f'must be "on" or "off", got {input.get("status")!r}')
         stream = check_stream(input.get("stream"))
-        supervisor = api.supervisor
-        assert supervisor is not None
+        supervisor = _supervisor(api)
         running = status == "on"
         if stream is None:
             streams: list[Any] = await api.waiter.wait(supervisor.set_all(running))
         else:
             method = supervisor.start_stream if running else supervisor.stop_stream
-            await api.waiter.wait(method(stream))
-            streams = [await api.waiter.wait(supervisor.get_stream(stream))]
+            streams = [await api.waiter.wait(method(stream))]
         logger.info("toggleFeed %s applied to %d stream(s)", status, len(streams))
         return ToggleResult(status, streams)
 
     @staticmethod
     async def resolve_add_stream(
-        _root: None, info: graphene.ResolveInfo, input: dict[str, Any]  # noqa: A002
+        _root: None, info: graphene.ResolveInfo, input: dict[str, Any]
     ) -> Any:
         api = _require_control(info)
         name = check_stream(str(input["name"]))
@@ -397,9 +406,7 @@ class Mutation(graphene.ObjectType):
             if not str(query).strip():
                 raise InvalidArgument("query", "must not be empty")
             feed = FeedConfig(feed.name, feed.url, feed.protocol, str(query))
-        supervisor = api.supervisor
-        assert supervisor is not None
-        return await api.waiter.wait(supervisor.add_stream(feed))
+        return await api.waiter.wait(_supervisor(api).add_stream(feed))
 
     @staticmethod
     async def resolve_remove_stream(
@@ -407,12 +414,12 @@ class Mutation(graphene.ObjectType):
     ) -> RemovedStream:
         api = _require_control(info)
         checked = check_stream(name)
-        assert checked is not None and api.supervisor is not None
-        await api.waiter.wait(api.supervisor.remove_stream(checked))
+        assert checked is not None
+        await api.waiter.wait(_supervisor(api).remove_stream(checked))
         return RemovedStream(checked, True)
 
 
-class Subscription(graphene.ObjectType):
+class Subscription(graphene.ObjectType):  # type: ignore[misc]
     """Pushed over WebSocket on /graphql (graphql-transport-ws or graphql-ws)."""
 
     temperature = graphene.Field(

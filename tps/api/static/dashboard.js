@@ -214,13 +214,16 @@
       seen.add(info.name);
       const s = ensureStream(info.name);
       s.info = info;
+      s.listed = true;
       // Without the websocket the poll is the only source of new points.
       if (!wsLive) addPoint(s, toSeconds(info.last_time), info.last_value);
       renderRow(s);
     }
-    for (const name of Array.from(streams.keys())) if (!seen.has(name)) dropStream(name);
-    if (!list.length && !rows.querySelector("tr")) {
-      rows.innerHTML = '<tr class="empty"><td colspan="8">no streams configured - add one below</td></tr>';
+    // Forget streams the server removed (not ones only known from live readings,
+    // e.g. in the api role, where this process has no stream list).
+    for (const [name, s] of Array.from(streams)) if (s.listed && !seen.has(name)) dropStream(name);
+    if (!streams.size) {
+      rows.innerHTML = '<tr class="empty"><td colspan="8">no streams yet - add one below</td></tr>';
     }
   }
 
@@ -329,6 +332,9 @@
         width: size.width,
         height: size.height,
         series: series,
+        // At least a minute wide, so a fresh page draws a line growing to the right
+        // instead of stretching two readings across the whole chart.
+        scales: {x: {time: true, range: (u, min, max) => [min, Math.max(max, min + 60)]}},
         axes: [{}, {label: "\u00b0C", values: (u, ticks) => ticks.map((v) => v.toFixed(1))}],
         legend: {live: true},
       }, data, chartEl);

@@ -1,0 +1,1 @@
+"""Fault injection with real processes: ``tps serve``, ``tps simulate``, ``influxd``."""

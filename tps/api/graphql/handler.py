@@ -1,0 +1,412 @@
+"""The /graphql endpoint: HTTP GET and POST, and WebSocket subscriptions on one path.
+
+HTTP follows the GraphQL-over-HTTP conventions: ``POST`` with ``application/json``
+(``query``, ``variables``, ``operationName``) or ``GET ?query=`` (queries only; a
+mutation over GET is refused with 405). A request that is not a GraphQL request at
+all (not JSON, no query, wrong content type) gets 400 and a JSON error; anything the
+GraphQL layer refuses (parse, validation, argument limits, store unavailable) comes
+back with 200 in ``errors``. Nothing a client sends produces a 500.
+
+A request with ``Upgrade: websocket`` on the same path becomes a subscription
+connection (:mod:`tps.api.graphql.subscriptions`). A browser asking for HTML with no
+query gets GraphiQL.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import time
+from collections.abc import Awaitable, Iterator
+from inspect import isawaitable
+from typing import Any, ClassVar
+
+import tornado.web
+import tornado.websocket
+from graphql import ExecutionResult, GraphQLError, GraphQLSchema, OperationType, execute
+from tornado import httputil
+from tornado.concurrent import Future
+from tornado.iostream import StreamClosedError
+
+from tps.api.context import ApiContext
+from tps.api.graphql.cache import DocumentCache, ParsedDocument
+from tps.api.graphql.schema import RequestContext, build_schema
+from tps.api.graphql.subscriptions import (
+    SubscriptionConnection,
+    SubscriptionManager,
+    choose_subprotocol,
+    format_error,
+    format_result,
+)
+
+logger = logging.getLogger(__name__)
+
+JSON_TYPE = "application/json; charset=utf-8"
+WS_SEND_BUFFER = 64 * 1024
+"""Kernel send buffer of a subscription socket, in bytes."""
+_ACCEPTED_TYPES = ("application/json", "application/graphql-response+json")
+
+
+class GraphQLService:
+    """Schema, document cache, executor and subscription fan-out of one application.
+
+    Shared by every request and WebSocket; lives on the IO loop.
+    """
+
+    def __init__(self, ctx: ApiContext, schema: GraphQLSchema | None = None) -> None:
+        self.ctx = ctx
+        self.schema = schema or build_schema().graphql_schema
+        self.cache = DocumentCache(self.schema)
+        self.subscriptions = SubscriptionManager(self.schema, ctx)
+
+    def execute(
+        self,
+        parsed: ParsedDocument,
+        operation_name: str | None,
+        variables: dict[str, Any] | None,
+        authorized: bool,
+    ) -> dict[str, Any] | Awaitable[dict[str, Any]]:
+        """Run a valid query or mutation; the response mapping, or an awaitable of it.
+
+        Returns a plain value when every resolver answered synchronously (the
+        ``currentTemperature`` hot path), saving a coroutine per request.
+        """
+        assert parsed.document is not None
+        result = execute(
+            self.schema,
+            parsed.document,
+            context_value=RequestContext(self.ctx, authorized),
+            variable_values=variables,
+            operation_name=operation_name,
+        )
+        if isawaitable(result):
+            return self._finish(result)
+        assert isinstance(result, ExecutionResult)
+        return format_result(result)
+
+    async def _finish(self, pending: Awaitable[ExecutionResult]) -> dict[str, Any]:
+        return format_result(await pending)
+
+    async def execute_async(
+        self,
+        parsed: ParsedDocument,
+        operation_name: str | None,
+        variables: dict[str, Any] | None,
+        authorized: bool,
+    ) -> dict[str, Any]:
+        """:meth:`execute` as a coroutine (for the WebSocket path)."""
+        response = self.execute(parsed, operation_name, variables, authorized)
+        if isawaitable(response):
+            return await response
+        assert isinstance(response, dict)
+        return response
+
+    def observe(self, label: str, seconds: float) -> None:
+        """Record one operation's latency (metrics may be absent in tests)."""
+        metrics = self.ctx.metrics
+        if metrics is not None:
+            try:
+                metrics.observe_query(label, seconds)
+            except Exception:  # metrics must never fail a request
+                logger.exception("Recording GraphQL latency failed")
+
+    def close(self) -> None:
+        """Stop subscription sources."""
+        self.subscriptions.close()
+
+
+class BadRequestError(Exception):
+    """The request is not a GraphQL request (answered with ``status`` and a JSON error)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class GraphQLHandler(tornado.websocket.WebSocketHandler):
+    """``/graphql``: queries and mutations over HTTP, subscriptions over WebSocket."""
+
+    service: GraphQLService
+    connection: SubscriptionConnection | None
+
+    def initialize(self, service: GraphQLService) -> None:
+        """Receive the shared service (injected by the route table)."""
+        self.service = service
+        self.connection = None
+
+    # -- HTTP --
+
+    def set_default_headers(self) -> None:
+        origin = self.request.headers.get("Origin")
+        if origin and origin in self.service.ctx.settings.cors_origins:
+            self.set_header("Access-Control-Allow-Origin", origin)
+            self.set_header("Vary", "Origin")
+
+    def options(self) -> None:
+        """CORS preflight (allowed origins come from ``TPS_CORS_ORIGINS``)."""
+        self.set_header("Access-Control-Allow-Methods", "GET, POST, OPTIONS")
+        self.set_header("Access-Control-Allow-Headers", "Content-Type, Authorization")
+        self.set_status(204)
+        self.finish()
+
+    async def get(self, *args: Any, **kwargs: Any) -> None:
+        """WebSocket upgrade, GraphiQL for browsers, or a query from ``?query=``."""
+        if self.request.headers.get("Upgrade", "").lower() == "websocket":
+            await super().get(*args, **kwargs)
+            return
+        query = self.get_query_argument("query", None)
+        if query is None and "text/html" in self.request.headers.get("Accept", ""):
+            self.set_header("Content-Type", "text/html; charset=utf-8")
+            self.finish(_graphiql_html())
+            return
+        try:
+            if query is None:
+                raise BadRequestError(400, "query: missing; pass ?query=<GraphQL document>")
+            variables = _variables(self.get_query_argument("variables", None), from_text=True)
+            operation_name = self.get_query_argument("operationName", None) or None
+        except BadRequestError as exc:
+            self._send_json(exc.status, {"errors": [{"message": str(exc)}]})
+            return
+        await self._handle(query, variables, operation_name, over_get=True)
+
+    async def post(self, *args: Any, **kwargs: Any) -> None:
+        """A GraphQL request as JSON: ``{"query", "variables", "operationName"}``."""
+        try:
+            ctype = self.request.headers.get("Content-Type", "").split(";")[0].strip().lower()
+            if ctype not in _ACCEPTED_TYPES:
+                raise BadRequestError(400, f"Content-Type must be application/json, got {ctype!r}")
+            try:
+                body = json.loads(self.request.body)
+            except (ValueError, UnicodeDecodeError):
+                raise BadRequestError(400, "body: not valid JSON") from None
+            if not isinstance(body, dict):
+                raise BadRequestError(400, "body: expected a JSON object with a query")
+            query = body.get("query")
+            if not isinstance(query, str):
+                raise BadRequestError(400, "query: missing or not a string")
+            variables = _variables(body.get("variables"))
+            operation_name = body.get("operationName")
+            if operation_name is not None and not isinstance(operation_name, str):
+                raise BadRequestError(400, "operationName: must be a string")
+        except BadRequestError as exc:
+            self._send_json(exc.status, {"errors": [{"message": str(exc)}]})
+            return
+        await self._handle(query, variables, operation_name or None, over_get=False)
+
+    async def _handle(
+        self,
+        query: str,
+        variables: dict[str, Any] | None,
+        operation_name: str | None,
+        over_get: bool,
+    ) -> None:
+        started = time.perf_counter()
+        service = self.service
+        parsed = service.cache.get(query)
+        label = "invalid"
+        if parsed.errors:
+            response: dict[str, Any] = {"errors": [format_error(e) for e in parsed.errors]}
+            status = 200
+        else:
+            status, response, label = await self._run(parsed, variables, operation_name, over_get)
+        body = json.dumps(response, separators=(",", ":"))
+        # Recorded before the answer leaves, so a client never sees it unrecorded.
+        service.observe(label, time.perf_counter() - started)
+        self.set_status(status)
+        self.set_header("Content-Type", JSON_TYPE)
+        self.finish(body)
+
+    async def _run(
+        self,
+        parsed: ParsedDocument,
+        variables: dict[str, Any] | None,
+        operation_name: str | None,
+        over_get: bool,
+    ) -> tuple[int, dict[str, Any], str]:
+        op = parsed.operation(operation_name)
+        if op is None:
+            problem = (
+                f"no operation named {operation_name!r}" if operation_name
+                else "the document has several operations; name one"
+            )
+            return 200, {"errors": [{"message": f"operationName: {problem}"}]}, "invalid"
+        label = parsed.label(operation_name)
+        if op.operation == OperationType.SUBSCRIPTION:
+            message = "subscriptions need a WebSocket connection to /graphql"
+            return 400, {"errors": [{"message": message}]}, label
+        authorized = False
+        if op.operation == OperationType.MUTATION:
+            if over_get:
+                self.set_header("Allow", "POST")
+                return 405, {"errors": [{"message": "mutations must be sent with POST"}]}, label
+            authorized = self.service.ctx.auth.check_header(
+                self.request.headers.get("Authorization")
+            )
+            if not authorized:
+                self.set_header("WWW-Authenticate", "Bearer")
+                message = "unauthorized: mutations need 'Authorization: Bearer <control token>'"
+                return 401, {"errors": [{"message": message}]}, label
+        try:
+            response = self.service.execute(parsed, operation_name, variables, authorized)
+            if isawaitable(response):
+                response = await response
+        except GraphQLError as exc:
+            return 200, {"errors": [format_error(exc)]}, label
+        assert isinstance(response, dict)
+        return 200, response, label
+
+    def _send_json(self, status: int, body: dict[str, Any]) -> None:
+        self.set_status(status)
+        self.set_header("Content-Type", JSON_TYPE)
+        self.finish(json.dumps(body, separators=(",", ":")))
+
+    # -- WebSocket --
+
+    def flush(self, include_footers: bool = False) -> Future[None]:
+        """Send the WebSocket handshake headers spelled as RFC 6455 spells them.
+
+        Tornado normalises header names (``Sec-Websocket-Protocol``); names are
+        case-insensitive, but some clients (``gql``) look the subprotocol up with the
+        exact RFC spelling and silently fall back to the legacy protocol.
+        """
+        if self.get_status() == 101 and not isinstance(self._headers, _RfcCaseHeaders):
+            self._headers = _RfcCaseHeaders(self._headers)
+        return super().flush(include_footers)
+
+    @property
+    def ping_interval(self) -> float | None:
+        """Ping idle sockets (default every 30 s) so vanished clients are noticed."""
+        value = self.settings.get("websocket_ping_interval", 30.0)
+        return float(value) if value else None
+
+    def select_subprotocol(self, subprotocols: list[str]) -> str | None:
+        """Pick ``graphql-transport-ws`` or ``graphql-ws``, in the client's order."""
+        return choose_subprotocol(subprotocols)
+
+    def check_origin(self, origin: str) -> bool:
+        """Same-origin browsers and the configured CORS origins may open a socket."""
+        if origin in self.service.ctx.settings.cors_origins:
+            return True
+        return bool(super().check_origin(origin))
+
+    def open(self, *args: str, **kwargs: str) -> None:
+        """Start the protocol; a missing subprotocol means ``graphql-transport-ws``."""
+        service = self.service
+        ctx = service.ctx
+        protocol = self.selected_subprotocol or "graphql-transport-ws"
+        self.set_nodelay(True)
+        _bound_send_buffer(self)
+        self.connection = SubscriptionConnection(
+            protocol,
+            send=self._send_text,
+            busy=self._socket_busy,
+            close=self.close,
+            schema=service.schema,
+            cache=service.cache,
+            manager=service.subscriptions,
+            executor=service.execute_async,
+            check_token=ctx.auth.check_token,
+            queue_limit=ctx.settings.subscriber_queue,
+            authorized=ctx.auth.check_header(self.request.headers.get("Authorization")),
+        )
+        self.connection.opened()
+
+    def _send_text(self, text: str) -> None:
+        """Write one text frame without the per-message Task of ``write_message``.
+
+        ``write_message`` wraps every frame in a coroutine Task only to translate an
+        exception; with hundreds of subscribers that Task is most of the fan-out cost.
+        Without compression the frame is written straight to the stream (falls back
+        to ``write_message`` when Tornado's internals differ).
+        """
+        conn = self.ws_connection
+        if conn is None or conn.is_closing():
+            raise tornado.websocket.WebSocketClosedError()
+        write_frame = getattr(conn, "_write_frame", None)
+        if write_frame is None or getattr(conn, "_compressor", None) is not None:
+            self.write_message(text)
+            return
+        try:
+            write_frame(True, 0x1, text.encode())
+        except StreamClosedError:
+            raise tornado.websocket.WebSocketClosedError() from None
+
+    def _socket_busy(self) -> bool:
+        """True while earlier frames still wait in the stream's write buffer."""
+        stream = getattr(self.ws_connection, "stream", None)
+        return bool(stream is not None and stream.writing())
+
+    def on_message(self, message: str | bytes) -> None:
+        """Hand one client message to the protocol state machine."""
+        if self.connection is not None:
+            self.connection.on_message(message)
+
+    def on_close(self) -> None:
+        """Drop this connection's subscriptions."""
+        if self.connection is not None:
+            self.connection.connection_lost()
+
+
+class _RfcCaseHeaders(httputil.HTTPHeaders):
+    """Headers whose ``Sec-WebSocket-*`` names are written in RFC 6455 case."""
+
+    _SPELLING: ClassVar[dict[str, str]] = {
+        "Sec-Websocket-Protocol": "Sec-WebSocket-Protocol",
+        "Sec-Websocket-Accept": "Sec-WebSocket-Accept",
+        "Sec-Websocket-Extensions": "Sec-WebSocket-Extensions",
+    }
+
+    def get_all(self) -> Iterator[tuple[str, str]]:
+        for name, value in super().get_all():
+            yield self._SPELLING.get(name, name), value
+
+
+def _bound_send_buffer(handler: tornado.websocket.WebSocketHandler) -> None:
+    """Cap the kernel send buffer of a subscription socket.
+
+    Loopback and LAN sockets autotune up to megabytes; a stalled subscriber would let
+    that much pile up in the kernel before TPS's own queue bound even notices.
+    """
+    stream = getattr(handler.ws_connection, "stream", None)
+    sock = getattr(stream, "socket", None)
+    if sock is not None:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, WS_SEND_BUFFER)
+        except OSError:
+            logger.debug("Could not cap the send buffer of a subscription socket")
+
+
+def _variables(raw: Any, from_text: bool = False) -> dict[str, Any] | None:
+    """``variables`` as a mapping (GET passes it as JSON text)."""
+    if raw is None or raw == "":
+        return None
+    if from_text:
+        try:
+            raw = json.loads(raw)
+        except ValueError:
+            raise BadRequestError(400, "variables: not valid JSON") from None
+    if raw is not None and not isinstance(raw, dict):
+        raise BadRequestError(400, "variables: must be a JSON object")
+    return raw
+
+
+def _graphiql_html() -> str:
+    """GraphiQL from the dashboard assets, or a short note while they are missing."""
+    try:
+        from tps.api.ui import graphiql_html  # optional: built by the UI work
+    except ImportError:
+        return (
+            "<!doctype html><title>TPS GraphQL</title><h1>TPS GraphQL</h1>"
+            "<p>POST a JSON body <code>{\"query\": \"{ currentTemperature { time value } }\"}"
+            "</code> to this URL, or GET <code>?query=...</code>.</p>"
+        )
+    html: str = graphiql_html()
+    return html
+
+
+def routes(ctx: ApiContext) -> list[tuple[str, type, dict[str, Any]]]:
+    """The /graphql route for the application's route table."""
+    service = GraphQLService(ctx)
+    ctx.on_close.append(service.close)
+    return [(r"/graphql", GraphQLHandler, {"service": service})]

@@ -1,0 +1,203 @@
+"""``/health`` (liveness and a JSON summary) and ``/ready`` (can this process serve?).
+
+``/health`` always answers 200 while the HTTP loop runs, with ``status`` ``ok`` or
+``degraded`` and the details an operator needs: which actors are alive, every
+stream's state, the writer's buffer and oldest unwritten reading's age, the spool,
+and whether the store answers. ``/ready`` is for load balancers: 200 only when the
+store answers a ping and the supervisor runs (in the ``api`` role, which has no
+supervisor, only the store counts), else 503.
+
+The store is pinged through the query pool with a short timeout (one ping at a time,
+its answer reused for a second), so a stopped InfluxDB turns ``/ready`` to 503 within
+about three seconds and a busy prober never ties up the query actors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from typing import Any
+
+import pykka
+import tornado.web
+
+from tps.actors.stats import WriterStats
+from tps.api.context import ApiContext
+from tps.api.errors import JsonErrorsMixin
+
+logger = logging.getLogger(__name__)
+
+PING_TIMEOUT = 2.0
+Route = tuple[str, type[tornado.web.RequestHandler], dict[str, Any]]
+
+
+def writer_json(stats: WriterStats | None, now_ns: int | None = None) -> dict[str, Any] | None:
+    """The writer and spool figures of /health."""
+    if stats is None:
+        return None
+    now_ns = time.time_ns() if now_ns is None else now_ns
+    oldest = stats.oldest_unwritten_ns
+    return {
+        "buffered": stats.buffered,
+        "oldest_unwritten_age_s": None if oldest is None else max(0.0, (now_ns - oldest) / 1e9),
+        "points_written": stats.points_written,
+        "write_failures": stats.write_failures,
+        "write_retries": stats.write_retries,
+        "dropped": stats.dropped,
+        "store_reachable": stats.store_reachable,
+        "last_error": stats.last_error,
+        "spool": {
+            "enabled": stats.spool_enabled,
+            "bytes": stats.spool_bytes,
+            "segments": stats.spool_segments,
+            "replayed": stats.spool_replayed,
+            "truncated": stats.spool_truncated,
+            "dropped": stats.spool_dropped,
+            "errors": stats.spool_errors,
+        },
+    }
+
+
+class StoreProbe:
+    """Answers "is the store reachable?" for /health and /ready without piling up pings.
+
+    At most one ping is in flight; every caller waits at most ``timeout`` for it, and a
+    result is reused for ``ttl`` seconds, so a load balancer polling /ready many times
+    a second costs the store one cheap request per second and can never tie up the
+    query actors. Without a query pool (``ingest`` role) the writer's view is used.
+    Lives on the IO loop thread only.
+    """
+
+    def __init__(self, ctx: ApiContext, ttl: float = 1.0, timeout: float = PING_TIMEOUT) -> None:
+        self._ctx = ctx
+        self._ttl = ttl
+        self._timeout = timeout
+        self._last: tuple[bool, str | None] | None = None
+        self._last_at = 0.0
+        self._inflight: asyncio.Future[tuple[bool, str | None]] | None = None
+
+    async def reachable(self) -> tuple[bool, str | None]:
+        """(reachable, why not) - fresh within ``ttl`` seconds."""
+        if self._last is not None and time.monotonic() - self._last_at < self._ttl:
+            return self._last
+        if self._inflight is None or self._inflight.done():
+            self._inflight = asyncio.ensure_future(self._ping())
+        try:
+            result = await asyncio.wait_for(asyncio.shield(self._inflight), self._timeout)
+        except TimeoutError:
+            result = (False, f"store did not answer a ping within {self._timeout:g} s")
+        self._last, self._last_at = result, time.monotonic()
+        return result
+
+    async def _ping(self) -> tuple[bool, str | None]:
+        queries = self._ctx.queries
+        if queries is None:
+            return await self._writer_view()
+        try:
+            ok = bool(await queries.run(lambda store: store.ping(), timeout=self._timeout))
+        except Exception as exc:  # noqa: BLE001 - any failure means "not reachable"
+            return False, str(exc) or type(exc).__name__
+        return ok, None if ok else "store did not answer the ping"
+
+    async def _writer_view(self) -> tuple[bool, str | None]:
+        supervisor = self._ctx.supervisor
+        if supervisor is None:
+            return False, "no query pool and no writer in this process"
+        try:
+            stats: WriterStats | None = await self._ctx.waiter.wait(
+                supervisor.writer_stats(), timeout=self._timeout
+            )
+        except (pykka.ActorDeadError, pykka.Timeout):
+            return False, "supervisor not answering"
+        if stats is None:
+            return False, "no query pool and no writer in this process"
+        return stats.store_reachable, None if stats.store_reachable else stats.last_error
+
+
+class _HealthBase(JsonErrorsMixin):
+    ctx: ApiContext
+    probe: StoreProbe
+
+    def initialize(self, ctx: ApiContext, probe: StoreProbe) -> None:
+        """Receive the API context and the shared store probe from the route table."""
+        self.ctx = ctx
+        self.probe = probe
+
+    def set_default_headers(self) -> None:
+        """JSON, never cached."""
+        self.set_header("Content-Type", "application/json; charset=utf-8")
+        self.set_header("Cache-Control", "no-store")
+
+    async def store_reachable(self) -> tuple[bool, str | None]:
+        """Whether the store answers (see :class:`StoreProbe`)."""
+        return await self.probe.reachable()
+
+    async def supervisor_health(self) -> dict[str, Any] | None:
+        """The supervisor's own summary, or None when it is absent or not answering."""
+        supervisor = self.ctx.supervisor
+        if supervisor is None:
+            return None
+        try:
+            health: dict[str, Any] = await self.ctx.waiter.wait(supervisor.health(), timeout=2.0)
+        except (pykka.ActorDeadError, pykka.Timeout) as exc:
+            return {"alive": False, "error": f"supervisor not answering: {type(exc).__name__}"}
+        return health
+
+    async def writer_stats(self) -> WriterStats | None:
+        """The writer's stats through the supervisor (None without one)."""
+        supervisor = self.ctx.supervisor
+        if supervisor is None:
+            return None
+        try:
+            stats: WriterStats | None = await self.ctx.waiter.wait(
+                supervisor.writer_stats(), timeout=2.0
+            )
+        except (pykka.ActorDeadError, pykka.Timeout):
+            return None
+        return stats
+
+
+class HealthHandler(_HealthBase):
+    """``GET /health``: 200 with a JSON summary while the process serves."""
+
+    async def get(self) -> None:
+        """Liveness plus the summary."""
+        supervisor = await self.supervisor_health()
+        reachable, store_error = await self.store_reachable()
+        stats = await self.writer_stats()
+        troubled = supervisor is not None and (
+            not supervisor.get("alive") or bool(supervisor.get("failed"))
+        )
+        degraded = not reachable or troubled
+        body = {
+            "status": "degraded" if degraded else "ok",
+            "role": self.ctx.settings.role,
+            "supervisor": supervisor,
+            "streams": (supervisor or {}).get("streams", {}),
+            "writer": writer_json(stats),
+            "store": {"reachable": reachable, "error": store_error},
+        }
+        self.finish(json.dumps(body))
+
+
+class ReadyHandler(_HealthBase):
+    """``GET /ready``: 200 when the store answers and the supervisor runs, else 503."""
+
+    async def get(self) -> None:
+        """Readiness."""
+        reachable, store_error = await self.store_reachable()
+        reasons = [] if reachable else [f"store unreachable: {store_error}"]
+        if self.ctx.supervisor is not None:
+            supervisor = await self.supervisor_health()
+            if not supervisor or not supervisor.get("alive"):
+                reasons.append("supervisor not running")
+        self.set_status(503 if reasons else 200)
+        self.finish(json.dumps({"ready": not reasons, "reasons": reasons}))
+
+
+def routes(ctx: ApiContext) -> list[Route]:
+    """The /health and /ready routes."""
+    kwargs = {"ctx": ctx, "probe": StoreProbe(ctx)}
+    return [(r"/health", HealthHandler, kwargs), (r"/ready", ReadyHandler, kwargs)]

@@ -1,0 +1,268 @@
+"""The OpenAPI 3 document of the REST control plane, served at ``/api/openapi.json``.
+
+Kept true by ``tests/test_openapi_fuzz.py``, which fuzzes a running server from this
+document with schemathesis: no 5xx, every answer matches.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import tornado.web
+
+from tps import __version__ as tps_version
+from tps.api.context import ApiContext
+from tps.config.settings import DEFAULT_SUBSCRIPTION, PROTOCOLS
+
+Route = tuple[str, type[tornado.web.RequestHandler], dict[str, Any]]
+
+_NAME = {"type": "string", "pattern": "^[A-Za-z0-9_.:-]{1,64}$", "example": "sat-1"}
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": _ref("Error")}}}
+
+
+def _stream(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": _ref("Stream")}}}
+
+
+def _schemas() -> dict[str, Any]:
+    nullable_str = {"type": ["string", "null"]}
+    return {
+        "Error": {
+            "type": "object",
+            "required": ["error"],
+            "properties": {
+                "error": {
+                    "type": "object",
+                    "required": ["code", "message"],
+                    "properties": {
+                        "code": {"type": "string", "example": "not_found"},
+                        "message": {"type": "string"},
+                        "field": {"type": "string", "description": "The invalid field (422)."},
+                    },
+                }
+            },
+        },
+        "NewStream": {
+            "type": "object",
+            "required": ["name", "url"],
+            "additionalProperties": False,
+            "properties": {
+                "name": _NAME,
+                "url": {
+                    "type": "string",
+                    "description": "ws:// or wss:// URL; the host must match TPS_FEED_ALLOW.",
+                    "example": "ws://127.0.0.1:4000/graphql",
+                },
+                "protocol": {"type": "string", "enum": list(PROTOCOLS), "default": "auto"},
+                "query": {"type": "string", "minLength": 1, "default": DEFAULT_SUBSCRIPTION},
+                "started": {"type": "boolean", "default": True},
+            },
+        },
+        "Stream": {
+            "type": "object",
+            "required": ["name", "url", "protocol", "query", "state", "received", "rejected"],
+            "properties": {
+                "name": {"type": "string"},
+                "url": {"type": "string"},
+                "protocol": {"type": "string"},
+                "negotiated_protocol": nullable_str,
+                "query": {"type": "string"},
+                "state": {
+                    "type": "string",
+                    "enum": ["connecting", "subscribed", "backoff", "stopped", "failed"],
+                },
+                "received": {"type": "integer", "minimum": 0},
+                "rejected": {"type": "integer", "minimum": 0},
+                "rejected_by_reason": {
+                    "type": "object",
+                    "additionalProperties": {"type": "integer"},
+                },
+                "last_value": {"type": ["number", "null"]},
+                "last_time": {**nullable_str, "format": "date-time"},
+                "last_time_ns": {"type": ["integer", "null"]},
+                "reconnects": {"type": "integer", "minimum": 0},
+                "restarts": {"type": "integer", "minimum": 0},
+                "last_error": nullable_str,
+            },
+        },
+        "StreamList": {
+            "type": "object",
+            "required": ["streams"],
+            "properties": {"streams": {"type": "array", "items": _ref("Stream")}},
+        },
+        "Health": {
+            "type": "object",
+            "required": ["status", "role", "store"],
+            "properties": {
+                "status": {"type": "string", "enum": ["ok", "degraded"]},
+                "role": {"type": "string"},
+                "supervisor": {"type": ["object", "null"]},
+                "streams": {"type": "object", "additionalProperties": {"type": "string"}},
+                "writer": {"type": ["object", "null"]},
+                "store": {
+                    "type": "object",
+                    "properties": {"reachable": {"type": "boolean"}, "error": nullable_str},
+                },
+            },
+        },
+        "Ready": {
+            "type": "object",
+            "required": ["ready", "reasons"],
+            "properties": {
+                "ready": {"type": "boolean"},
+                "reasons": {"type": "array", "items": {"type": "string"}},
+            },
+        },
+    }
+
+
+def openapi_document() -> dict[str, Any]:
+    """A fresh copy of the OpenAPI 3.1 document."""
+    name_param = {
+        "name": "name",
+        "in": "path",
+        "required": True,
+        "description": "Stream name.",
+        "schema": _NAME,
+    }
+    auth: list[dict[str, list[str]]] = [{"bearer": []}]
+    unauthorized = _error("Missing or wrong bearer token.")
+    unavailable = _error("This process has no supervisor (role=api) or it is shutting down.")
+    mutating_errors = {"401": unauthorized, "403": _error("Origin not allowed."),
+                       "404": _error("Unknown stream."), "503": unavailable}
+    action = {
+        "parameters": [name_param],
+        "security": auth,
+        "responses": {"200": _stream("The stream's new state."), **mutating_errors},
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "TPS control plane",
+            "version": tps_version,
+            "description": "Manage the feeds TPS ingests and watch its health. Mutating "
+            "calls need `Authorization: Bearer <token>` (TPS_CONTROL_TOKEN, or the "
+            "control-token file in the data dir).",
+        },
+        "paths": {
+            "/api/streams": {
+                "get": {
+                    "operationId": "listStreams",
+                    "summary": "Every stream with its state and counters.",
+                    "responses": {
+                        "200": {
+                            "description": "The streams.",
+                            "content": {"application/json": {"schema": _ref("StreamList")}},
+                        },
+                        "503": unavailable,
+                    },
+                },
+                "post": {
+                    "operationId": "addStream",
+                    "summary": "Add a stream; its reader starts at once unless started=false.",
+                    "security": auth,
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": _ref("NewStream")}},
+                    },
+                    "responses": {
+                        "201": {
+                            **_stream("Added."),
+                            "headers": {
+                                "Location": {
+                                    "description": "URL of the new stream.",
+                                    "schema": {"type": "string"},
+                                }
+                            },
+                        },
+                        "400": _error("Malformed JSON."),
+                        "401": unauthorized,
+                        "403": _error("Origin not allowed."),
+                        "409": _error("A stream of that name exists."),
+                        "413": _error("Body too large."),
+                        "415": _error("Content-Type is not application/json."),
+                        "422": _error("A field is invalid; `error.field` names it."),
+                        "503": unavailable,
+                    },
+                },
+            },
+            "/api/streams/{name}": {
+                "get": {
+                    "operationId": "getStream",
+                    "parameters": [name_param],
+                    "responses": {
+                        "200": _stream("The stream."),
+                        "404": _error("Unknown stream."),
+                        "503": unavailable,
+                    },
+                },
+                "delete": {
+                    "operationId": "removeStream",
+                    "summary": "Stop the reader, flush what it read, forget the stream.",
+                    "parameters": [name_param],
+                    "security": auth,
+                    "responses": {"204": {"description": "Removed."}, **mutating_errors},
+                },
+            },
+            "/api/streams/{name}/stop": {
+                "post": {"operationId": "stopStream", "summary": "Pause.", **action}
+            },
+            "/api/streams/{name}/start": {
+                "post": {"operationId": "startStream", "summary": "Resume.", **action}
+            },
+            "/health": {
+                "get": {
+                    "operationId": "health",
+                    "summary": "Liveness and a summary of every actor, stream and the store.",
+                    "responses": {
+                        "200": {
+                            "description": "The process serves.",
+                            "content": {"application/json": {"schema": _ref("Health")}},
+                        }
+                    },
+                }
+            },
+            "/ready": {
+                "get": {
+                    "operationId": "ready",
+                    "summary": "200 when the store answers and the supervisor runs.",
+                    "responses": {
+                        "200": {
+                            "description": "Ready.",
+                            "content": {"application/json": {"schema": _ref("Ready")}},
+                        },
+                        "503": {
+                            "description": "Not ready; `reasons` says why.",
+                            "content": {"application/json": {"schema": _ref("Ready")}},
+                        },
+                    },
+                }
+            },
+        },
+        "components": {
+            "schemas": _schemas(),
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+    }
+
+
+class OpenApiHandler(tornado.web.RequestHandler):
+    """``GET /api/openapi.json``."""
+
+    def get(self) -> None:
+        """The document."""
+        self.set_header("Content-Type", "application/json; charset=utf-8")
+        self.finish(json.dumps(openapi_document(), indent=1))
+
+
+def routes(ctx: ApiContext) -> list[Route]:
+    """The /api/openapi.json route."""
+    return [(r"/api/openapi\.json", OpenApiHandler, {})]

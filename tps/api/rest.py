@@ -1,0 +1,233 @@
+"""REST control endpoint: list, add, remove, stop and start streams.
+
+Handlers never block the IO loop: every supervisor call returns a pykka future that
+is awaited through :class:`tps.api.context.FutureWaiter`. Mutating calls need
+``Authorization: Bearer <token>`` (checked first, so a caller without the token
+learns nothing and changes nothing). Cross-origin browser calls are answered only for
+origins listed in ``TPS_CORS_ORIGINS``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import pykka
+import tornado.web
+
+from tps.actors.stats import StreamStats
+from tps.api.context import ApiContext
+from tps.api.errors import ApiError, JsonErrorsMixin, from_tps_error
+from tps.config.settings import DEFAULT_SUBSCRIPTION, FeedConfig
+from tps.errors import TPSError
+from tps.model import ns_to_datetime
+
+logger = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 64 * 1024
+STREAM_FIELDS = {"name": str, "url": str, "protocol": str, "query": str, "started": bool}
+Route = tuple[str, type[tornado.web.RequestHandler], dict[str, Any]]
+
+
+def stream_json(stats: StreamStats) -> dict[str, Any]:
+    """The REST representation of one stream."""
+    last_time = stats.last_time_ns
+    return {
+        "name": stats.name,
+        "url": stats.url,
+        "protocol": stats.protocol,
+        "negotiated_protocol": stats.negotiated_protocol,
+        "query": stats.query,
+        "state": str(stats.state),
+        "received": stats.received,
+        "rejected": stats.rejected,
+        "rejected_by_reason": dict(stats.rejected_by_reason),
+        "last_value": stats.last_value,
+        "last_time": None if last_time is None else ns_to_datetime(last_time).isoformat(),
+        "last_time_ns": last_time,
+        "reconnects": stats.reconnects,
+        "restarts": stats.restarts,
+        "last_error": stats.last_error,
+    }
+
+
+def parse_new_stream(content_type: str | None, body: bytes) -> tuple[FeedConfig, bool]:
+    """Turn a POST /api/streams request into (feed, started); raise ApiError (400/413/415/422).
+
+    Field values are checked further (URL scheme, allowed host, name pattern) by the
+    supervisor, whose InvalidArgument becomes a 422 naming the field.
+    """
+    media_type = (content_type or "").split(";", 1)[0].strip().lower()
+    if media_type != "application/json":
+        raise ApiError(415, f"Content-Type must be application/json, got {content_type!r}")
+    if len(body) > MAX_BODY_BYTES:
+        raise ApiError(413, f"body larger than {MAX_BODY_BYTES} bytes")
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ApiError(400, f"body is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ApiError(400, "body must be a JSON object")
+    for key, value in data.items():
+        expected = STREAM_FIELDS.get(key)
+        if expected is None:
+            raise ApiError(422, f"unknown field {key!r}", field=key)
+        if not isinstance(value, expected):
+            kind = "a boolean" if expected is bool else "a string"
+            raise ApiError(422, f"must be {kind}", field=key)
+    for key in ("name", "url"):
+        if key not in data:
+            raise ApiError(422, "is required", field=key)
+    feed = FeedConfig(
+        name=data["name"],
+        url=data["url"],
+        protocol=data.get("protocol", "auto"),
+        query=data.get("query", DEFAULT_SUBSCRIPTION),
+    )
+    return feed, data.get("started", True)
+
+
+class ControlHandler(JsonErrorsMixin):
+    """Shared plumbing: JSON answers, CORS, auth, awaiting the supervisor."""
+
+    ctx: ApiContext
+
+    def initialize(self, ctx: ApiContext) -> None:
+        """Receive the API context from the route table."""
+        self.ctx = ctx
+
+    def set_default_headers(self) -> None:
+        """JSON by default, CORS headers only for allowed origins, no caching."""
+        self.set_header("Content-Type", "application/json; charset=utf-8")
+        self.set_header("Cache-Control", "no-store")
+        # Tornado calls this before initialize() too; error pages call it again later.
+        if hasattr(self, "ctx"):
+            self._cors_headers()
+
+    def prepare(self) -> None:
+        """Add the CORS headers now that the context is known."""
+        self._cors_headers()
+
+    def _cors_headers(self) -> None:
+        origin = self.request.headers.get("Origin")
+        if origin and origin in self.ctx.settings.cors_origins:
+            self.set_header("Access-Control-Allow-Origin", origin)
+            self.set_header("Vary", "Origin")
+
+    def options(self, *_: str) -> None:
+        """CORS preflight: allowed origins learn the methods and headers they may use."""
+        origin = self.request.headers.get("Origin")
+        if origin and origin in self.ctx.settings.cors_origins:
+            self.set_header("Access-Control-Allow-Methods", "GET, POST, DELETE, OPTIONS")
+            self.set_header("Access-Control-Allow-Headers", "Authorization, Content-Type")
+            self.set_header("Access-Control-Max-Age", "600")
+        self.set_status(204)
+        self.finish()
+
+    def require_token(self) -> None:
+        """Raise 401 unless the request carries the control token.
+
+        A browser request from a foreign origin that is not allowed by
+        TPS_CORS_ORIGINS is refused with 403 even with a token, so a page cannot
+        drive TPS through a user's browser.
+        """
+        if not self.ctx.auth.check_header(self.request.headers.get("Authorization")):
+            raise ApiError(401, "missing or wrong bearer token (Authorization: Bearer <token>)")
+        origin = self.request.headers.get("Origin")
+        if (
+            origin
+            and origin not in self.ctx.settings.cors_origins
+            and urlsplit(origin).netloc != self.request.host
+        ):
+            raise ApiError(403, f"origin {origin!r} is not allowed by TPS_CORS_ORIGINS")
+
+    def supervisor(self) -> Any:
+        """The supervisor proxy, or 503 in a process that runs no supervisor."""
+        supervisor = self.ctx.supervisor
+        if supervisor is None:
+            raise ApiError(
+                503,
+                f"this TPS process runs role={self.ctx.settings.role} and has no streams; "
+                "use the control endpoint of the ingest process",
+            )
+        return supervisor
+
+    async def call(self, method: str, *args: Any) -> Any:
+        """Call ``method`` on the supervisor and await its answer off the IO loop."""
+        supervisor = self.supervisor()
+        try:
+            future = getattr(supervisor, method)(*args)
+            return await self.ctx.waiter.wait(future, timeout=15.0)
+        except TPSError as exc:
+            raise from_tps_error(exc) from None
+        except pykka.ActorDeadError:
+            raise ApiError(503, "the supervisor is not running (TPS is shutting down)") from None
+        except pykka.Timeout:
+            raise ApiError(
+                503, "the supervisor did not answer within 15 s", code="timeout"
+            ) from None
+
+    def write_json(self, data: Any, status: int = 200) -> None:
+        """Finish with ``data`` as JSON."""
+        self.set_status(status)
+        self.finish(json.dumps(data))
+
+
+class StreamsHandler(ControlHandler):
+    """``/api/streams``: list (GET) and add (POST)."""
+
+    async def get(self) -> None:
+        """Every stream."""
+        streams = await self.call("list_streams")
+        self.write_json({"streams": [stream_json(s) for s in streams]})
+
+    async def post(self) -> None:
+        """Add a stream and start its reader; 201 with Location."""
+        self.require_token()
+        content_type = self.request.headers.get("Content-Type")
+        feed, started = parse_new_stream(content_type, self.request.body)
+        stats = await self.call("add_stream", feed, started)
+        logger.info("REST: stream %r added by %s", feed.name, self.request.remote_ip)
+        self.set_header("Location", f"/api/streams/{quote(feed.name, safe='')}")
+        self.write_json(stream_json(stats), status=201)
+
+
+class StreamHandler(ControlHandler):
+    """``/api/streams/{name}``: show (GET) and remove (DELETE)."""
+
+    async def get(self, name: str) -> None:
+        """One stream."""
+        self.write_json(stream_json(await self.call("get_stream", name)))
+
+    async def delete(self, name: str) -> None:
+        """Stop the reader, flush what it read, forget the stream; 204."""
+        self.require_token()
+        await self.call("remove_stream", name)
+        logger.info("REST: stream %r removed by %s", name, self.request.remote_ip)
+        self.set_status(204)
+        self.clear_header("Content-Type")
+        self.finish()
+
+
+class StreamActionHandler(ControlHandler):
+    """``/api/streams/{name}/stop`` and ``/start``: pause and resume."""
+
+    async def post(self, name: str, action: str) -> None:
+        """Stop or start the stream; 200 with its state."""
+        self.require_token()
+        stats = await self.call("stop_stream" if action == "stop" else "start_stream", name)
+        done = "started" if action == "start" else "stopped"
+        logger.info("REST: stream %r %s by %s", name, done, self.request.remote_ip)
+        self.write_json(stream_json(stats))
+
+
+def routes(ctx: ApiContext) -> list[Route]:
+    """The REST control routes."""
+    kwargs: dict[str, Any] = {"ctx": ctx}
+    return [
+        (r"/api/streams/?", StreamsHandler, kwargs),
+        (r"/api/streams/([^/]+)/(stop|start)", StreamActionHandler, kwargs),
+        (r"/api/streams/([^/]+)", StreamHandler, kwargs),
+    ]

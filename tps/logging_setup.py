@@ -1,0 +1,81 @@
+"""Log output for operators: ``text`` for people, ``json`` for log collectors.
+
+Either way every event is one line: the JSON formatter folds a traceback into the
+``exc`` field instead of printing it over several lines.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from datetime import UTC, datetime
+from typing import IO, Any
+
+logger = logging.getLogger(__name__)
+
+TEXT_FORMAT = "%(asctime)s %(levelname)-7s %(name)s [%(threadName)s] %(message)s"
+_MARK = "_tps_handler"
+_STANDARD_ATTRS = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {
+    "message",
+    "asctime",
+    "taskName",
+}
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, thread, message (+ exc, extras)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        """Render ``record`` as a single-line JSON object."""
+        entry: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, tz=UTC).isoformat(
+                timespec="milliseconds"
+            ),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "thread": record.threadName,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        if record.stack_info:
+            entry["stack"] = self.formatStack(record.stack_info)
+        for key, value in record.__dict__.items():
+            if key not in _STANDARD_ATTRS and not key.startswith("_"):
+                entry[key] = value if isinstance(value, str | int | float | bool | None) else repr(
+                    value
+                )
+        return json.dumps(entry, ensure_ascii=False)
+
+
+def make_formatter(fmt: str) -> logging.Formatter:
+    """The formatter for ``TPS_LOG_FORMAT`` (``text`` or ``json``)."""
+    if fmt == "json":
+        return JsonFormatter()
+    if fmt == "text":
+        return logging.Formatter(TEXT_FORMAT)
+    raise ValueError(f"unknown log format {fmt!r} (expected text or json)")
+
+
+def configure_logging(
+    level: str = "INFO", fmt: str = "text", stream: IO[str] | None = None
+) -> None:
+    """Send every log record at ``level`` or above to ``stream`` (stderr) in ``fmt``.
+
+    Calling it again replaces the handler it installed before (tests, reconfiguration)
+    and leaves handlers others installed (pytest's capture) alone.
+    """
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if getattr(handler, _MARK, False):
+            root.removeHandler(handler)
+    handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
+    setattr(handler, _MARK, True)
+    handler.setFormatter(make_formatter(fmt))
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+    # Tornado logs every request at INFO; keep access logs for debugging only.
+    logging.getLogger("tornado.access").setLevel(
+        logging.DEBUG if level.upper() == "DEBUG" else logging.WARNING
+    )

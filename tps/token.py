@@ -1,0 +1,68 @@
+"""The control token that guards every mutating call.
+
+``TPS_CONTROL_TOKEN`` wins. Without it, TPS generates a random token at first start,
+stores it in ``<data_dir>/control-token`` with mode 0600 and logs where it is; later
+starts (and the operator CLI) read it from there.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import stat
+from pathlib import Path
+
+from tps.config.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+TOKEN_FILE = "control-token"  # noqa: S105 - a file name, not a secret
+
+
+def token_path(data_dir: Path) -> Path:
+    """Where the generated token lives."""
+    return Path(data_dir) / TOKEN_FILE
+
+
+def read_token_file(data_dir: Path) -> str | None:
+    """The stored token, or None when there is none (or it is empty/unreadable)."""
+    try:
+        token = token_path(data_dir).read_text(encoding="utf-8").strip()
+    except OSError:
+        return None
+    return token or None
+
+
+def load_or_create_token(settings: Settings) -> tuple[str, Path | None]:
+    """The control token and the file it came from (None when TPS_CONTROL_TOKEN is set).
+
+    A stored token readable by others is tightened to 0600 with a warning.
+    """
+    if settings.control_token:
+        return settings.control_token, None
+    data_dir = settings.data_dir
+    path = token_path(data_dir)
+    existing = read_token_file(data_dir)
+    if existing is not None:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        if mode & 0o077:
+            os.chmod(path, 0o600)
+            logger.warning("Control token file %s was mode %o; tightened it to 0600", path, mode)
+        return existing, path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    token = secrets.token_urlsafe(32)
+    tmp = path.with_name(f".{TOKEN_FILE}.tmp-{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, (token + "\n").encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    logger.warning(
+        "Generated a control token in %s (mode 0600); send it as 'Authorization: Bearer "
+        "<token>' or set TPS_CONTROL_TOKEN",
+        path,
+    )
+    return token, path
