@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 from collections.abc import Iterator
 
@@ -29,7 +30,5 @@ def influx_db(influx: InfluxServer) -> Iterator[str]:
     """A database name unique to this test; dropped afterwards."""
     name = f"tps_test_{next(_db_names)}"
     yield name
-    try:
+    with contextlib.suppress(Exception):  # the test may have stopped the server
         influx.drop_database(name)
-    except Exception:  # noqa: BLE001 - the server may be stopped by the test itself
-        pass

@@ -55,6 +55,13 @@ def test_cache_is_bounded_and_evicts_the_least_recently_used() -> None:
     assert cache.misses == 6  # evicted, parsed again
 
 
+def test_large_documents_are_parsed_but_not_kept() -> None:
+    cache = DocumentCache(SCHEMA, max_cached_chars=100)
+    big = "{ streams { name } }" + " " * 200
+    assert not cache.get(big).errors
+    assert len(cache) == 0
+
+
 def test_cache_keeps_invalid_documents_with_their_errors() -> None:
     cache = DocumentCache(SCHEMA)
     parsed = cache.get("{ nope }")

@@ -45,7 +45,9 @@ def influx_values(influx: InfluxServer, db: str, stream: str) -> list[tuple[int,
                           " ORDER BY time", db)
     if not series:
         return []
-    return [(int(t), float(v)) for t, v in series[0]["values"]]  # type: ignore[union-attr]
+    rows = series[0]["values"]
+    assert isinstance(rows, list)
+    return [(int(t), float(v)) for t, v in rows]
 
 
 def start_service(tmp_path: Path, influx: InfluxServer, db: str,

@@ -64,7 +64,8 @@ class Service:
         if role == "all":
             self.hub = LiveHub()
         if role in ("all", "api"):
-            self.queries = QueryPool(self._store, settings.query_pool_size)
+            self.queries = QueryPool(self._store, settings.query_pool_size,
+                                     timeout=settings.influx_timeout + 5)
 
         registry = (StreamRegistry(settings.data_dir / "streams.json")
                     if role != "api" else None)

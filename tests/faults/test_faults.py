@@ -214,7 +214,7 @@ def test_disk_full_for_the_spool_keeps_tps_running_reports_it_and_recovers(
     influx: InfluxServer, influx_db: str, tmp_path: Path,
     simulator: tuple[SimulatorProcess, Path],
 ) -> None:
-    sim, _ = simulator
+    sim, emit_log = simulator
     mount = tmp_path / "small"
     mount.mkdir()
     if os.system(f"mount -t tmpfs -o size=256k tmpfs {mount}") != 0:
@@ -236,17 +236,24 @@ def test_disk_full_for_the_spool_keeps_tps_running_reports_it_and_recovers(
             pass
         finally:
             os.close(fd)
-        assert wait_until(lambda: metric(tps, "tps_spool_errors_total") > 0, 15), tps.log()
+        # Reported: the spool's own log line, and the error counter.
+        assert wait_until(lambda: "(disk full)" in tps.log(), 20), writer_lines(tps)
+        assert metric(tps, "tps_spool_errors_total") > 0
         during = sum(influx.count(influx_db, n) for n in names)
         time.sleep(1.5)
         assert sum(influx.count(influx_db, n) for n in names) > during  # still ingesting
         filler.unlink()
+        assert wait_until(lambda: "writable again" in tps.log(), 5), writer_lines(tps)
         errors = metric(tps, "tps_spool_errors_total")
-        time.sleep(1.5)
+        time.sleep(1)
         assert metric(tps, "tps_spool_errors_total") == errors  # recovered
+        stop_ns = time.time_ns()
         assert tps.signal(signal.SIGTERM) == 0
+        emitted = read_emit_log(emit_log)
+        for name in names:  # and nothing was lost meanwhile
+            must_have = [v for t, v in emitted[name] if t < stop_ns - 250_000_000]
+            stored = [v for _, v in stored_values(influx, influx_db, name)]
+            assert stored[: len(must_have)] == must_have, name
     finally:
         tps.close()
         os.system(f"umount -l {mount}")
-    log = tps.log()
-    assert "disk full" in log and "writable again" in log

@@ -83,19 +83,24 @@ class ParsedDocument:
 class DocumentCache:
     """LRU of :class:`ParsedDocument` keyed by document text, bounded in entries.
 
+    Documents longer than ``max_cached_chars`` are parsed every time and not kept, so
+    the cache's memory stays bounded (entries x small documents) whatever clients send.
+
     Thread-safe (a lock around the dictionary); in practice used from the IO loop.
     """
 
     def __init__(
         self,
         schema: GraphQLSchema,
-        max_entries: int = 512,
+        max_entries: int = 256,
         max_chars: int = MAX_DOCUMENT_CHARS,
         max_depth: int = MAX_DEPTH,
+        max_cached_chars: int = 8_192,
     ) -> None:
         self._schema = schema
         self._max_entries = max_entries
         self.max_chars = max_chars
+        self.max_cached_chars = max_cached_chars
         self._rules: list[type[ASTValidationRule]] = [
             ArgumentLiteralRule, *specified_rules, _depth_rule(max_depth)
         ]
@@ -118,6 +123,9 @@ class DocumentCache:
         entry = self.build(text)
         with self._lock:
             self.misses += 1
+            if len(text) > self.max_cached_chars:
+                # Big documents are rare and their trees large: not worth the memory.
+                return entry
             self._entries[text] = entry
             while len(self._entries) > self._max_entries:
                 self._entries.popitem(last=False)
