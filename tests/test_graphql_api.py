@@ -264,6 +264,14 @@ def test_malformed_http_requests_get_400_with_a_json_error(api: Any) -> None:
     assert status == 400 and "query" in answer["errors"][0]["message"]
 
 
+def test_requests_from_a_browser_origin_are_answered_without_cors_grants(api: Any) -> None:
+    _, client, _ = api
+    body = json.dumps({"query": "{ streams { name } }"}).encode()
+    status, answer = client.request("POST", "/graphql", body, {
+        "Content-Type": "application/json", "Origin": "http://elsewhere.example"})
+    assert status == 200 and "errors" not in answer
+
+
 def test_browser_get_without_query_serves_html(api: Any) -> None:
     _, client, _ = api
     status, body = client.request("GET", "/graphql", headers={"Accept": "text/html"})

@@ -217,3 +217,27 @@ def test_disk_full_on_a_real_size_limited_folder_is_survived(tmp_path: Path) -> 
         assert len(got) > 1
     finally:
         os.system(f"umount -l {mount}")
+
+
+def test_disk_full_at_start_opens_the_spool_failed_and_recovers_later(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = Spool(tmp_path)
+    first.append(batch(4))
+    first.close()
+    real_open = os.open
+    full = True
+
+    def open_(path: str | os.PathLike[str], flags: int, mode: int = 0o777) -> int:
+        if full and str(path).endswith(".seg") and flags & os.O_CREAT:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_open(path, flags, mode)
+
+    monkeypatch.setattr(os, "open", open_)
+    spool = Spool(tmp_path)
+    assert spool.failed and spool.append(batch(1, 100)) is None
+    assert [r for rs, _ in spool.read(0, 100) for r in rs] == batch(4)  # replay still works
+    full = False
+    assert spool.sync() is True and not spool.failed
+    assert spool.append(batch(1, 100)) is not None
+    spool.close()

@@ -287,7 +287,10 @@ class Spool:
         self.recovery = self._recover()
         self._total = sum(seg.size for seg in self._segments)
         self._last_position = max(self._checkpoint, self._recovered_end)
-        self._open_new_segment()
+        try:
+            self._open_new_segment()
+        except OSError as exc:
+            self._fail(exc)  # e.g. disk full at start: run memory-only until it clears
 
     # --- state -------------------------------------------------------------------
 
@@ -559,7 +562,9 @@ class Spool:
         with self._lock:
             self._write_pending()
             segments = [(seg.index, seg.path, seg.size) for seg in self._segments]
-            segments[-1] = (segments[-1][0], segments[-1][1], self._written)
+            if segments and self._fd is not None:
+                # The active segment: only what the OS has (pending may have failed).
+                segments[-1] = (segments[-1][0], segments[-1][1], self._written)
         out: list[tuple[list[Reading], int]] = []
         budget = max_readings
         after_segment, after_offset = split_position(after)

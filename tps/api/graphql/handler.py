@@ -137,7 +137,12 @@ class GraphQLHandler(tornado.websocket.WebSocketHandler):
 
     # -- HTTP --
 
-    def set_default_headers(self) -> None:
+    def prepare(self) -> None:
+        """Allow listed cross-origin callers (``TPS_CORS_ORIGINS``).
+
+        Not ``set_default_headers``: Tornado calls that before ``initialize``, when the
+        injected service is not there yet.
+        """
         origin = self.request.headers.get("Origin")
         if origin and origin in self.service.ctx.settings.cors_origins:
             self.set_header("Access-Control-Allow-Origin", origin)
