@@ -54,6 +54,8 @@ POLL_WAIT = 0.25
 second; a stop request waits at most this long). Also the socket timeout that bounds
 the wait for the rest of a frame that has started to arrive."""
 POLL_WAIT_MS = int(POLL_WAIT * 1000)
+POLL_HOLD = 0.5
+"""Seconds one poll message may keep the actor while its mailbox stays empty."""
 SILENCE_TIMEOUT = 10.0
 """Seconds without any frame or pong before the connection is treated as dead."""
 HEALTHY_AFTER = 10.0
@@ -221,6 +223,7 @@ class StreamReader(pykka.ThreadingActor):
         self._poller = select.poll()
         if ws.sock is not None:
             self._poller.register(ws.sock.fileno(), select.POLLIN)
+        _read_ahead(ws)
         self._last_heard = time.monotonic()
         self._probe_sent = False
         self.stats.negotiated_protocol = self._codec.protocol
@@ -274,6 +277,19 @@ class StreamReader(pykka.ThreadingActor):
     # --- reading ---------------------------------------------------------------------
 
     def _poll(self) -> None:
+        # Stay in this message while the connection lives and nothing else waits in the
+        # mailbox: one mailbox round trip per POLL_HOLD instead of one per frame, which
+        # is most of a slow feed's cost when hundreds of them run. A waiting message is
+        # seen after at most one wait (POLL_WAIT + POLL_BUDGET).
+        until = time.monotonic() + POLL_HOLD
+        inbox = self.actor_inbox
+        while self._poll_once():
+            if not inbox.empty() or time.monotonic() >= until:
+                self.actor_ref.tell(_Poll(self._generation))
+                return
+
+    def _poll_once(self) -> bool:
+        """Read what arrives within one wait; False once the connection is given up."""
         ws = self._ws
         codec = self._codec
         assert ws is not None and codec is not None
@@ -281,14 +297,19 @@ class StreamReader(pykka.ThreadingActor):
         stamp = self._stamper.stamp
         name = self.feed.name
         poller = self._poller
-        pending = getattr(ws.sock, "pending", None)  # TLS may hold decrypted bytes
+        tls_pending = getattr(ws.sock, "pending", None)  # TLS may hold decrypted bytes
+        frames = ws.frame_buffer
+
+        def pending() -> bool:
+            return bool(frames.recv_buffer) or (tls_pending is not None and tls_pending() > 0)
+
         batch: list[Reading] = []
         lost: str | None = None
         heard = False
         deadline = time.monotonic() + POLL_BUDGET
         # Wait for the first frame with poll(), not the socket timeout: an idle feed then
         # costs no exception per wait (hundreds of idle readers add up).
-        ready = (pending is not None and pending()) or poller.poll(POLL_WAIT_MS)
+        ready = pending() or poller.poll(POLL_WAIT_MS)
         try:
             while ready:
                 opcode, data = ws.recv_data(control_frame=True)
@@ -313,7 +334,7 @@ class StreamReader(pykka.ThreadingActor):
                     break
                 if time.monotonic() >= deadline:
                     break
-                if not (pending is not None and pending()) and not poller.poll(0):
+                if not pending() and not poller.poll(0):
                     break
         except websocket.WebSocketTimeoutException:
             pass
@@ -327,14 +348,14 @@ class StreamReader(pykka.ThreadingActor):
             self._probe_sent = False
         if lost is not None:
             self._lose(lost)
-            return
+            return False
         silent = now - self._last_heard
         if silent >= self.silence_timeout:
             self._lose(f"no frames for {silent:.1f} s (server silent)")
-            return
+            return False
         if silent >= self.silence_timeout / 3 and not self._probe_sent:
             self._probe(ws, codec)
-        self.actor_ref.tell(_Poll(self._generation))
+        return self._ws is ws
 
     def _deliver(self, batch: list[Reading]) -> None:
         self.sink(batch)
@@ -372,6 +393,27 @@ class StreamReader(pykka.ThreadingActor):
         more = f" ({suppressed} more like it suppressed)" if suppressed else ""
         logger.warning("Stream %s rejected a frame (%s): %s%s",
                        self.feed.name, exc.reason, exc, more)
+
+
+READ_AHEAD = 4096
+"""Bytes asked of the socket per read; what is left over after a frame waits for the next."""
+
+
+def _read_ahead(ws: websocket.WebSocket) -> None:
+    """Make ``ws`` read the socket in chunks instead of twice per frame.
+
+    websocket-client asks the socket for exactly the bytes of a frame's header, then of
+    its payload (two system calls, each with a poll under a timeout). Its frame buffer
+    keeps any surplus for the next frame, so asking for a chunk serves many small
+    frames with one read - most of a feed's cost at high rates and with many feeds.
+    """
+    frames = ws.frame_buffer
+    receive: Callable[[int], bytes] = ws._recv  # its closed-socket handling is needed here
+
+    def recv(_wanted: int) -> bytes:
+        return receive(READ_AHEAD)
+
+    frames.recv = recv
 
 
 def _describe(exc: BaseException) -> str:

@@ -1,0 +1,134 @@
+"""Many slow feeds: 200 feeds at 10 readings/s into a real InfluxDB.
+
+Rows, in one run against the same simulator process and the same private ``influxd``:
+
+- ``bare threads``: one process, one thread per feed doing a blocking websocket-client
+  ``recv()`` + ``json.loads`` (the floor: what merely receiving costs in Python);
+- ``tps serve``: the real service (``python -m tps serve``, spool on, default settings).
+
+For each: CPU as a percentage of one core and RSS, sampled from ``/proc`` over the
+measuring window after a warm-up. For TPS also zero loss: after SIGTERM, the per-stream
+counts it logs as received equal what InfluxDB holds.
+
+Usage: ``python bench/scale.py [--feeds 200] [--rate 10] [--seconds 30]``.
+Run by hand on an otherwise quiet machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from tests.support.influxdb import InfluxServer, free_port  # noqa: E402
+from tests.support.service import SimulatorProcess, TpsProcess  # noqa: E402
+
+TICKS = os.sysconf("SC_CLK_TCK")
+
+BARE = r'''
+import json, sys, threading, websocket
+urls = sys.argv[1:]
+def run(url):
+    ws = websocket.create_connection(url, header=["Sec-WebSocket-Protocol: graphql-ws"])
+    ws.send(json.dumps({"type": "start", "id": "1",
+                        "payload": {"query": "subscription { temperature }"}}))
+    while True:
+        msg = json.loads(ws.recv())
+        if msg.get("type") == "data":
+            float(msg["payload"]["data"]["temperature"])
+for url in urls:
+    threading.Thread(target=run, args=(url,), daemon=True).start()
+print("ready", flush=True)
+threading.Event().wait()
+'''
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of ``pid`` so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def rss_mb(pid: int) -> float:
+    """Resident set size of ``pid`` in MB."""
+    match = re.search(r"VmRSS:\s+(\d+) kB", Path(f"/proc/{pid}/status").read_text())
+    return int(match.group(1)) / 1024 if match else 0.0
+
+
+def measure(pid: int, warmup: float, seconds: float) -> tuple[float, float]:
+    """(CPU % of one core over the window, peak RSS MB sampled each second)."""
+    time.sleep(warmup)
+    start_cpu, start = cpu_seconds(pid), time.monotonic()
+    peak = 0.0
+    while time.monotonic() - start < seconds:
+        peak = max(peak, rss_mb(pid))
+        time.sleep(1)
+    return 100 * (cpu_seconds(pid) - start_cpu) / (time.monotonic() - start), peak
+
+
+def main() -> int:
+    """Run both rows and print the table."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--feeds", type=int, default=200)
+    parser.add_argument("--rate", type=float, default=10.0, help="readings/s per feed")
+    parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--warmup", type=float, default=10.0)
+    args = parser.parse_args()
+
+    tmp = Path(tempfile.mkdtemp(prefix="tps-bench-scale-"))
+    influx = InfluxServer().start()
+    sim = SimulatorProcess(tmp, "--keepalive", "3", interval=1 / args.rate).start()
+    urls = [sim.url(f"f{i}") for i in range(args.feeds)]
+    rows: list[tuple[str, float, float, str]] = []
+    try:
+        bare = subprocess.Popen([sys.executable, "-c", BARE, *urls], stdout=subprocess.PIPE,
+                                text=True)
+        assert bare.stdout is not None and bare.stdout.readline().strip() == "ready"
+        cpu, rss = measure(bare.pid, args.warmup, args.seconds)
+        bare.kill()
+        bare.wait()
+        rows.append(("bare threads (websocket-client)", cpu, rss, "-"))
+
+        feeds = ",".join(f"f{i}={url}" for i, url in enumerate(urls))
+        tps = TpsProcess(tmp, {"TPS_FEEDS": feeds, "TPS_INFLUX_URL": influx.url,
+                               "TPS_INFLUX_DB": "scale", "TPS_HTTP_PORT": str(free_port()),
+                               "TPS_LOG_LEVEL": "INFO"})
+        tps.start()
+        assert tps.proc is not None
+        cpu, rss = measure(tps.proc.pid, args.warmup, args.seconds)
+        code = tps.signal(signal.SIGTERM, timeout=60)
+        finals = {name: int(n) for name, n in
+                  re.findall(r"Final count: stream (\S+) received (\d+) readings", tps.log())}
+        stored = {name: influx.count("scale", name) for name in finals}
+        lost = sum(max(0, finals[n] - stored[n]) for n in finals)
+        total = sum(finals.values())
+        loss = f"exit {code}, {len(finals)} streams, {total} received, {lost} lost"
+        rows.append(("tps serve (all role, spool on)", cpu, rss, loss))
+    finally:
+        sim.close()
+        influx.close()
+
+    print(f"\n{args.feeds} feeds x {args.rate:g} readings/s, {args.seconds:g} s window "
+          f"after {args.warmup:g} s warm-up\n")
+    print(f"| {'process':<32} | {'CPU % of one core':>17} | {'peak RSS MB':>11} | "
+          f"{'vs bare CPU':>11} | loss check")
+    print(f"|{'-' * 34}|{'-' * 19}|{'-' * 13}|{'-' * 13}|-----------")
+    for name, cpu, rss, note in rows:
+        ratio = cpu / rows[0][1] if rows[0][1] else float("nan")
+        print(f"| {name:<32} | {cpu:>17.1f} | {rss:>11.1f} | {ratio:>10.2f}x | {note}")
+    print(json.dumps({"rows": rows}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
