@@ -13,14 +13,25 @@ from tests.support.influxdb import InfluxServer, from_environment
 _db_names = itertools.count()
 
 
+def _started(server: InfluxServer) -> InfluxServer:
+    try:
+        return server.start()
+    except RuntimeError as exc:
+        pytest.fail(str(exc), pytrace=False)
+
+
 @pytest.fixture(scope="session")
 def influx() -> Iterator[InfluxServer]:
     """A running InfluxDB 1.x (fails with install instructions when there is none)."""
-    server = from_environment()
-    try:
-        server.start()
-    except RuntimeError as exc:
-        pytest.fail(str(exc), pytrace=False)
+    server = _started(from_environment())
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def private_influx() -> Iterator[InfluxServer]:
+    """An InfluxDB of this test's own, which the test may stop and restart."""
+    server = _started(InfluxServer())
     yield server
     server.close()
 

@@ -72,28 +72,23 @@ def test_a_server_that_never_answers_times_out_as_store_unavailable() -> None:
         store.close()
 
 
-def test_the_store_reconnects_after_influxdb_restarts() -> None:
-    server = InfluxServer()
-    try:
-        server.start()
-        store = InfluxStore(server.url, "restart")
-        store.ensure_ready()
-        store.write([Reading("a", T0, 1.0)])
-        # A restart between two calls leaves a dead kept-alive connection behind:
-        # the next call must quietly use a fresh one.
-        server.stop()
-        server.start()
-        assert store.current("a") == Reading("a", T0, 1.0)
-        server.stop()
-        with pytest.raises(StoreUnavailable):
-            store.write([Reading("a", T0 + 1, 2.0)])
-        assert store.ping() is False
-        server.start()
+def test_the_store_reconnects_after_influxdb_restarts(private_influx: InfluxServer) -> None:
+    store = InfluxStore(private_influx.url, "restart")
+    store.ensure_ready()
+    store.write([Reading("a", T0, 1.0)])
+    # A restart between two calls leaves a dead kept-alive connection behind:
+    # the next call must quietly use a fresh one.
+    private_influx.stop()
+    private_influx.start()
+    assert store.current("a") == Reading("a", T0, 1.0)
+    private_influx.stop()
+    with pytest.raises(StoreUnavailable):
         store.write([Reading("a", T0 + 1, 2.0)])
-        assert store.count("a") == 2
-        store.close()
-    finally:
-        server.close()
+    assert store.ping() is False
+    private_influx.start()
+    store.write([Reading("a", T0 + 1, 2.0)])
+    assert store.count("a") == 2
+    store.close()
 
 
 # --- database creation --------------------------------------------------------------

@@ -292,18 +292,6 @@ def test_spooled_readings_are_replayed_by_the_next_start(
 # --- against the real InfluxDB ---------------------------------------------------------
 
 
-@pytest.fixture
-def private_influx() -> Iterator[InfluxServer]:
-    """An InfluxDB of this test's own, so it can be stopped and restarted."""
-    server = InfluxServer()
-    try:
-        server.start()
-    except RuntimeError as exc:
-        pytest.fail(str(exc), pytrace=False)
-    yield server
-    server.close()
-
-
 def feed(handle: WriterHandle, stop: threading.Event, rate: float, sent: list[Reading],
          stream: str) -> None:
     i = 0

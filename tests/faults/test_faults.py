@@ -129,13 +129,9 @@ def test_kill_9_loses_no_reading_emitted_more_than_250_ms_before_the_kill(
 
 
 def test_influxdb_outage_longer_than_memory_holds_loses_nothing_and_drains(
-    tmp_path: Path,
+    tmp_path: Path, private_influx: InfluxServer,
 ) -> None:
-    influx = InfluxServer()
-    try:
-        influx.start()
-    except RuntimeError as exc:
-        pytest.fail(str(exc), pytrace=False)
+    influx = private_influx
     names = [f"o{i}" for i in range(4)]
     fast = SimulatorProcess(tmp_path, "--emit-log", str(tmp_path / "fast.log"),
                             "--seed", "3", interval=0.002).start()  # 4 x 500 = 2,000/s
@@ -176,7 +172,6 @@ def test_influxdb_outage_longer_than_memory_holds_loses_nothing_and_drains(
     finally:
         tps.close()
         fast.close()
-        influx.close()
     assert total > 30_000  # the outage needed ten times the memory limit
     assert peak_buffered <= 3000 + 500  # memory holds at most the limit (+ one record)
     assert spool_bytes > 0 and dropped == 0
