@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -99,3 +100,18 @@ def test_serve_with_a_bad_setting_exits_2_with_one_line_and_starts_nothing(
     assert lines == ["tps: configuration error: TPS_BATCH_SIZE: expected a whole number, "
                      "got 'abc'"]
     assert not (tmp_path / "data").exists()
+
+
+def test_serve_on_a_port_in_use_exits_2_naming_the_port_and_leaves_nothing_running(
+    tmp_path: Path,
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {"TPS_HTTP_PORT": str(port), "TPS_DATA_DIR": str(tmp_path / "data"),
+               "PATH": "/usr/bin"}
+        proc = subprocess.run([sys.executable, "-m", "tps", "serve"], env=env,
+                              capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert f"TPS_HTTP_PORT: cannot listen on 127.0.0.1:{port}" in proc.stderr

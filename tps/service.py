@@ -9,6 +9,7 @@ the store.
 from __future__ import annotations
 
 import logging
+import socket
 from collections.abc import Sequence
 from typing import Any
 
@@ -23,6 +24,7 @@ from tps.api.context import ApiContext, TokenAuth
 from tps.api.metrics import Metrics
 from tps.config import Settings
 from tps.config.registry import StreamRegistry
+from tps.errors import ConfigError
 from tps.live import LiveHub
 from tps.model import Reading
 from tps.store import Store, open_store
@@ -52,10 +54,30 @@ class Service:
     def start(self) -> None:
         """Start every actor of the role and the HTTP server; raises on failure."""
         settings = self.settings
-        role = settings.role
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-        sockets = bind(settings.http_host, settings.http_port)
+        try:
+            settings.data_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError("TPS_DATA_DIR", f"cannot create {settings.data_dir}: "
+                              f"{exc.strerror}") from None
+        try:
+            sockets = bind(settings.http_host, settings.http_port)
+        except OSError as exc:
+            raise ConfigError("TPS_HTTP_PORT", f"cannot listen on {settings.http_host}:"
+                              f"{settings.http_port}: {exc.strerror}") from None
         self.http_port = int(sockets[0].getsockname()[1])
+        try:
+            self._start_actors(sockets)
+        except BaseException:
+            # Leave no actor thread behind: a half-started service would keep the
+            # process alive after the error is reported.
+            for sock in sockets:
+                sock.close()
+            self.stop()
+            raise
+
+    def _start_actors(self, sockets: list[socket.socket]) -> None:
+        settings = self.settings
+        role = settings.role
         self.token, token_path = load_or_create_token(settings)
 
         if role in ("all", "ingest"):
