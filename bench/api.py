@@ -17,6 +17,7 @@ handler; then parse+validate versus cache hit, per request, measured in-process.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import re
 import subprocess
@@ -33,6 +34,7 @@ from tests.support.graphql_server import ApiServer, make_context
 from tests.support.influxdb import InfluxServer, from_environment
 from tps.api.graphql.cache import DocumentCache
 from tps.api.graphql.schema import build_schema
+from tps.config import Settings
 from tps.live import LiveHub
 from tps.model import Reading
 from tps.store.influx import InfluxStore
@@ -148,13 +150,15 @@ def main(argv: list[str] | None = None) -> None:
     store.write([Reading("bench", HOUR_START_NS + i * 500_000_000, 15 + (i % 100) / 10)
                  for i in range(7200)])
     hub = LiveHub()
-    ctx = make_context(influx.url, db, hub=hub, pool_size=4)
+    ttl = Settings().query_cache_ttl  # the service's default answer reuse
+    ctx = make_context(influx.url, db, hub=hub, pool_size=4, answer_ttl=ttl)
     server = ApiServer(ctx, extra=[(r"/bare", BareHandler, {})]).start()
     stop = threading.Event()
     feeder = threading.Thread(target=ingest, args=(hub, InfluxStore(influx.url, db), stop),
                               daemon=True)
     feeder.start()
     time.sleep(0.5)
+    gc.freeze()  # as tps.service.Service.start does once everything is up
     rows: list[tuple[str, dict[str, Any]]] = []
     try:
         c, d = args.connections, args.duration
@@ -170,6 +174,9 @@ def main(argv: list[str] | None = None) -> None:
                      wrk(server.port, "/graphql", STATISTICS, "windows", c, d)))
         rows.append(("temperatureStatistics, 1 h, concurrency 1",
                      wrk(server.port, "/graphql", STATISTICS, "same", 1, d)))
+        ctx.queries.answer_ttl = 0.0
+        rows.append(("temperatureStatistics, 1 h, answer reuse off",
+                     wrk(server.port, "/graphql", STATISTICS, "same", c, d)))
     finally:
         stop.set()
         feeder.join(5)
@@ -181,7 +188,7 @@ def main(argv: list[str] | None = None) -> None:
 
     bare = rows[0][1]["rps"]
     print(f"\n/graphql at concurrency {args.connections}, {args.duration:g} s per row "
-          "(wrk -t1, separate process), ingest running\n")
+          f"(wrk -t1, separate process), ingest running, TPS_QUERY_CACHE_TTL={ttl:g}\n")
     print(f"{'request':<48} {'req/s':>8} {'vs bare':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}")
     for name, row in rows:
         print(f"{name:<48} {row['rps']:>8.0f} {row['rps'] / bare:>8.0%} {row['p50']:>8.2f} "

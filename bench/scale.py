@@ -10,7 +10,7 @@ For each: CPU as a percentage of one core and RSS, sampled from ``/proc`` over t
 measuring window after a warm-up. For TPS also zero loss: after SIGTERM, the per-stream
 counts it logs as received equal what InfluxDB holds.
 
-Usage: ``python bench/scale.py [--feeds 200] [--rate 10] [--seconds 30]``.
+Usage: ``python bench/scale.py [--feeds 200] [--rate 10] [--seconds 30] [--spool off]``.
 Run by hand on an otherwise quiet machine.
 """
 
@@ -83,6 +83,7 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=10.0, help="readings/s per feed")
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--warmup", type=float, default=10.0)
+    parser.add_argument("--spool", choices=("on", "off"), default="on")
     args = parser.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="tps-bench-scale-"))
@@ -102,7 +103,7 @@ def main() -> int:
         feeds = ",".join(f"f{i}={url}" for i, url in enumerate(urls))
         tps = TpsProcess(tmp, {"TPS_FEEDS": feeds, "TPS_INFLUX_URL": influx.url,
                                "TPS_INFLUX_DB": "scale", "TPS_HTTP_PORT": str(free_port()),
-                               "TPS_LOG_LEVEL": "INFO"})
+                               "TPS_LOG_LEVEL": "INFO", "TPS_SPOOL": args.spool})
         tps.start()
         assert tps.proc is not None
         cpu, rss = measure(tps.proc.pid, args.warmup, args.seconds)
@@ -113,7 +114,7 @@ def main() -> int:
         lost = sum(max(0, finals[n] - stored[n]) for n in finals)
         total = sum(finals.values())
         loss = f"exit {code}, {len(finals)} streams, {total} received, {lost} lost"
-        rows.append(("tps serve (all role, spool on)", cpu, rss, loss))
+        rows.append((f"tps serve (all role, spool {args.spool})", cpu, rss, loss))
     finally:
         sim.close()
         influx.close()

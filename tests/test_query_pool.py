@@ -187,3 +187,58 @@ def test_a_store_that_cannot_open_reports_the_actor_failure(tmp_path: Path) -> N
         assert failures and failures[0][0] == 0
     finally:
         pool.stop()
+
+
+def test_an_identical_question_reuses_the_answer_for_the_ttl_and_never_an_error(
+    store_path: str,
+) -> None:
+    pool = QueryPool(lambda: SqliteStore(store_path), 2, answer_ttl=0.3)
+    pool.start()
+    calls: list[int] = []
+
+    def count(store: Store) -> int:
+        calls.append(1)
+        return store.count()
+
+    def fail(store: Store) -> int:
+        calls.append(1)
+        raise StoreUnavailable("store unavailable: test")
+
+    async def scenario() -> None:
+        assert await pool.run(count, key=("count",)) == 10
+        assert await pool.run(count, key=("count",)) == 10
+        assert len(calls) == 1  # the second answer came from the cache
+        assert await pool.run(count) == 10
+        assert len(calls) == 2  # unkeyed questions are never cached
+        await asyncio.sleep(0.35)
+        assert await pool.run(count, key=("count",)) == 10
+        assert len(calls) == 3  # expired: asked the store again
+        for _ in range(2):
+            with pytest.raises(StoreUnavailable):
+                await pool.run(fail, key=("fail",))
+        assert len(calls) == 5  # errors are not reused
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        pool.stop()
+
+
+def test_with_no_ttl_every_question_goes_to_the_store(store_path: str) -> None:
+    pool = QueryPool(lambda: SqliteStore(store_path), 1)
+    pool.start()
+    calls: list[int] = []
+
+    def count(store: Store) -> int:
+        calls.append(1)
+        return store.count()
+
+    async def scenario() -> None:
+        for _ in range(3):
+            assert await pool.run(count, key=("count",)) == 10
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        pool.stop()
+    assert len(calls) == 3

@@ -160,6 +160,7 @@ def make_context(
     pool_timeout: float = 15.0,
     subscriber_queue: int = 1000,
     supervisor: Any = None,
+    answer_ttl: float = 0.0,
 ) -> ApiContext:
     """An ApiContext over a real InfluxDB (through ``store_url``) with a started pool."""
     settings = Settings(influx_url=store_url, influx_db=db, query_pool_size=pool_size,
@@ -168,7 +169,7 @@ def make_context(
     def factory() -> InfluxStore:
         return InfluxStore(store_url, db, timeout=30)
 
-    pool = QueryPool(factory, pool_size, timeout=pool_timeout)
+    pool = QueryPool(factory, pool_size, timeout=pool_timeout, answer_ttl=answer_ttl)
     pool.start()
     ctx = ApiContext(settings=settings, auth=TokenAuth(TOKEN), queries=pool,
                      metrics=RecordingMetrics(), supervisor=supervisor, hub=hub)

@@ -41,6 +41,8 @@ STUCK_AFTER = 0.05
 
 # Identical questions asked within this many seconds of a call in flight share it.
 JOIN_WITHIN = 0.1
+MAX_ANSWERS = 1024
+"""Answers kept for ``answer_ttl`` at most (identical questions asked again)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,12 +133,18 @@ class QueryPool:
     IO loop, the callback runs on that loop; otherwise it runs on the actor thread.
     """
 
-    def __init__(self, store_factory: StoreFactory, size: int, timeout: float = 15.0) -> None:
+    def __init__(
+        self, store_factory: StoreFactory, size: int, timeout: float = 15.0,
+        answer_ttl: float = 0.0,
+    ) -> None:
         if size < 1:
             raise ValueError("a query pool needs at least one actor")
         self._store_factory = store_factory
         self._size = size
         self.timeout = timeout
+        self.answer_ttl = answer_ttl
+        # key -> (answer, monotonic time the store gave it); only touched on the loop
+        self._answers: dict[tuple[int, Hashable], tuple[Any, float]] = {}
         self._lock = threading.Lock()
         self._slots = [_Slot(None) for _ in range(size)]
         self._tickets = 0
@@ -273,14 +281,21 @@ class QueryPool:
         ``key`` names the question ``fn`` asks (e.g. ``("statistics", after, before,
         stream)``): callers asking the same question while it is being answered share
         that one store call instead of queueing identical work (request coalescing).
-        The answer is never older than the call in flight; nothing is cached after it.
+        With ``answer_ttl`` > 0 (``TPS_QUERY_CACHE_TTL``) the answer is also reused for
+        that many seconds after the store gave it, so a dashboard's repeated question
+        costs one store call per TTL; errors are never reused.
         """
         if key is None:
             return await self._run(fn, timeout)
         loop = asyncio.get_running_loop()
         shared_key = (id(loop), key)
-        entry = self._shared.get(shared_key)
         now = time.monotonic()
+        if self.answer_ttl > 0:
+            answered = self._answers.get(shared_key)
+            if answered is not None and now - answered[1] <= self.answer_ttl:
+                cached: T = answered[0]
+                return cached
+        entry = self._shared.get(shared_key)
         # Join only a young call: one that is taking long may be stuck in a stalled
         # connection, and must not drag every identical request down with it.
         if entry is not None and now - entry[1] <= JOIN_WITHIN:
@@ -293,12 +308,22 @@ class QueryPool:
                 current = self._shared.get(shared_key)
                 if current is not None and current[0] is task:
                     del self._shared[shared_key]
-                if not task.cancelled():
-                    task.exception()  # retrieved here; every awaiter re-raises it
+                if not task.cancelled() and task.exception() is None and self.answer_ttl > 0:
+                    self._remember(shared_key, task.result())
 
             shared.add_done_callback(forget)
         result: T = await asyncio.shield(shared)
         return result
+
+    def _remember(self, shared_key: tuple[int, Hashable], answer: Any) -> None:
+        now = time.monotonic()
+        if len(self._answers) >= MAX_ANSWERS:
+            # Expired answers go first; if all are fresh, the cache starts over.
+            self._answers = {k: v for k, v in self._answers.items()
+                             if now - v[1] <= self.answer_ttl}
+            if len(self._answers) >= MAX_ANSWERS:
+                self._answers.clear()
+        self._answers[shared_key] = (answer, now)
 
     async def _run(self, fn: Callable[[Store], T], timeout: float | None) -> T:
         loop = asyncio.get_running_loop()

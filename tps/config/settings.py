@@ -64,6 +64,7 @@ class Settings:
     flush_interval: float = 1.0
     buffer_limit: int = 1_000_000
     query_pool_size: int = 4
+    query_cache_ttl: float = 0.25
     log_level: str = "INFO"
     log_format: str = "text"
     role: str = "all"
@@ -241,6 +242,8 @@ SETTINGS: tuple[SettingSpec, ...] = (
                 "the oldest are dropped (or left to the spool)."),
     SettingSpec("query_pool_size", _int_range(1, 256), "Query actors, each with its own "
                 "store connection."),
+    SettingSpec("query_cache_ttl", _float_range(0, 60), "Seconds an answer is reused for "
+                "the identical question (0: never); bounds how stale a repeated query can be."),
     SettingSpec("log_level", _choice("debug", "info", "warning", "error"), "Log level."),
     SettingSpec("log_format", _choice("text", "json"), "`text`, or `json` for one JSON "
                 "object per line."),
