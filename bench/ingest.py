@@ -4,7 +4,8 @@ Rows, in one run against the same max-rate simulator and the same private ``infl
 
 - ``bare loop``: websocket-client ``recv()`` + ``json.loads`` + value extraction
   (``bench/reader.py``'s baseline: the practical limit of a websocket-client reader);
-- ``pipeline, spool off`` / ``pipeline, spool on``: the real ``StreamReader`` actor whose
+- ``pipeline, spool off`` / ``pipeline, spool on``: the real ``StreamReader`` actor (on a
+  shared ``FeedPoller``, as the service runs it) whose
   sink is ``WriterHandle.submit`` (the service's composition), the real batching
   writer and ``InfluxStore``. The rate is readings written / time from the first
   reading received until InfluxDB acknowledged the last one (the reader stops after
@@ -36,6 +37,7 @@ from tps.actors.reader import StreamReader  # noqa: E402
 from tps.actors.stats import StreamStats, WriterStats  # noqa: E402
 from tps.actors.writer import WriterHandle  # noqa: E402
 from tps.config.settings import FeedConfig, Settings  # noqa: E402
+from tps.feeds.poller import FeedPoller  # noqa: E402
 from tps.model import Reading  # noqa: E402
 from tps.store.influx import InfluxStore  # noqa: E402
 
@@ -59,10 +61,12 @@ def pipeline(url: str, influx: InfluxServer, db: str, seconds: float, spool: boo
             received[0] += len(batch)
 
     feed = FeedConfig(name="bench", url=url, protocol="auto")
+    poller = FeedPoller().start()  # as the service runs its readers
     ref = StreamReader.start(feed, sink, StreamStats(feed.name, feed.url, feed.protocol,
-                                                     feed.query))
+                                                     feed.query), poller=poller)
     time.sleep(seconds)
     ref.stop()
+    poller.stop()
     flush_started = time.perf_counter()
     if not handle.flush(120):
         raise SystemExit(f"writer did not flush: {stats}")

@@ -20,6 +20,7 @@ from tps.actors.messages import InjectFailure
 from tps.actors.reader import RateLimitedLog, StreamReader
 from tps.actors.stats import StreamState, StreamStats
 from tps.config.settings import FeedConfig
+from tps.feeds.poller import FeedPoller
 from tps.feeds.simulator import Simulator, SimulatorConfig, read_emit_log
 from tps.ingest.backoff import Backoff
 from tps.model import Reading
@@ -70,9 +71,12 @@ def wait_until(condition: Callable[[], bool], timeout: float = 5.0,
     return time.monotonic() - start
 
 
-@pytest.fixture
-def start_reader() -> Iterator[Callable[..., Running]]:
+@pytest.fixture(params=["own-thread", "shared-poller"])
+def start_reader(request: pytest.FixtureRequest) -> Iterator[Callable[..., Running]]:
+    """Starts readers that read on their own thread, or on one shared FeedPoller (as
+    the service runs them): every reader behaviour must hold in both modes."""
     refs: list[pykka.ActorRef[StreamReader]] = []
+    poller = FeedPoller().start() if request.param == "shared-poller" else None
 
     def start(url: str, protocol: str = "auto", query: str | None = None,
               **kwargs: object) -> Running:
@@ -81,6 +85,8 @@ def start_reader() -> Iterator[Callable[..., Running]]:
         stats = StreamStats(feed.name, feed.url, feed.protocol, feed.query)
         sink = Collector()
         kwargs.setdefault("backoff", fast_backoff())
+        if poller is not None:
+            kwargs.setdefault("poller", poller)
         ref = StreamReader.start(feed, sink, stats, **kwargs)
         refs.append(ref)
         return Running(ref, sink, stats)
@@ -88,6 +94,9 @@ def start_reader() -> Iterator[Callable[..., Running]]:
     yield start
     for ref in refs:
         ref.stop(block=True, timeout=5)
+    if poller is not None:
+        assert poller.watching() == 0, "a stopped reader left its socket with the poller"
+        poller.stop()
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ the store.
 
 from __future__ import annotations
 
+import functools
 import gc
 import logging
 import socket
@@ -17,6 +18,7 @@ from typing import Any
 import pykka
 
 from tps.actors.query import QueryPool
+from tps.actors.reader import StreamReader
 from tps.actors.stats import WriterStats
 from tps.actors.supervisor import StatsBoard, Supervisor
 from tps.actors.writer import WriterHandle
@@ -26,6 +28,7 @@ from tps.api.metrics import Metrics
 from tps.config import Settings
 from tps.config.registry import StreamRegistry
 from tps.errors import ConfigError
+from tps.feeds.poller import FeedPoller
 from tps.live import LiveHub
 from tps.model import Reading
 from tps.store import Store, open_store
@@ -46,6 +49,7 @@ class Service:
         self.supervisor_ref: pykka.ActorRef[Supervisor] | None = None
         self.supervisor: Any = None
         self.http: pykka.ActorRef[HttpFrontend] | None = None
+        self.feed_poller: FeedPoller | None = None
         self.http_port: int = settings.http_port
         self.token: str = ""
 
@@ -81,9 +85,12 @@ class Service:
         role = settings.role
         self.token, token_path = load_or_create_token(settings)
 
+        reader_factory = None
         if role in ("all", "ingest"):
             self.writer_stats = WriterStats()
             self.writer = WriterHandle(settings, self._store, self.writer_stats)
+            self.feed_poller = FeedPoller().start()
+            reader_factory = functools.partial(StreamReader.start, poller=self.feed_poller)
         if role == "all":
             self.hub = LiveHub()
         if role in ("all", "api"):
@@ -97,6 +104,7 @@ class Service:
         self.supervisor_ref = Supervisor.start(
             settings, sink=self._sink if role != "api" else None, writer=self.writer,
             queries=self.queries, registry=registry, hub=self.hub, board=board,
+            reader_factory=reader_factory,
         )
         self.supervisor = self.supervisor_ref.proxy()
 
@@ -138,6 +146,8 @@ class Service:
             self.http.stop(timeout=10)
         if self.supervisor_ref is not None:
             self.supervisor_ref.stop(timeout=10)
+        if self.feed_poller is not None:
+            self.feed_poller.stop()
         return clean
 
     def _log_final_counts(self) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import select
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from tps.actors.stats import StreamState, StreamStats
 from tps.actors.timer import tell_later
 from tps.config.settings import FeedConfig
 from tps.errors import FrameError
+from tps.feeds.poller import FeedPoller
 from tps.feeds.protocol import (
     PLAIN,
     Codec,
@@ -56,6 +58,9 @@ the wait for the rest of a frame that has started to arrive."""
 POLL_WAIT_MS = int(POLL_WAIT * 1000)
 POLL_HOLD = 0.5
 """Seconds one poll message may keep the actor while its mailbox stays empty."""
+SHARED_READ_TIMEOUT = 0.02
+"""Socket timeout while a shared poller reads: the longest one feed's half-arrived frame
+can hold the thread every feed shares."""
 SILENCE_TIMEOUT = 10.0
 """Seconds without any frame or pong before the connection is treated as dead."""
 HEALTHY_AFTER = 10.0
@@ -78,6 +83,13 @@ class _Poll:
     """Read what the socket has (the reader tells itself this while connected)."""
 
     generation: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Crashed:
+    """Reading on the shared poller thread failed unexpectedly: crash like any actor."""
+
+    reason: str
 
 
 class RateLimitedLog:
@@ -119,6 +131,7 @@ class StreamReader(pykka.ThreadingActor):
         on_failure: Callable[[BaseException], None] | None = None,
         backoff: Backoff | None = None,
         silence_timeout: float = SILENCE_TIMEOUT,
+        poller: FeedPoller | None = None,
     ) -> None:
         super().__init__()
         self.feed = feed
@@ -140,6 +153,11 @@ class StreamReader(pykka.ThreadingActor):
         self._subscribed_at: float | None = None
         self._last_heard = 0.0
         self._probe_sent = False
+        # With a shared poller, frames are read on its thread while the socket is
+        # connected; this lock keeps that thread and the actor's own off each other.
+        self._shared = poller
+        self._io = threading.RLock()
+        self._fd: int | None = None
 
     # --- pykka hooks ---------------------------------------------------------------
 
@@ -156,7 +174,7 @@ class StreamReader(pykka.ThreadingActor):
         elif isinstance(message, _Connect):
             if message.generation == self._generation and self._ws is None:
                 self._connect()
-        elif isinstance(message, InjectFailure):
+        elif isinstance(message, InjectFailure | _Crashed):
             raise RuntimeError(message.reason)
         return None
 
@@ -183,6 +201,10 @@ class StreamReader(pykka.ThreadingActor):
     # --- connection lifecycle -------------------------------------------------------
 
     def _connect(self) -> None:
+        with self._io:
+            self._connect_locked()
+
+    def _connect_locked(self) -> None:
         self._cancel_timer = None
         self.stats.state = StreamState.CONNECTING
         offer = offered_subprotocols(self.feed.protocol)
@@ -232,7 +254,15 @@ class StreamReader(pykka.ThreadingActor):
         if self._codec.protocol == PLAIN:
             # Plain JSON has no handshake: the data simply starts flowing.
             self._mark_subscribed()
-        self.actor_ref.tell(_Poll(self._generation))
+        if self._shared is not None and ws.sock is not None:
+            # A short timeout: a frame that arrives in pieces is finished on a later
+            # wake (websocket-client keeps the partial frame) instead of holding the
+            # thread every feed shares.
+            ws.settimeout(SHARED_READ_TIMEOUT)
+            self._fd = ws.sock.fileno()
+            self._shared.register(self._fd, self._on_readable, self._on_tick)
+        else:
+            self.actor_ref.tell(_Poll(self._generation))
 
     def _mark_subscribed(self) -> None:
         if self.stats.state is not StreamState.SUBSCRIBED:
@@ -259,8 +289,15 @@ class StreamReader(pykka.ThreadingActor):
         self._cancel_timer = tell_later(delay, self.actor_ref, _Connect(self._generation))
 
     def _close(self) -> None:
+        with self._io:
+            self._close_locked()
+
+    def _close_locked(self) -> None:
         # A new generation makes every poll or connect message still in flight a no-op.
         self._generation += 1
+        if self._shared is not None and self._fd is not None:
+            self._shared.unregister(self._fd)  # before the close frees the number
+            self._fd = None
         self._subscribed_at = None
         if self._cancel_timer is not None:
             self._cancel_timer()
@@ -283,13 +320,31 @@ class StreamReader(pykka.ThreadingActor):
         # seen after at most one wait (POLL_WAIT + POLL_BUDGET).
         until = time.monotonic() + POLL_HOLD
         inbox = self.actor_inbox
-        while self._poll_once():
+        while self._read(POLL_WAIT_MS):
             if not inbox.empty() or time.monotonic() >= until:
                 self.actor_ref.tell(_Poll(self._generation))
                 return
 
-    def _poll_once(self) -> bool:
-        """Read what arrives within one wait; False once the connection is given up."""
+    def _on_readable(self) -> None:
+        """The shared poller saw data on our socket (runs on the poller's thread)."""
+        with self._io:
+            if self._ws is None:
+                return
+            try:
+                self._read(0)
+            except Exception as exc:  # noqa: BLE001 - reported to the actor, which crashes
+                self._close_locked()
+                self.actor_ref.tell(_Crashed(f"reading failed: {exc!r}"))
+
+    def _on_tick(self) -> None:
+        """Periodic check from the shared poller: notice a server gone silent."""
+        with self._io:
+            ws, codec = self._ws, self._codec
+            if ws is not None and codec is not None:
+                self._check_silence(ws, codec, time.monotonic())
+
+    def _read(self, wait_ms: int) -> bool:
+        """Read what arrives within ``wait_ms``; False once the connection is given up."""
         ws = self._ws
         codec = self._codec
         assert ws is not None and codec is not None
@@ -309,7 +364,7 @@ class StreamReader(pykka.ThreadingActor):
         deadline = time.monotonic() + POLL_BUDGET
         # Wait for the first frame with poll(), not the socket timeout: an idle feed then
         # costs no exception per wait (hundreds of idle readers add up).
-        ready = pending() or poller.poll(POLL_WAIT_MS)
+        ready = pending() or poller.poll(wait_ms)
         try:
             while ready:
                 opcode, data = ws.recv_data(control_frame=True)
@@ -349,6 +404,10 @@ class StreamReader(pykka.ThreadingActor):
         if lost is not None:
             self._lose(lost)
             return False
+        return self._check_silence(ws, codec, now)
+
+    def _check_silence(self, ws: websocket.WebSocket, codec: Codec, now: float) -> bool:
+        """Probe a quiet server, give up on a silent one; False once given up."""
         silent = now - self._last_heard
         if silent >= self.silence_timeout:
             self._lose(f"no frames for {silent:.1f} s (server silent)")
