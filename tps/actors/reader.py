@@ -1,11 +1,19 @@
 """The StreamReader actor: one websocket feed in, batches of readings out to the sink.
 
-The actor never blocks its mailbox for long. It drives itself with messages: a
-``_Connect`` opens the socket (connect timeout 1 s), then a chain of ``_Poll`` messages
-each reads frames for at most ~0.1 s (or until the socket has nothing ready) and hands
-everything accepted in that poll to the sink as one batch. Between polls, stop and
-status requests are served. After a lost connection it waits in the BACKOFF state for
-a delayed ``_Connect`` (``tell_later``) - it never sleeps.
+The actor never blocks its mailbox for long. A ``_Connect`` opens the socket (connect
+timeout 1 s); after a lost connection it waits in the BACKOFF state for a delayed
+``_Connect`` (``tell_later``) - it never sleeps.
+
+While connected, frames are read in one of two ways:
+
+- with a shared :class:`~tps.feeds.poller.FeedPoller` (how the service runs readers):
+  the poller's single epoll thread calls ``_on_readable`` when the socket has data and
+  ``_on_tick`` twice a second; a lock keeps that thread and the actor's own apart. One
+  thread for all feeds is what keeps hundreds of slow feeds cheap (bench/scale.py);
+- without one: the actor drives itself with ``_Poll`` messages, each reading for up to
+  ``POLL_HOLD`` while its mailbox stays empty.
+
+Either way, everything accepted in one read goes to the sink as one batch.
 
 Framing and parsing live in :mod:`tps.feeds.protocol`; this module only decides when to
 read, what to count and when to reconnect.
