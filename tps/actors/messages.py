@@ -1,6 +1,6 @@
 """Messages exchanged between actors, and the sink type readers write into.
 
-Messages are small frozen dataclasses named as facts (``ReadingsReceived``) or
+Messages are small frozen dataclasses named as facts (``BatchWaiting``) or
 commands (``Flush``).
 """
 
@@ -16,11 +16,11 @@ ReadingSink = Callable[[Sequence[Reading]], None]
 
 
 @dataclass(frozen=True, slots=True)
-class ReadingsReceived:
-    """A batch of readings arrived from a stream (reader -> writer)."""
+class BatchWaiting:
+    """A full batch (or an overflow) waits in the writer's buffer (handle -> writer).
 
-    readings: tuple[Reading, ...]
-    spool_position: int | None = None
+    A doorbell only: the readings are already in the handle's buffer and spool.
+    """
 
 
 @dataclass(frozen=True, slots=True)

@@ -45,7 +45,7 @@ from typing import Any
 
 import pykka
 
-from tps.actors.messages import Flush, InjectFailure, ReadingsReceived
+from tps.actors.messages import BatchWaiting, Flush, InjectFailure
 from tps.actors.stats import WriterStats
 from tps.actors.timer import Ticker, tell_later
 from tps.config.settings import Settings
@@ -315,7 +315,7 @@ class BatchingWriter(pykka.ThreadingActor):
 
     def on_receive(self, message: Any) -> Any:
         """Dispatch the writer's messages."""
-        if isinstance(message, ReadingsReceived):
+        if isinstance(message, BatchWaiting):
             if self._ready and not self._retry_pending:
                 self._drain(partial=False)
         elif isinstance(message, Flush):
@@ -481,7 +481,7 @@ class WriterHandle:
         if not isinstance(readings, tuple):
             readings = tuple(readings)  # the caller may reuse its list
         if self._pipeline.add(readings):
-            self._tell(ReadingsReceived(readings))
+            self._tell(BatchWaiting())
 
     def flush(self, timeout: float) -> bool:
         """Block the caller until everything submitted so far is acknowledged by the
