@@ -136,12 +136,13 @@ class _Link:
     marks the stream subscribed; the connection's life stays with the actor.
     """
 
-    def __init__(self, ws: websocket.WebSocket, codec: Codec, stamper: Stamper,
+    def __init__(self, name: str, ws: websocket.WebSocket, codec: Codec, stamper: Stamper,
                  sink: ReadingSink, stats: StreamStats, rejects: RateLimitedLog,
                  silence_timeout: float) -> None:
         sock = ws.sock
         if sock is None:
             raise websocket.WebSocketConnectionClosedException("connection closed on open")
+        self.name = name
         self.ws = ws
         self.codec = codec
         self.fd: int = sock.fileno()
@@ -187,7 +188,7 @@ class _Link:
 
     def close(self) -> None:
         """Close the socket (the owner, never while lent)."""
-        _close_socket(self.ws, self._stats.name)
+        _close_socket(self.ws, self.name)
 
     # --- on the poller thread, while lent -------------------------------------------------
 
@@ -223,7 +224,7 @@ class _Link:
         ws = self.ws
         handle = self.codec.handle
         stamp = self._stamper.stamp
-        name = self._stats.name
+        name = self.name
         poll = self._poll.poll
         pending = self._buffered
         batch: list[Reading] = []
@@ -283,7 +284,7 @@ class _Link:
         if self._stats.state is not StreamState.SUBSCRIBED:
             self._stats.state = StreamState.SUBSCRIBED
             self.subscribed_at = time.monotonic()
-            logger.info("Stream %s subscribed", self._stats.name)
+            logger.info("Stream %s subscribed", self.name)
 
     def _deliver(self, batch: list[Reading]) -> None:
         self._sink(batch)
@@ -312,12 +313,12 @@ class _Link:
             else:
                 self.ws.ping()
         except (websocket.WebSocketException, OSError) as exc:
-            logger.debug("Stream %s: probe failed: %s", self._stats.name, exc)
+            logger.debug("Stream %s: probe failed: %s", self.name, exc)
 
     def _reject(self, exc: FrameError) -> None:
         self._stats.reject(exc.reason)
         self._rejects.log(logger, logging.WARNING, exc.reason,
-                          "Stream %s rejected a frame (%s): %s", self._stats.name,
+                          "Stream %s rejected a frame (%s): %s", self.name,
                           exc.reason, exc)
 
 
@@ -447,8 +448,8 @@ class StreamReader(pykka.ThreadingActor):
             ws.settimeout(POLL_WAIT)
             for frame in codec.opening_frames():
                 ws.send(frame)
-            link = _Link(ws, codec, self._stamper, self.sink, self.stats, self._rejects,
-                         self.silence_timeout)
+            link = _Link(self.feed.name, ws, codec, self._stamper, self.sink, self.stats,
+                         self._rejects, self.silence_timeout)
         except FrameError as exc:
             _close_socket(ws, self.feed.name)
             self.stats.reject(exc.reason)
