@@ -53,6 +53,10 @@ REFILL_CHUNK = 50_000
 """Readings re-read from the spool per step."""
 WARN_EVERY = 10.0
 """Seconds between two warnings of the same kind."""
+_CLOSED = -1
+"""What ``add`` noted instead of a drop count: refused, the pipeline is closed."""
+_OVERFLOWED = -2
+"""What ``add`` noted instead of a drop count: memory just filled, the spool takes over."""
 
 
 class PipelineStats(Protocol):
@@ -101,50 +105,52 @@ class Pipeline:
         """Take readings; True when the actor should be told (doorbell)."""
         spool = self.spool
         dropped = 0
-        overflowed = False
         with self.lock:
             if self.closed:
                 self.stats.dropped += len(readings)
-                refused = True
+                dropped = _CLOSED
+            elif (position := spool.append(readings) if spool is not None else None) is not None:
+                if not self.overflow and self.buffer.room >= len(readings):
+                    self.buffer.append(readings, position)
+                    self.loaded_upto = position
+                elif not self.overflow:
+                    self.overflow = True
+                    dropped = _OVERFLOWED
             else:
-                refused = False
-                position = spool.append(readings) if spool is not None else None
-                if position is not None:
-                    if not self.overflow and self.buffer.room >= len(readings):
-                        self.buffer.append(readings, position)
-                        self.loaded_upto = position
-                    elif not self.overflow:
-                        self.overflow = overflowed = True
-                else:
-                    dropped = self.buffer.append(readings)
-                    if dropped:
-                        self.stats.dropped += dropped
-                self._update_buffer_stats()
-            ring = not refused and not self.doorbell and (
+                dropped = self.buffer.append(readings)
+                if dropped:
+                    self.stats.dropped += dropped
+            self._update_buffer_stats()
+            ring = not self.doorbell and dropped != _CLOSED and (
                 len(self.buffer) >= self.batch_size or self.overflow)
             if ring:
                 self.doorbell = True
-            total_dropped = self.stats.dropped
-        if overflowed:
+        if dropped:
+            self._warn(dropped, len(readings))
+        if spool is not None and spool.needs_write:
+            spool.write_pending()  # back-pressure, holding no lock of ours
+        return ring
+
+    def _warn(self, dropped: int, count: int) -> None:
+        """The log line of an unusual ``add``, written after the lock: ``dropped`` is
+        :data:`_CLOSED`, :data:`_OVERFLOWED` or how many readings were dropped."""
+        if dropped == _CLOSED:
+            self._warnings.log(logger, logging.ERROR, "closed",
+                               "Writer is stopped: %d readings refused", count)
+        elif dropped == _OVERFLOWED:
             logger.warning(
                 "Writer memory buffer is full (TPS_BUFFER_LIMIT=%d): newer readings wait "
                 "in the spool on disk and are read back as the store catches up",
                 self.buffer.limit,
             )
-        if refused:
-            self._warnings.log(logger, logging.ERROR, "closed",
-                               "Writer is stopped: %d readings refused", len(readings))
-        elif dropped:
+        else:
             self._warnings.log(
                 logger, logging.WARNING, "dropped",
                 "Writer buffer full (TPS_BUFFER_LIMIT=%d%s): dropped the oldest %d readings "
                 "(%d in total); they were never written",
-                self.buffer.limit, ", spool unavailable" if spool else "", dropped,
-                total_dropped,
+                self.buffer.limit, ", spool unavailable" if self.spool else "", dropped,
+                self.stats.dropped,
             )
-        if spool is not None and spool.needs_write:
-            spool.write_pending()  # back-pressure, holding no lock of ours
-        return ring
 
     # --- called by the actor ----------------------------------------------------------
 

@@ -286,8 +286,14 @@ class Spool:
         self._io = threading.Lock()  # the disk work; taken before _lock
         # --- under _lock
         self._segments: list[_Segment] = []  # never empty after __init__: [-1] is active
-        self._pending: list[tuple[int, bytes]] = []  # (segment, record) not yet on disk
+        # Records not yet on disk: (segment, its records' bytes); appends extend _tail.
+        self._pending: list[tuple[int, bytearray]] = []
+        self._tail = bytearray()
+        self._tail_segment = -1  # the segment _tail belongs to; -1: start a new entry
         self._pending_bytes = 0
+        self.needs_write = False
+        """True when so much waits in memory (or to be deleted) that the caller of
+        ``append`` should call :meth:`write_pending` rather than wait for ``sync``."""
         self._doomed: list[Path] = []  # segment files to delete
         self._names: dict[str, bytes] = {}
         self._total = 0  # bytes of all segments, pending included
@@ -336,11 +342,6 @@ class Spool:
         """Number of segment files (the active one counts before it holds data)."""
         return len(self._segments)
 
-    @property
-    def needs_write(self) -> bool:
-        """True when so much waits in memory (or to be deleted) that the caller of
-        ``append`` should call :meth:`write_pending` rather than wait for ``sync``."""
-        return self._pending_bytes > _MAX_PENDING_BYTES or bool(self._doomed)
 
     # --- recovery ----------------------------------------------------------------
 
@@ -450,13 +451,20 @@ class Spool:
                 # The next segment; its file is made when its first record is written.
                 active = _Segment(active.index + 1, self._segment_path(active.index + 1), 0, 0)
                 self._segments.append(active)
-            self._pending.append((active.index, record))
-            self._pending_bytes += len(record)
-            active.size += len(record)
-            self._total += len(record)
+            if self._tail_segment != active.index:
+                self._tail = bytearray()
+                self._tail_segment = active.index
+                self._pending.append((active.index, self._tail))
+            self._tail += record
+            size = len(record)
+            self._pending_bytes += size
+            active.size += size
+            self._total += size
             active.readings += len(readings)
-            position = make_position(active.index, active.size)
+            position: int = active.index << _OFFSET_BITS | active.size
             self._last_position = position
+            if self._pending_bytes > _MAX_PENDING_BYTES:
+                self.needs_write = True
             if self._total > self.max_bytes:
                 self._enforce_bound()
             return position
@@ -470,6 +478,7 @@ class Spool:
             self._total -= oldest.size
             dropped += oldest.readings
             self._doomed.append(oldest.path)
+            self.needs_write = True
             self._checkpoint = max(self._checkpoint, make_position(oldest.index, oldest.size))
         if dropped:
             self.dropped_readings += dropped
@@ -514,40 +523,37 @@ class Spool:
         """(``_io`` held) Write every pending record in order; False if failed."""
         with self._lock:
             pending, self._pending = self._pending, []
+            self._tail_segment = -1
             self._pending_bytes = 0
+            self.needs_write = False
             active = self._segments[-1].index
         self._delete_doomed()
-        start = 0
+        done = 0
         try:
-            while start < len(pending):
-                segment = pending[start][0]
-                end = start + 1
-                while end < len(pending) and pending[end][0] == segment:
-                    end += 1
+            for segment, data in pending:
                 with self._lock:
                     dropped = segment < self._segments[0].index  # by the size bound
                 if not dropped:
-                    self._write_segment(segment, [record for _, record in pending[start:end]])
-                start = end
+                    self._write_segment(segment, data)
+                done += 1
             if self._fd is None:
                 self._switch_to(active)  # e.g. after a failed start: retry the open
         except OSError as exc:
-            unwritten = pending[start:]
+            unwritten = pending[done:]
             with self._lock:
                 self._pending[:0] = unwritten
-                self._pending_bytes += sum(len(record) for _, record in unwritten)
+                self._pending_bytes += sum(len(data) for _, data in unwritten)
             self._fail(exc)
             return False
         self._recovered()
         return True
 
-    def _write_segment(self, segment: int, records: list[bytes]) -> None:
-        """(``_io`` held) Append records to a segment's file; OSError leaves the file
-        ending on a record boundary."""
+    def _write_segment(self, segment: int, data: bytearray) -> None:
+        """(``_io`` held) Append whole records to a segment's file; OSError leaves the
+        file ending on a record boundary."""
         self._switch_to(segment)
         fd = self._fd
         assert fd is not None
-        data = records[0] if len(records) == 1 else b"".join(records)
         view = memoryview(data)
         try:
             done = 0
