@@ -29,9 +29,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.influxdb import InfluxServer
 from tests.support.service import SimulatorProcess
+from tps.actors.board import StatsBoard
 from tps.actors.query import QueryPool
 from tps.actors.stats import WriterStats
-from tps.actors.supervisor import StatsBoard, Supervisor
+from tps.actors.supervisor import Supervisor, supervisor_proxy
 from tps.actors.writer import WriterHandle
 from tps.api import health, metrics, openapi, rest
 from tps.api.context import ApiContext, TokenAuth
@@ -170,7 +171,8 @@ class Stack:
         self.metrics = Metrics.from_board(self.board)
         self.ctx = ApiContext(
             settings=self.settings, auth=TokenAuth(TOKEN), queries=self.queries,
-            metrics=self.metrics, supervisor=self.ref.proxy(), hub=self.hub,
+            metrics=self.metrics, supervisor=supervisor_proxy(self.ref), board=self.board,
+            hub=self.hub,
         )
         self.server = ApiServer(self.ctx, graphql).start()
         self.url = self.server.url

@@ -41,6 +41,9 @@ class RecordingMetrics:
     def observe_query(self, operation: str, seconds: float) -> None:
         self.observed.append((operation, seconds))
 
+    def render(self) -> bytes:
+        return b""
+
 
 class ApiServer:
     """/graphql (plus ``extra`` routes) served on 127.0.0.1 from a private IO-loop thread."""
@@ -159,7 +162,6 @@ def make_context(
     pool_size: int = 4,
     pool_timeout: float = 15.0,
     subscriber_queue: int = 1000,
-    supervisor: Any = None,
     answer_ttl: float = 0.0,
 ) -> ApiContext:
     """An ApiContext over a real InfluxDB (through ``store_url``) with a started pool."""
@@ -172,7 +174,7 @@ def make_context(
     pool = QueryPool(factory, pool_size, timeout=pool_timeout, answer_ttl=answer_ttl)
     pool.start()
     ctx = ApiContext(settings=settings, auth=TokenAuth(TOKEN), queries=pool,
-                     metrics=RecordingMetrics(), supervisor=supervisor, hub=hub)
+                     metrics=RecordingMetrics(), hub=hub)
     ctx.on_close.append(pool.stop)
     return ctx
 

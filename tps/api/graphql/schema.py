@@ -15,21 +15,24 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import graphene
 from graphql import GraphQLError
 
 from tps.api.context import ApiContext
-from tps.config import FeedConfig, parse_feed, validate_feed_name
-from tps.errors import ConfigError, InvalidArgument
+from tps.api.control import ControlPlane
+from tps.config import DEFAULT_SUBSCRIPTION, FeedConfig, validate_feed_name
+from tps.errors import ConfigError, InvalidArgument, StoreUnavailable
 from tps.model import Reading, Statistics, datetime_to_ns
 from tps.store.base import Store
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 DEFAULT_LIMIT = 10_000
 MAX_LIMIT = 100_000
@@ -124,20 +127,26 @@ def _require_control(info: graphene.ResolveInfo) -> ApiContext:
     return context.api
 
 
-def _supervisor(api: ApiContext) -> Any:
-    """The supervisor proxy, or a clear error in the ``api`` role (no readers here)."""
-    if api.supervisor is None:
+def _control(api: ApiContext) -> ControlPlane:
+    """The control plane, or a clear error in the ``api`` role (no readers here)."""
+    control = api.control
+    if control is None:
         raise GraphQLError(
             "streams are not managed by this process (role api); send mutations to the "
             "ingest process"
         )
-    return api.supervisor
+    return control
 
 
-async def _on_pool(info: graphene.ResolveInfo, fn: Any, key: tuple[Any, ...] | None = None) -> Any:
+async def _on_pool(
+    info: graphene.ResolveInfo, fn: Callable[[Store], T], key: tuple[Any, ...] | None = None
+) -> T:
     """Run ``fn(store)`` on the query pool; identical in-flight questions (``key``) share
     one store call."""
-    return await _context(info).api.queries.run(fn, key=key)
+    queries = _context(info).api.queries
+    if queries is None:
+        raise StoreUnavailable("store unavailable: this process runs no query pool")
+    return await queries.run(fn, key=key)
 
 
 # --- output types -----------------------------------------------------------------
@@ -339,11 +348,10 @@ class Query(graphene.ObjectType):  # type: ignore[misc]
 
     @staticmethod
     async def resolve_streams(_root: None, info: graphene.ResolveInfo) -> list[Any]:
-        api = _context(info).api
-        if api.supervisor is not None:
-            listed: list[Any] = await api.waiter.wait(api.supervisor.list_streams())
-            return listed
-        names: list[str] = await _on_pool(info, lambda store: store.stream_names())
+        control = _context(info).api.control
+        if control is not None:
+            return list(await control.list_streams())
+        names = await _on_pool(info, lambda store: store.stream_names())
         return [StoredStream(name) for name in names]
 
 
@@ -380,13 +388,15 @@ class Mutation(graphene.ObjectType):  # type: ignore[misc]
         if status not in ("on", "off"):
             raise InvalidArgument("status", f'must be "on" or "off", got {input.get("status")!r}')
         stream = check_stream(input.get("stream"))
-        supervisor = _supervisor(api)
+        control = _control(api)
         running = status == "on"
+        streams: list[Any]
         if stream is None:
-            streams: list[Any] = await api.waiter.wait(supervisor.set_all(running))
+            streams = list(await control.set_all(running))
+        elif running:
+            streams = [await control.start_stream(stream)]
         else:
-            method = supervisor.start_stream if running else supervisor.stop_stream
-            streams = [await api.waiter.wait(method(stream))]
+            streams = [await control.stop_stream(stream)]
         logger.info("toggleFeed %s applied to %d stream(s)", status, len(streams))
         return ToggleResult(status, streams)
 
@@ -395,18 +405,15 @@ class Mutation(graphene.ObjectType):  # type: ignore[misc]
         _root: None, info: graphene.ResolveInfo, input: dict[str, Any]
     ) -> Any:
         api = _require_control(info)
-        name = check_stream(str(input["name"]))
-        protocol = input.get("protocol") or "auto"
-        try:
-            feed = parse_feed("url", f"{name}={input['url']}|{protocol}")
-        except ConfigError as exc:
-            raise InvalidArgument(exc.setting, exc.problem) from None
         query = input.get("query")
-        if query is not None:
-            if not str(query).strip():
-                raise InvalidArgument("query", "must not be empty")
-            feed = FeedConfig(feed.name, feed.url, feed.protocol, str(query))
-        return await api.waiter.wait(_supervisor(api).add_stream(feed))
+        feed = FeedConfig(
+            name=str(input["name"]),
+            url=str(input["url"]),
+            protocol=str(input.get("protocol") or "auto"),
+            query=DEFAULT_SUBSCRIPTION if query is None else str(query),
+        )
+        # The supervisor checks every field (check_feed) and names the bad one.
+        return await _control(api).add_stream(feed)
 
     @staticmethod
     async def resolve_remove_stream(
@@ -415,7 +422,7 @@ class Mutation(graphene.ObjectType):  # type: ignore[misc]
         api = _require_control(info)
         checked = check_stream(name)
         assert checked is not None
-        await api.waiter.wait(_supervisor(api).remove_stream(checked))
+        await _control(api).remove_stream(checked)
         return RemovedStream(checked, True)
 
 
