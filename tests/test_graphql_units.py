@@ -17,15 +17,12 @@ from graphql import get_introspection_query
 
 from tps.api.context import ApiContext, TokenAuth
 from tps.api.graphql.cache import DocumentCache, ParsedDocument
+from tps.api.graphql.connection import SubscriptionConnection
+from tps.api.graphql.fanout import RollingWindow, SubscriptionManager
+from tps.api.graphql.handshake import choose_subprotocol, token_from_payload
 from tps.api.graphql.schema import build_schema, check_range, check_stream, check_window
-from tps.api.graphql.subscriptions import (
-    RollingWindow,
-    SubscriptionConnection,
-    SubscriptionManager,
-    choose_subprotocol,
-    subscription_spec,
-    token_from_payload,
-)
+from tps.api.graphql.store_poller import NewReadings
+from tps.api.graphql.subscription_spec import subscription_spec
 from tps.config import Settings
 from tps.errors import InvalidArgument
 from tps.live import LiveHub
@@ -123,6 +120,20 @@ def test_rolling_window_keeps_the_newest_values_and_ignores_repeats() -> None:
     assert window.mean() == pytest.approx((3 + 4 + 6) / 3)
 
 
+# --- the api role's store poller ---------------------------------------------------
+
+
+def test_store_poller_delivers_each_new_reading_once_per_stream_batch() -> None:
+    news = NewReadings(start_ns=10)
+    first = news.take([Reading("a", 5, 0.5), Reading("a", 11, 1.0), Reading("b", 12, 2.0),
+                       Reading("a", 13, 3.0)])
+    assert first == [[Reading("a", 11, 1.0), Reading("a", 13, 3.0)], [Reading("b", 12, 2.0)]]
+    # The next poll overlaps the last one (lookback) and brings a late reading of b.
+    assert news.after() == 13 - 5_000_000_000
+    again = news.take([Reading("a", 13, 3.0), Reading("b", 9, 9.0), Reading("b", 14, 4.0)])
+    assert again == [[Reading("b", 14, 4.0)]]
+
+
 # --- protocol helpers ----------------------------------------------------------------
 
 
@@ -190,7 +201,7 @@ def _connection(protocol: str, wire: Wire, hub: LiveHub, queue: int = 1000
 def _on_loop(fn: Callable[[], None]) -> None:
     async def main() -> None:
         fn()
-        await asyncio.sleep(0.05)  # let hub callbacks run
+        await asyncio.sleep(0)  # one loop turn: callbacks fn scheduled have run
 
     asyncio.run(main())
 
