@@ -19,42 +19,19 @@ from urllib.parse import quote, urlsplit
 import pykka
 import tornado.web
 
-from tps.actors.stats import StreamStats
 from tps.api.context import ApiContext
 from tps.api.control import CALL_TIMEOUT, ControlPlane
 from tps.api.errors import ApiError, JsonErrorsMixin, from_tps_error
-from tps.config.settings import DEFAULT_SUBSCRIPTION, FeedConfig
+from tps.api.stream_shape import NEW_STREAM_FIELDS, json_schema_type, stream_json
+from tps.config.settings import FeedConfig
 from tps.errors import TPSError
-from tps.model import ns_to_datetime
 
 logger = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 64 * 1024
-STREAM_FIELDS = {"name": str, "url": str, "protocol": str, "query": str, "started": bool}
+_NEW_STREAM = {spec.name: spec for spec in NEW_STREAM_FIELDS}
 Route = tuple[str, type[tornado.web.RequestHandler], dict[str, Any]]
 T = TypeVar("T")
-
-
-def stream_json(stats: StreamStats) -> dict[str, Any]:
-    """The REST representation of one stream."""
-    last_time = stats.last_time_ns
-    return {
-        "name": stats.name,
-        "url": stats.url,
-        "protocol": stats.protocol,
-        "negotiated_protocol": stats.negotiated_protocol,
-        "query": stats.query,
-        "state": str(stats.state),
-        "received": stats.received,
-        "rejected": stats.rejected,
-        "rejected_by_reason": dict(stats.rejected_by_reason),
-        "last_value": stats.last_value,
-        "last_time": None if last_time is None else ns_to_datetime(last_time).isoformat(),
-        "last_time_ns": last_time,
-        "reconnects": stats.reconnects,
-        "restarts": stats.restarts,
-        "last_error": stats.last_error,
-    }
 
 
 def parse_new_stream(content_type: str | None, body: bytes) -> tuple[FeedConfig, bool]:
@@ -75,22 +52,18 @@ def parse_new_stream(content_type: str | None, body: bytes) -> tuple[FeedConfig,
     if not isinstance(data, dict):
         raise ApiError(400, "body must be a JSON object")
     for key, value in data.items():
-        expected = STREAM_FIELDS.get(key)
-        if expected is None:
+        spec = _NEW_STREAM.get(key)
+        if spec is None:
             raise ApiError(422, f"unknown field {key!r}", field=key)
-        if not isinstance(value, expected):
-            kind = "a boolean" if expected is bool else "a string"
-            raise ApiError(422, f"must be {kind}", field=key)
-    for key in ("name", "url"):
-        if key not in data:
-            raise ApiError(422, "is required", field=key)
-    feed = FeedConfig(
-        name=data["name"],
-        url=data["url"],
-        protocol=data.get("protocol", "auto"),
-        query=data.get("query", DEFAULT_SUBSCRIPTION),
-    )
-    return feed, data.get("started", True)
+        if not isinstance(value, spec.python_type):
+            raise ApiError(422, f"must be a {json_schema_type(spec.python_type)}", field=key)
+    for spec in NEW_STREAM_FIELDS:
+        if spec.required and spec.name not in data:
+            raise ApiError(422, "is required", field=spec.name)
+    values = {spec.name: data.get(spec.name, spec.default) for spec in NEW_STREAM_FIELDS}
+    feed = FeedConfig(name=values["name"], url=values["url"], protocol=values["protocol"],
+                      query=values["query"])
+    return feed, bool(values["started"])
 
 
 class ControlHandler(JsonErrorsMixin):

@@ -23,9 +23,11 @@ from typing import Any, TypeVar
 import graphene
 from graphql import GraphQLError
 
+from tps.actors.stats import StreamStats
 from tps.api.context import ApiContext
 from tps.api.control import ControlPlane
-from tps.config import DEFAULT_SUBSCRIPTION, FeedConfig, validate_feed_name
+from tps.api.stream_shape import NEW_STREAM_FIELDS, STREAM_FIELDS, StreamField, json_schema_type
+from tps.config import DEFAULT_SUBSCRIPTION, PROTOCOLS, FeedConfig, validate_feed_name
 from tps.errors import ConfigError, InvalidArgument, StoreUnavailable
 from tps.model import Reading, Statistics, datetime_to_ns
 from tps.store.base import Store
@@ -187,32 +189,35 @@ class Average(graphene.ObjectType):  # type: ignore[misc]
     stream = graphene.String(description="The stream, or null for all streams.")
 
 
-class Stream(graphene.ObjectType):  # type: ignore[misc]
-    """A stream with its state and counters (state is null in the ``api`` role)."""
+_SCALARS: dict[str, Any] = {
+    "String": graphene.String,
+    "Float": graphene.Float,
+    "Int": graphene.Int,
+    "DateTime": graphene.DateTime,
+    "Boolean": graphene.Boolean,
+}
 
-    name = graphene.String(required=True)
-    url = graphene.String()
-    protocol = graphene.String()
-    negotiated_protocol = graphene.String()
-    query = graphene.String()
-    state = graphene.String()
-    received = graphene.Float(description="Readings accepted (a Float: may exceed 2^31).")
-    rejected = graphene.Float()
-    reconnects = graphene.Int()
-    restarts = graphene.Int()
-    last_value = graphene.Float()
-    last_time = graphene.DateTime()
-    last_error = graphene.String()
 
-    @staticmethod
-    def resolve_state(root: Any, _info: graphene.ResolveInfo) -> str | None:
-        state = getattr(root, "state", None)
-        return None if state is None else str(state)
+def _stream_resolver(spec: StreamField) -> Callable[[Any, graphene.ResolveInfo], Any]:
+    def resolve(root: Any, _info: graphene.ResolveInfo) -> Any:
+        if isinstance(root, StreamStats):
+            return spec.read(root)
+        return getattr(root, spec.name, None)  # a StoredStream knows only its name
 
-    @staticmethod
-    def resolve_last_time(root: Any, _info: graphene.ResolveInfo) -> datetime | None:
-        last = getattr(root, "last_time_ns", None)
-        return None if last is None else Reading("", last, 0.0).time
+    return resolve
+
+
+# Derived from tps/api/stream_shape.py, like the REST JSON and the OpenAPI schema. Only
+# the name is non-null: the api role knows streams only by the names stored.
+Stream = type("Stream", (graphene.ObjectType,), {
+    "__doc__": "A stream with its state and counters (only the name in the ``api`` role).",
+    **{
+        spec.name: _SCALARS[spec.graphql](required=spec.name == "name",
+                                          description=spec.description or None,
+                                          resolver=_stream_resolver(spec))
+        for spec in STREAM_FIELDS if spec.graphql is not None
+    },
+})
 
 
 class ToggleFeedInput(graphene.InputObjectType):  # type: ignore[misc]
@@ -229,13 +234,14 @@ class ToggleFeedPayload(graphene.ObjectType):  # type: ignore[misc]
     streams = graphene.List(graphene.NonNull(Stream), required=True)
 
 
-class AddStreamInput(graphene.InputObjectType):  # type: ignore[misc]
-    """A feed to subscribe to (protocol: auto, graphql-ws, graphql-transport-ws, json)."""
-
-    name = graphene.String(required=True)
-    url = graphene.String(required=True)
-    protocol = graphene.String()
-    query = graphene.String()
+AddStreamInput = type("AddStreamInput", (graphene.InputObjectType,), {
+    "__doc__": "A feed to subscribe to (protocol: " + ", ".join(PROTOCOLS) + ").",
+    **{
+        spec.name: _SCALARS[json_schema_type(spec.python_type).capitalize()](
+            required=spec.required, description=spec.description)
+        for spec in NEW_STREAM_FIELDS if spec.graphql
+    },
+})
 
 
 class RemoveStreamPayload(graphene.ObjectType):  # type: ignore[misc]
