@@ -92,10 +92,6 @@ class StatsBoard:
         """What the supervisor last published (None before it started)."""
         return self._view
 
-    def attach_writer(self, stats: WriterStats | None) -> None:
-        """Set the writer's stats when the board was built before the writer."""
-        self._writer = stats
-
     def add_stream(self, stats: StreamStats) -> None:
         """Register a stream's stats (supervisor only)."""
         with self._lock:

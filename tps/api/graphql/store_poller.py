@@ -12,6 +12,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 
+from tps.actors.reader import RateLimitedLog  # moving to a neutral module (issue 13, ingest)
 from tps.api.context import QueryRunner
 from tps.api.graphql.schema import MAX_LIMIT
 from tps.model import Reading
@@ -68,7 +69,8 @@ class StorePoller:
     """Polls the store through the query pool and hands each new batch to ``deliver``.
 
     Runs as a task on the IO loop between :meth:`start` and :meth:`stop`; a failed
-    poll is logged and retried (the store may recover).
+    poll is retried (the store may recover) and logged at most once per
+    ``RateLimitedLog`` interval.
     """
 
     def __init__(
@@ -81,6 +83,7 @@ class StorePoller:
         self._deliver = deliver
         self._interval = interval
         self._task: asyncio.Task[None] | None = None
+        self._failures = RateLimitedLog()
 
     def start(self) -> None:
         """Begin polling (IO loop only); idempotent."""
@@ -111,5 +114,9 @@ class StorePoller:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - keep polling: the store may recover
-                logger.warning("Subscription poll failed (%s); retrying", exc)
+                suppressed = self._failures.allow("poll")
+                if suppressed is not None:
+                    more = f" ({suppressed} more since the last report)" if suppressed else ""
+                    logger.warning("Subscription poll of the store failed (%s); retrying every "
+                                   "%.1f s%s", exc, self._interval, more)
             await asyncio.sleep(self._interval)
