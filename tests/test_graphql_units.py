@@ -287,3 +287,56 @@ def test_a_consumer_that_stops_flushing_is_told_and_disconnected() -> None:
     # The ack and 4 readings fill the bound of 5 waiting messages; the next overflows.
     assert [m["type"] for m in wire.sent].count("next") == 4
     assert "too slow" in wire.sent[-1]["payload"][0]["message"]
+
+
+# --- average windows seeded while readings arrive ------------------------------------
+
+
+class _Payloads:
+    """A subscriber that keeps every payload it is sent."""
+
+    def __init__(self) -> None:
+        self.payloads: list[dict[str, Any]] = []
+
+    def deliver(self, sub_id: str, payload: str) -> None:
+        self.payloads.append(json.loads(payload))
+
+    def fail(self, sub_id: str, message: str) -> None:
+        raise AssertionError(message)
+
+
+class _GatedStore:
+    """A query pool whose store answers (with no readings) only once ``gate`` is set."""
+
+    def __init__(self) -> None:
+        self.gate = asyncio.Event()
+
+    async def run(self, fn: Any, timeout: float | None = None, key: Any = None) -> Any:
+        await self.gate.wait()
+        return []
+
+
+def test_readings_arriving_while_an_average_window_is_seeded_each_get_their_event() -> None:
+    hub = LiveHub()
+    hub.publish([Reading("s", i, float(i)) for i in range(3)])  # 0, 1, 2: too few to seed
+    store = _GatedStore()
+    ctx = ApiContext(settings=Settings(), auth=TokenAuth("tok"), queries=store, metrics=None,
+                     hub=hub)
+    manager = SubscriptionManager(SCHEMA, ctx)
+    text = 'subscription { averageTemperature(windowSize: 4, stream: "s") { value } }'
+    spec = subscription_spec(SCHEMA, text, DocumentCache(SCHEMA).get(text), None, None)
+    subscriber = _Payloads()
+
+    async def main() -> None:
+        manager.add(1, "1", subscriber, spec)  # the store seed now waits for the gate
+        hub.publish([Reading("s", 3, 3.0)])
+        hub.publish([Reading("s", 4, 4.0)])
+        await asyncio.sleep(0)  # the hub's hand-overs reach the loop: both wait
+        assert subscriber.payloads == []
+        store.gate.set()
+        for _ in range(3):
+            await asyncio.sleep(0)
+
+    asyncio.run(main())
+    means = [p["data"]["averageTemperature"]["value"] for p in subscriber.payloads]
+    assert means == [1.5, 2.5]  # 0..3, then 1..4

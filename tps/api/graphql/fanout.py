@@ -173,6 +173,10 @@ class SubscriptionManager:
         """Active subscriptions (for tests and metrics)."""
         return sum(len(feed) for feed in self._feeds.values())
 
+    def store_polls(self) -> int:
+        """Store polls completed in the ``api`` role (for tests and metrics)."""
+        return self._poller.polls if self._poller is not None else 0
+
     # -- sources --
 
     def _ensure_source(self) -> None:
@@ -237,12 +241,17 @@ class SubscriptionManager:
             except Exception as exc:  # noqa: BLE001 - an empty start is better than none
                 logger.warning("Average window of %s starts empty: store: %s",
                                stream or "all", exc)
-        for reading in readings:
-            window.push(reading)
         hub = self._api.hub
         if hub is not None and stream is not None:
             # Readings newer than the writer's last flush are only in the hub.
-            for reading in hub.recent(stream, size):
+            readings += hub.recent(stream, size + len(feed.backlog))
+        # Readings that arrived since the subscription began wait in the backlog: each
+        # of them must still produce its event, so the seed stops short of them.
+        live_from: dict[str, int] = {}
+        for reading in feed.backlog:
+            live_from.setdefault(reading.stream, reading.time_ns)
+        for reading in readings:
+            if reading.time_ns < live_from.get(reading.stream, reading.time_ns + 1):
                 window.push(reading)
         feed.seeded = True
         backlog, feed.backlog = feed.backlog, []

@@ -84,6 +84,8 @@ class StorePoller:
         self._interval = interval
         self._task: asyncio.Task[None] | None = None
         self._failures = RateLimitedLog()
+        self.polls = 0
+        """Polls completed (for tests and metrics)."""
 
     def start(self) -> None:
         """Begin polling (IO loop only); idempotent."""
@@ -111,6 +113,7 @@ class StorePoller:
 
                 for batch in news.take(await queries.run(fetch)):
                     self._deliver(tuple(batch))
+                self.polls += 1
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - keep polling: the store may recover
