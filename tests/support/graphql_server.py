@@ -14,7 +14,6 @@ import http.client
 import json
 import socket
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -257,12 +256,3 @@ class StallingProxy:
                 with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)
 
-
-def wait_until(condition: Callable[[], bool], timeout: float = 10, step: float = 0.02) -> bool:
-    """Poll ``condition`` until true or ``timeout``; returns the last value."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(step)
-    return condition()
