@@ -153,6 +153,7 @@ class Harness:
         self.stop_gate = threading.Event()
         self.stop_gate.set()
         self.overlap = Overlap()
+        self.refuse: set[str] = set()  # streams whose readers fail to start
         self.writer = FakeWriter()
         self.queries = FakePool()
         self.board = StatsBoard(WriterStats())
@@ -163,6 +164,8 @@ class Harness:
         def factory(feed: FeedConfig, sink: ReadingSink, stats: StreamStats, *,
                     max_frame_bytes: int, on_failure: Callable[[BaseException], None],
                     on_stopped: Callable[[], None]) -> pykka.ActorRef[Any]:
+            if feed.name in self.refuse:
+                raise RuntimeError(f"cannot start a reader for {feed.name}")
             return FakeReader.start(feed, sink, stats, on_failure, on_stopped, self.log,
                                     self.stop_gate, self.overlap)
 
@@ -649,3 +652,19 @@ def test_health_is_published_on_the_board_without_asking_the_supervisor(
     assert published["streams"] == {"alpha": "subscribed", "beta": "stopped"}
     harness.proxy.shutdown(5.0).get(timeout=10)
     assert health_summary(harness.board)["alive"] is False
+
+
+def test_a_restart_that_cannot_start_a_reader_marks_the_stream_failed_not_the_supervisor(
+    harness: Harness,
+) -> None:
+    wait_until(lambda: harness.starts("alpha") == 1)
+    harness.refuse.add("alpha")
+    harness.proxy.inject_failure("alpha").get(timeout=5)
+    wait_until(lambda: harness.stream("alpha").state == StreamState.FAILED,
+               what="the failed restart")
+    assert "cannot start a reader" in (harness.stream("alpha").last_error or "")
+    assert harness.board.supervisor().failed == {"reader:alpha"}
+    assert harness.proxy.health().get(timeout=5)["alive"] is True
+    harness.refuse.clear()
+    harness.proxy.start_stream("alpha").get(timeout=5)
+    wait_until(lambda: harness.starts("alpha") == 2)

@@ -664,7 +664,7 @@ class Supervisor(pykka.ThreadingActor):
         if reader is not None and reader.stats is stopping.stats and not reader.want_running:
             reader.stats.state = StreamState.STOPPED  # no reader any more: the stats are ours
         if reader is not None and reader.start_pending:
-            self._start_reader(reader)
+            self._start_reader_from_message(reader)
         self._check_settled(name)
 
     def _flush_after_removal(self, name: str, stats: StreamStats) -> None:
@@ -851,7 +851,8 @@ class Supervisor(pykka.ThreadingActor):
                 return
             reader.stats.restarts += 1
             restarts[key] = restarts.get(key, 0) + 1
-            self._start_reader(reader)
+            if not self._start_reader_from_message(reader):
+                return
             logger.info(
                 "Reader of stream %r restarted (restart %d); ingest resumes",
                 reader.feed.name,
@@ -913,6 +914,24 @@ class Supervisor(pykka.ThreadingActor):
             on_failure=on_failure,
             on_stopped=on_stopped,
         )
+
+    def _start_reader_from_message(self, reader: _Reader) -> bool:
+        """:meth:`_start_reader` where no caller can receive its error (a restart, a start
+        that waited for a stop): a reader that cannot start marks its stream failed
+        instead of crashing the supervisor. True when it started (or waits to)."""
+        try:
+            self._start_reader(reader)
+        except Exception as exc:  # noqa: BLE001 - one stream must not stop the supervisor
+            name = reader.feed.name
+            reader.ref = None
+            reader.stats.state = StreamState.FAILED
+            reader.stats.last_error = _error_text((exc,))
+            self.board.supervisor().failed.add(READER_PREFIX + name)
+            logger.error("Could not start the reader of stream %r (%s); marked failed "
+                         "(POST /api/streams/%s/start tries again)",
+                         name, reader.stats.last_error, name)
+            return False
+        return True
 
     def _publish(self) -> None:
         """Show the current state of the children to other threads (see board.py)."""
