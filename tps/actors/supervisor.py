@@ -429,7 +429,7 @@ class Supervisor(pykka.ThreadingActor):
         stopping = self._stop_reader(reader, "removed by operator")
         del self._readers[name]
         self.board.drop_stream(name)
-        self.board.supervisor().failed.discard(READER_PREFIX + name)
+        self._clear_failed(READER_PREFIX + name)
         self._policy.forget(READER_PREFIX + name)
         self._persist(lambda registry: registry.remove(name))
 
@@ -451,7 +451,7 @@ class Supervisor(pykka.ThreadingActor):
         reader.want_running = False
         if self._stop_reader(reader, "stopped by operator") is None:
             reader.stats.state = StreamState.STOPPED  # no reader: the stats are ours
-        self.board.supervisor().failed.discard(READER_PREFIX + name)
+        self._clear_failed(READER_PREFIX + name)
         self._persist(lambda registry: registry.set_running(name, False))
         self._publish()
         logger.info("Stream %r stopped by operator; it stays registered", name)
@@ -467,7 +467,7 @@ class Supervisor(pykka.ThreadingActor):
         reader.want_running = True
         self._cancel_timer(READER_PREFIX + name)
         self._policy.forget(READER_PREFIX + name)
-        self.board.supervisor().failed.discard(READER_PREFIX + name)
+        self._clear_failed(READER_PREFIX + name)
         self._persist(lambda registry: registry.set_running(name, True))
         if reader.ref is not None:
             # Dead but not yet reported: its crash report (sent once its socket is
@@ -762,7 +762,7 @@ class Supervisor(pykka.ThreadingActor):
         delay = self._policy.on_failure(key)
         if delay is None:
             reader.stats.state = StreamState.FAILED
-            self.board.supervisor().failed.add(key)
+            self._mark_failed(key)
             logger.error(
                 "Reader of stream %r crashed (%s) for the %s time within %.0f s; marked "
                 "failed, other streams keep running (POST /api/streams/%s/start revives it)",
@@ -789,7 +789,7 @@ class Supervisor(pykka.ThreadingActor):
     def _writer_crashed(self, error: str) -> None:
         delay = self._policy.on_failure(WRITER)
         if delay is None:
-            self.board.supervisor().failed.add(WRITER)
+            self._mark_failed(WRITER)
             logger.error(
                 "Writer crashed (%s) %d times within %.0f s; marked failed: readings "
                 "stay in the spool but nothing is written until TPS restarts",
@@ -814,7 +814,7 @@ class Supervisor(pykka.ThreadingActor):
         delay = self._policy.on_failure(key)
         if delay is None:
             self._query_failed.add(index)
-            self.board.supervisor().failed.add(key)
+            self._mark_failed(key)
             logger.error(
                 "Query actor %d crashed (%s) %d times within %.0f s; marked failed, the "
                 "other query actors keep serving",
@@ -841,7 +841,6 @@ class Supervisor(pykka.ThreadingActor):
         self._timers.pop(key, None)
         if self._shut_down:
             return
-        restarts = self.board.supervisor().restarts
         if key.startswith(READER_PREFIX):
             reader = self._readers.get(key[len(READER_PREFIX) :])
             if reader is None or not reader.want_running or reader.generation != message.generation:
@@ -850,7 +849,7 @@ class Supervisor(pykka.ThreadingActor):
             if reader.ref is not None or reader.start_pending:
                 return
             reader.stats.restarts += 1
-            restarts[key] = restarts.get(key, 0) + 1
+            self._count_restart(key)
             if not self._start_reader_from_message(reader):
                 return
             logger.info(
@@ -862,14 +861,31 @@ class Supervisor(pykka.ThreadingActor):
             if message.generation != self._writer_generation:
                 return
             self._writer_generation += 1
-            restarts[key] = restarts.get(key, 0) + 1
+            count = self._count_restart(key)
             self._writer.start(self._writer_reporter)
-            logger.info("Writer restarted (restart %d); it resumes from the spool", restarts[key])
+            logger.info("Writer restarted (restart %d); it resumes from the spool", count)
         elif key.startswith(QUERY_PREFIX) and self._queries is not None:
             index = int(key[len(QUERY_PREFIX) :])
-            restarts[key] = restarts.get(key, 0) + 1
+            count = self._count_restart(key)
             self._queries.restart(index)
-            logger.info("Query actor %d restarted (restart %d)", index, restarts[key])
+            logger.info("Query actor %d restarted (restart %d)", index, count)
+
+    # --- SupervisorStats: copy-on-write, so readers on other threads may iterate ------
+
+    def _count_restart(self, key: str) -> int:
+        counters = self.board.supervisor()
+        counters.restarts = {**counters.restarts, key: counters.restarts.get(key, 0) + 1}
+        return counters.restarts[key]
+
+    def _mark_failed(self, key: str) -> None:
+        counters = self.board.supervisor()
+        if key not in counters.failed:
+            counters.failed = {*counters.failed, key}
+
+    def _clear_failed(self, key: str) -> None:
+        counters = self.board.supervisor()
+        if key in counters.failed:
+            counters.failed = counters.failed - {key}
 
     # --- helpers --------------------------------------------------------------------
 
@@ -926,7 +942,7 @@ class Supervisor(pykka.ThreadingActor):
             reader.ref = None
             reader.stats.state = StreamState.FAILED
             reader.stats.last_error = _error_text((exc,))
-            self.board.supervisor().failed.add(READER_PREFIX + name)
+            self._mark_failed(READER_PREFIX + name)
             logger.error("Could not start the reader of stream %r (%s); marked failed "
                          "(POST /api/streams/%s/start tries again)",
                          name, reader.stats.last_error, name)
