@@ -7,8 +7,8 @@ import time
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from tps.actors.board import StatsBoard
 from tps.actors.stats import StreamState, StreamStats, SupervisorStats, WriterStats
-from tps.actors.supervisor import StatsBoard
 from tps.api.metrics import Metrics
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]

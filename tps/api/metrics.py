@@ -21,8 +21,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram,
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from tps.actors.board import StatsBoard
 from tps.actors.stats import StreamState, StreamStats, SupervisorStats, WriterStats
-from tps.actors.supervisor import StatsBoard
 from tps.api.context import ApiContext
 
 logger = logging.getLogger(__name__)
@@ -191,7 +191,7 @@ class MetricsHandler(tornado.web.RequestHandler):
 
     def get(self) -> None:
         """Render the registry (reads plain counters only: fast, never blocks)."""
-        metrics: Metrics | None = self.ctx.metrics
+        metrics = self.ctx.metrics
         self.set_header("Content-Type", CONTENT_TYPE_LATEST)
         self.finish(metrics.render() if metrics is not None else b"")
 

@@ -48,7 +48,7 @@ import tornado.web
 import tornado.websocket
 from graphql import FieldNode, GraphQLError, OperationDefinitionNode, OperationType, parse
 
-from tps.compat.tornado_frames import write_text_frames
+from tps.compat.tornado import write_text_frames
 
 logger = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""tps/compat/tornado_frames.py: the simulator's burst writes still reach clients as
+"""tps/compat/tornado.py: the simulator's burst writes still reach clients as
 ordinary text messages. A failure here means the installed Tornado changed; the
 message names its version."""
 
@@ -13,11 +13,11 @@ import tornado.iostream
 import websocket
 
 from tests.support.wait import wait_until
-from tps.compat import tornado_frames as compat
+from tps.compat import tornado as compat
 from tps.feeds.simulator import Simulator, SimulatorConfig
 
 VERSION = f"Tornado {tornado.version}"
-WRITTEN_FOR = f"tps/compat/tornado_frames.py was written for {compat.WRITTEN_FOR}.x"
+WRITTEN_FOR = f"tps/compat/tornado.py was written for {compat.WRITTEN_FOR}.x"
 
 
 @pytest.fixture
