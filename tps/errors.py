@@ -81,3 +81,53 @@ class PartialWrite(StoreError):
     def __init__(self, message: str, dropped: int) -> None:
         super().__init__(message)
         self.dropped = dropped
+
+
+# --- issue 14 (hardening) ---------------------------------------------------------
+
+
+class LimitExceeded(TPSError):
+    """A request or change would go past a configured limit.
+
+    ``limit`` names the limit (the setting, e.g. ``TPS_MAX_STREAMS``); ``maximum`` is
+    its value and ``asked`` what the caller would have needed. Refused before any work
+    starts, so nothing was done.
+    """
+
+    def __init__(self, limit: str, maximum: int, asked: int, what: str) -> None:
+        super().__init__(f"{limit}: {what} {asked} is more than the limit of {maximum}")
+        self.limit = limit
+        self.maximum = maximum
+        self.asked = asked
+
+
+class RequestTooLarge(LimitExceeded):
+    """A GraphQL request asks for more than one request may (rows across every field
+    and alias, aliases, body bytes)."""
+
+
+class TooManyStreams(LimitExceeded):
+    """Adding a stream would go past ``TPS_MAX_STREAMS``."""
+
+
+class TooManySubscriptions(LimitExceeded):
+    """A subscription would go past the per-connection or the global subscription cap."""
+
+
+class FeedRefused(TPSError):
+    """A feed's destination is not allowed: the configured store, TPS's own HTTP
+    address, a host ``TPS_FEED_ALLOW`` does not name, or (unless named explicitly) a
+    loopback, link-local or cloud-metadata address. ``reason`` says which."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class DataDirInUse(ConfigError):
+    """Another TPS process holds the data dir's lock (``pid`` on ``host``)."""
+
+    def __init__(self, problem: str, pid: int | None, host: str | None) -> None:
+        super().__init__("TPS_DATA_DIR", problem)
+        self.pid = pid
+        self.host = host
