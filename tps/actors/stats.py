@@ -40,6 +40,9 @@ class StreamState(enum.StrEnum):
     BACKOFF = "backoff"
     STOPPED = "stopped"
     FAILED = "failed"
+    REFUSED = "refused"
+    """The feed's destination is not allowed (``last_error`` says why): kept, not
+    connected; the check is repeated now and then, since DNS answers may change."""
 
 
 @dataclass
