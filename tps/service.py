@@ -13,6 +13,7 @@ import gc
 import logging
 import socket
 from collections.abc import Sequence
+from pathlib import Path
 
 import pykka
 
@@ -27,10 +28,13 @@ from tps.api.context import ApiContext, TokenAuth
 from tps.api.metrics import Metrics
 from tps.config import Settings
 from tps.config.registry import StreamRegistry
+from tps.datadir import DataDirLock, prepare_data_dir
 from tps.errors import ConfigError
+from tps.feeds.destinations import FeedDestinations
 from tps.feeds.poller import FeedPoller
 from tps.live import LiveHub
 from tps.model import Reading
+from tps.redact import redact_url
 from tps.store import Store, open_store
 from tps.token import load_or_create_token
 
@@ -52,6 +56,7 @@ class Service:
         self.feed_poller: FeedPoller | None = None
         self.http_port: int = settings.http_port
         self.token: str = ""
+        self._lock: DataDirLock | None = None
 
     @property
     def supervisor(self) -> SupervisorProxy:
@@ -64,27 +69,34 @@ class Service:
         return open_store(self.settings)
 
     def start(self) -> None:
-        """Start every actor of the role and the HTTP server; raises on failure."""
+        """Start every actor of the role and the HTTP server; raises on failure.
+
+        A process that ingests holds the data dir's lock (:mod:`tps.datadir`) until
+        :meth:`stop`; a data dir TPS cannot use is a ConfigError, one line.
+        """
         settings = self.settings
-        try:
-            settings.data_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise ConfigError("TPS_DATA_DIR", f"cannot create {settings.data_dir}: "
-                              f"{exc.strerror}") from None
+        if settings.role == "api":
+            prepare_data_dir(settings.data_dir)  # token and SQLite only: no lock
+        else:
+            self._lock = DataDirLock.acquire(settings.data_dir)
         try:
             sockets = bind(settings.http_host, settings.http_port)
         except OSError as exc:
+            self._release_lock()
             raise ConfigError("TPS_HTTP_PORT", f"cannot listen on {settings.http_host}:"
                               f"{settings.http_port}: {exc.strerror}") from None
         self.http_port = int(sockets[0].getsockname()[1])
         try:
             self._start_actors(sockets)
-        except BaseException:
+        except BaseException as exc:
             # Leave no actor thread behind: a half-started service would keep the
             # process alive after the error is reported.
             for sock in sockets:
                 sock.close()
             self.stop()
+            problem = _data_dir_problem(exc, settings.data_dir)
+            if problem is not None:
+                raise problem from None
             raise
 
     def _start_actors(self, sockets: list[socket.socket]) -> None:
@@ -92,12 +104,15 @@ class Service:
         role = settings.role
         self.token, token_path = load_or_create_token(settings)
 
+        # The addresses no feed may reach, with the HTTP port actually bound.
+        destinations = FeedDestinations.from_settings(settings, http_port=self.http_port)
         reader_factory = None
         if role in ("all", "ingest"):
             self.writer_stats = WriterStats()
             self.writer = WriterHandle(settings, self._store, self.writer_stats)
             self.feed_poller = FeedPoller().start()
-            reader_factory = functools.partial(StreamReader.start, poller=self.feed_poller)
+            reader_factory = functools.partial(StreamReader.start, poller=self.feed_poller,
+                                               destinations=destinations)
         if role == "all":
             self.hub = LiveHub()
         if role in ("all", "api"):
@@ -111,7 +126,7 @@ class Service:
         self.supervisor_ref = Supervisor.start(
             settings, sink=self._sink if role != "api" else None, writer=self.writer,
             queries=self.queries, registry=registry, hub=self.hub, board=board,
-            reader_factory=reader_factory,
+            reader_factory=reader_factory, destinations=destinations,
         )
         self._supervisor = supervisor_proxy(self.supervisor_ref)
 
@@ -129,7 +144,8 @@ class Service:
         gc.freeze()
         logger.info("TPS started: role %s, %d feed(s), store %s, HTTP on http://%s:%d/",
                     role, len(settings.feeds),
-                    settings.influx_url or f"SQLite in {settings.data_dir}",
+                    redact_url(settings.influx_url) if settings.influx_url
+                    else f"SQLite in {settings.data_dir}",
                     settings.http_host, self.http_port)
 
     def _sink(self, readings: Sequence[Reading]) -> None:
@@ -157,7 +173,13 @@ class Service:
             self.supervisor_ref.stop(timeout=10)
         if self.feed_poller is not None:
             self.feed_poller.stop()
+        self._release_lock()
         return clean
+
+    def _release_lock(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     def _log_final_counts(self, supervisor: SupervisorProxy) -> None:
         # One line per stream, so an operator (and the SIGTERM test) can reconcile what
@@ -169,3 +191,17 @@ class Service:
         for stats in streams:
             logger.info("Final count: stream %s received %d readings, rejected %d",
                         stats.name, stats.received, stats.rejected)
+
+
+def _data_dir_problem(exc: BaseException, data_dir: Path) -> ConfigError | None:
+    """A start-up failure caused by a file in the data dir TPS may not use, as the one
+    line an operator needs (else None: a real bug keeps its traceback)."""
+    if isinstance(exc, ConfigError) or not isinstance(exc, OSError) or not exc.filename:
+        return None
+    try:
+        inside = Path(str(exc.filename)).resolve().is_relative_to(data_dir.resolve())
+    except OSError:
+        inside = False
+    if not inside:
+        return None
+    return ConfigError("TPS_DATA_DIR", f"cannot use {exc.filename}: {exc.strerror}")

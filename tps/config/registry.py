@@ -16,7 +16,9 @@ How configured feeds (``TPS_FEEDS`` / the TOML file) merge with the registry:
 
 A registry file that cannot be read as a registry is renamed aside
 (``streams.json.corrupt-<UTC timestamp>``), reported in one log line, and TPS starts
-from the configured feeds instead of refusing to start.
+from the configured feeds instead of refusing to start. An *entry* that is not a valid
+stream (a bad name or URL, a missing field) is set aside alone, in
+``streams.json.rejected-<UTC timestamp>``, with one log line each; the other streams load.
 
 The class is plain (no locks): only the supervisor actor's thread uses it.
 """
@@ -34,6 +36,7 @@ from typing import Any
 
 from tps.config.settings import FeedConfig, check_feed
 from tps.errors import ConfigError, InvalidArgument
+from tps.redact import redact_url
 
 logger = logging.getLogger(__name__)
 
@@ -57,11 +60,43 @@ class RegistryFormatError(ValueError):
     """The registry file exists but does not hold a valid registry."""
 
 
-def _parse(text: str) -> tuple[list[StreamEntry], set[str]]:
-    """Parse the registry file's text into (entries, tombstones)."""
+def _entry(item: Any, seen: set[str]) -> StreamEntry:
+    """One registry entry, checked like any feed; RegistryFormatError says what is wrong."""
+    if not isinstance(item, dict):
+        raise RegistryFormatError("not an object")
+    try:
+        feed = FeedConfig(
+            name=item["name"],
+            url=item["url"],
+            protocol=item.get("protocol", "auto"),
+            query=item["query"],
+        )
+        running = item.get("running", True)
+    except KeyError as exc:
+        raise RegistryFormatError(f"misses {exc}") from None
+    if not all(isinstance(v, str) for v in feed.to_dict().values()) or not isinstance(
+        running, bool
+    ):
+        raise RegistryFormatError("has a value of the wrong type")
+    try:
+        check_feed(feed)
+    except InvalidArgument as exc:
+        raise RegistryFormatError(str(exc)) from None
+    if feed.name in seen:
+        raise RegistryFormatError(f"stream {feed.name!r} appears twice")
+    return StreamEntry(feed, running)
+
+
+def _parse(text: str) -> tuple[list[StreamEntry], set[str], list[tuple[Any, str]]]:
+    """Parse the registry file's text into (entries, tombstones, rejected entries).
+
+    A file that is not a registry raises RegistryFormatError; an entry that is not a
+    valid stream is rejected alone (with the problem), so one bad entry never costs the
+    others.
+    """
     try:
         data = json.loads(text)
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, RecursionError) as exc:
         raise RegistryFormatError(f"not JSON ({exc})") from None
     if not isinstance(data, dict) or data.get("version") != FORMAT_VERSION:
         raise RegistryFormatError(f"expected an object with version {FORMAT_VERSION}")
@@ -69,35 +104,20 @@ def _parse(text: str) -> tuple[list[StreamEntry], set[str]]:
     if not isinstance(streams, list) or not isinstance(removed, list):
         raise RegistryFormatError("'streams' and 'removed' must be lists")
     entries: list[StreamEntry] = []
+    rejected: list[tuple[Any, str]] = []
     seen: set[str] = set()
     for item in streams:
-        if not isinstance(item, dict):
-            raise RegistryFormatError(f"stream entry {item!r} is not an object")
         try:
-            feed = FeedConfig(
-                name=item["name"],
-                url=item["url"],
-                protocol=item.get("protocol", "auto"),
-                query=item["query"],
-            )
-            running = item.get("running", True)
-        except KeyError as exc:
-            raise RegistryFormatError(f"stream entry misses {exc}") from None
-        if not all(isinstance(v, str) for v in feed.to_dict().values()) or not isinstance(
-            running, bool
-        ):
-            raise RegistryFormatError(f"stream entry {item!r} has a value of the wrong type")
-        try:
-            check_feed(feed)
-        except InvalidArgument as exc:
-            raise RegistryFormatError(f"stream {feed.name!r}: {exc}") from None
-        if feed.name in seen:
-            raise RegistryFormatError(f"stream {feed.name!r} appears twice")
-        seen.add(feed.name)
-        entries.append(StreamEntry(feed, running))
-    if not all(isinstance(name, str) for name in removed):
-        raise RegistryFormatError("'removed' must list stream names")
-    return entries, set(removed) - seen
+            entry = _entry(item, seen)
+        except RegistryFormatError as exc:
+            rejected.append((item, str(exc)))
+            continue
+        seen.add(entry.feed.name)
+        entries.append(entry)
+    tombstones = {name for name in removed if isinstance(name, str)}
+    rejected += [(name, "a removed stream's name must be a string")
+                 for name in removed if not isinstance(name, str)]
+    return entries, tombstones - seen, rejected
 
 
 class StreamRegistry:
@@ -127,10 +147,13 @@ class StreamRegistry:
             raise ConfigError("TPS_DATA_DIR", f"cannot read {self.path}: {exc.strerror}") from None
         if text is not None:
             try:
-                entries, self._removed = _parse(text)
+                entries, self._removed, rejected = _parse(text)
                 self._entries = {entry.feed.name: entry for entry in entries}
             except RegistryFormatError as exc:
                 self._set_aside(str(exc))
+            else:
+                if rejected:
+                    self._set_entries_aside(rejected)
         for feed in configured:
             known = self._entries.get(feed.name)
             if known is None and feed.name not in self._removed:
@@ -139,7 +162,8 @@ class StreamRegistry:
                 # The configuration says where a configured feed is; the registry only
                 # remembers what was done to it at runtime (stopped, removed).
                 logger.info("Stream %s: configured as %s (registry had %s); keeping its "
-                            "state %s", feed.name, feed.url, known.feed.url,
+                            "state %s", feed.name, redact_url(feed.url),
+                            redact_url(known.feed.url),
                             "running" if known.running else "stopped")
                 self._entries[feed.name] = StreamEntry(feed, known.running)
         self.save()
@@ -160,6 +184,25 @@ class StreamRegistry:
             problem,
             aside,
         )
+
+    def _set_entries_aside(self, rejected: list[tuple[Any, str]]) -> None:
+        """Keep invalid entries in ``streams.json.rejected-<UTC>`` (one line each in the
+        log); the valid ones load, and the next save leaves the bad ones out."""
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        aside = self.path.with_name(f"{self.path.name}.rejected-{stamp}")
+        n = 1
+        while aside.exists():
+            n += 1
+            aside = self.path.with_name(f"{self.path.name}.rejected-{stamp}-{n}")
+        aside.write_text(json.dumps([{"entry": item, "problem": problem}
+                                     for item, problem in rejected], indent=2) + "\n",
+                         encoding="utf-8")
+        for item, problem in rejected:
+            name = item.get("name") if isinstance(item, dict) else None
+            logger.error("Stream registry %s: entry %s is invalid (%s); kept it in %s, the "
+                         "other streams load", self.path,
+                         repr(name) if isinstance(name, str) else "without a name",
+                         problem, aside)
 
     # --- queries ---------------------------------------------------------------------
 
