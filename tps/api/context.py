@@ -14,6 +14,7 @@ from typing import Protocol, TypeVar
 from tps.actors.board import StatsBoard
 from tps.actors.supervisor import SupervisorProxy
 from tps.api.control import ControlPlane, FutureWaiter
+from tps.api.requests import TrustedProxies
 from tps.config import Settings
 from tps.live import LiveHub
 from tps.store.base import Store
@@ -90,6 +91,11 @@ class ApiContext:
     waiter: FutureWaiter = field(default_factory=FutureWaiter)
     token_path: str | None = None
     on_close: list[Callable[[], None]] = field(default_factory=list)
+    proxies: TrustedProxies = field(init=False)
+    """Whose ``X-Forwarded-For`` is believed (``TPS_TRUSTED_PROXIES``)."""
+
+    def __post_init__(self) -> None:
+        self.proxies = TrustedProxies(self.settings.trusted_proxies)
 
     @property
     def control(self) -> ControlPlane | None:

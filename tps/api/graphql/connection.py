@@ -26,7 +26,8 @@ from tps.api.graphql.fanout import SubscriptionManager
 from tps.api.graphql.handshake import token_from_payload
 from tps.api.graphql.results import format_error
 from tps.api.graphql.subscription_spec import subscription_spec
-from tps.errors import InvalidArgument
+from tps.api.requests import JsonTooDeep, loads_bounded
+from tps.errors import InvalidArgument, TooManySubscriptions
 from tps.feeds.protocol import MODERN
 
 logger = logging.getLogger(__name__)
@@ -44,8 +45,8 @@ class Executor(Protocol):
         operation_name: str | None,
         variables: dict[str, Any] | None,
         authorized: bool,
-    ) -> Awaitable[dict[str, Any]]:
-        """The response mapping (``data``/``errors``)."""
+    ) -> Awaitable[str]:
+        """The response (``data``/``errors``) as JSON text."""
 
 
 class SubscriptionConnection:
@@ -70,6 +71,7 @@ class SubscriptionConnection:
         check_token: Callable[[str | None], bool],
         queue_limit: int,
         authorized: bool = False,
+        max_subscriptions: int = 1000,
     ) -> None:
         self.protocol = protocol
         self._send = send
@@ -81,6 +83,7 @@ class SubscriptionConnection:
         self._executor = executor
         self._check_token = check_token
         self._queue_limit = queue_limit
+        self._max_subscriptions = max_subscriptions
         self.authorized = authorized
         self.acknowledged = False
         self.closed = False
@@ -188,7 +191,10 @@ class SubscriptionConnection:
         if self.closed:
             return
         try:
-            message = json.loads(text)
+            message = loads_bounded(text)
+        except JsonTooDeep:
+            self.shutdown(4400, "Invalid message: JSON nested too deeply")
+            return
         except ValueError:
             message = None
         if not isinstance(message, dict) or not isinstance(message.get("type"), str):
@@ -278,6 +284,11 @@ class SubscriptionConnection:
             self._send_error(sub_id, [{"message": "operationName: no such operation in the "
                                        "document"}])
             return
+        if len(self.active) >= self._max_subscriptions:
+            self._refuse(sub_id, TooManySubscriptions(
+                "TPS_MAX_CONNECTION_SUBSCRIPTIONS", self._max_subscriptions,
+                len(self.active) + 1, "subscriptions on this connection:"))
+            return
         self.active[sub_id] = json.dumps(sub_id)
         if op.operation != OperationType.SUBSCRIPTION:
             IOLoop.current().add_callback(self._execute_once, sub_id, parsed, operation_name,
@@ -289,7 +300,15 @@ class SubscriptionConnection:
             del self.active[sub_id]
             self._send_error(sub_id, [{"message": str(exc)}])
             return
-        self._manager.add(id(self), sub_id, self, spec)
+        try:
+            self._manager.add(id(self), sub_id, self, spec)
+        except TooManySubscriptions as exc:
+            del self.active[sub_id]
+            self._refuse(sub_id, exc)
+
+    def _refuse(self, sub_id: str, exc: TooManySubscriptions) -> None:
+        """A subscription over a cap: an error for that id; the connection stays."""
+        self._send_error(sub_id, [format_error(GraphQLError(str(exc), original_error=exc))])
 
     async def _execute_once(
         self,
@@ -302,7 +321,7 @@ class SubscriptionConnection:
         response = await self._executor(parsed, operation_name, variables, self.authorized)
         if sub_id not in self.active:
             return
-        self.deliver(sub_id, json.dumps(response, separators=(",", ":")))
+        self.deliver(sub_id, response)
         self.active.pop(sub_id, None)
         self._json({"id": sub_id, "type": "complete"})
 

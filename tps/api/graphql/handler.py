@@ -15,6 +15,7 @@ query gets GraphiQL.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -28,18 +29,23 @@ from graphql import ExecutionResult, GraphQLError, GraphQLSchema, OperationType,
 from tornado.concurrent import Future
 
 from tps.api.context import ApiContext
+from tps.api.graphql.budget import Budget, check_budget, request_cost
 from tps.api.graphql.cache import DocumentCache, ParsedDocument
 from tps.api.graphql.connection import SubscriptionConnection
 from tps.api.graphql.fanout import SubscriptionManager
 from tps.api.graphql.handshake import DEFAULT_SUBPROTOCOL, choose_subprotocol
+from tps.api.graphql.offload import HeavyRequests, dump_chunks
 from tps.api.graphql.results import format_error, format_result
 from tps.api.graphql.schema import RequestContext, build_schema
+from tps.api.requests import JsonTooDeep, loads_bounded
+from tps.compat.graphql_core import coerce_variables
 from tps.compat.tornado import (
     bound_send_buffer,
     socket_busy,
     spell_websocket_headers_as_rfc,
     write_text_frame,
 )
+from tps.errors import RequestTooLarge
 
 logger = logging.getLogger(__name__)
 
@@ -49,10 +55,21 @@ WS_SEND_BUFFER = 64 * 1024
 _ACCEPTED_TYPES = ("application/json", "application/graphql-response+json")
 
 
+OFFLOAD_ROWS = 2_000
+"""A request that may read more rows than this is built off the IO loop
+(:mod:`tps.api.graphql.offload`); smaller ones, the hot path, stay on it."""
+CHUNK_BYTES = 64 * 1024
+"""A response longer than this is written (and compressed) piece by piece."""
+
+Response = list[str]
+"""A response as JSON text in pieces (their join is the whole document)."""
+
+
 class GraphQLService:
     """Schema, document cache, executor and subscription fan-out of one application.
 
-    Shared by every request and WebSocket; lives on the IO loop.
+    Shared by every request and WebSocket; lives on the IO loop. Every query and
+    mutation passes the request budget (:mod:`tps.api.graphql.budget`) before it runs.
     """
 
     def __init__(self, ctx: ApiContext, schema: GraphQLSchema | None = None) -> None:
@@ -60,6 +77,47 @@ class GraphQLService:
         self.schema = schema or build_schema().graphql_schema
         self.cache = DocumentCache(self.schema)
         self.subscriptions = SubscriptionManager(self.schema, ctx)
+        settings = ctx.settings
+        self.budget = Budget(settings.max_request_rows, settings.max_aliases)
+        self.heavy = HeavyRequests()
+
+    def respond(
+        self,
+        parsed: ParsedDocument,
+        operation_name: str | None,
+        variables: dict[str, Any] | None,
+        authorized: bool,
+    ) -> Response | Awaitable[Response]:
+        """Run a valid query or mutation; the response as JSON pieces, or an awaitable.
+
+        A request over budget is refused before any work (``errors`` only, naming the
+        limit); one that may read many rows runs off the IO loop; the rest run here, and
+        answer without a coroutine when every resolver is synchronous (the
+        ``currentTemperature`` hot path).
+        """
+        op = parsed.operation(operation_name)
+        assert parsed.document is not None and op is not None
+        try:
+            coerced = coerce_variables(self.schema, op.variable_definitions or (),
+                                       variables or {})
+        except GraphQLError:
+            coerced = None  # execution reports the bad variable, with its message
+        if coerced is not None:
+            try:
+                cost = request_cost(self.schema, parsed.document, op, coerced)
+                check_budget(cost, self.budget)
+            except RequestTooLarge as exc:
+                error = GraphQLError(str(exc), original_error=exc)
+                return [_dumps({"errors": [format_error(error)]})]
+            if cost.rows > OFFLOAD_ROWS:
+                home = asyncio.get_running_loop()
+                return self.heavy.run(lambda: self._off_loop(
+                    parsed, operation_name, variables, authorized, home))
+        response = self.execute(parsed, operation_name, variables, authorized)
+        if isawaitable(response):
+            return self._dump_later(response)
+        assert isinstance(response, dict)
+        return [_dumps(response)]
 
     def execute(
         self,
@@ -67,17 +125,15 @@ class GraphQLService:
         operation_name: str | None,
         variables: dict[str, Any] | None,
         authorized: bool,
+        home: asyncio.AbstractEventLoop | None = None,
     ) -> dict[str, Any] | Awaitable[dict[str, Any]]:
-        """Run a valid query or mutation; the response mapping, or an awaitable of it.
-
-        Returns a plain value when every resolver answered synchronously (the
-        ``currentTemperature`` hot path), saving a coroutine per request.
-        """
+        """Run a valid query or mutation (no budget check: see :meth:`respond`); the
+        response mapping, or an awaitable of it."""
         assert parsed.document is not None
         result = execute(
             self.schema,
             parsed.document,
-            context_value=RequestContext(self.ctx, authorized),
+            context_value=RequestContext(self.ctx, authorized, home),
             variable_values=variables,
             operation_name=operation_name,
         )
@@ -89,19 +145,37 @@ class GraphQLService:
     async def _finish(self, pending: Awaitable[ExecutionResult]) -> dict[str, Any]:
         return format_result(await pending)
 
+    async def _dump_later(self, pending: Awaitable[dict[str, Any]]) -> Response:
+        return [_dumps(await pending)]
+
+    async def _off_loop(
+        self,
+        parsed: ParsedDocument,
+        operation_name: str | None,
+        variables: dict[str, Any] | None,
+        authorized: bool,
+        home: asyncio.AbstractEventLoop,
+    ) -> Response:
+        """On a heavy-request thread: execute, then serialize in pieces."""
+        response = self.execute(parsed, operation_name, variables, authorized, home)
+        if isawaitable(response):
+            response = await response
+        assert isinstance(response, dict)
+        return dump_chunks(response)
+
     async def execute_async(
         self,
         parsed: ParsedDocument,
         operation_name: str | None,
         variables: dict[str, Any] | None,
         authorized: bool,
-    ) -> dict[str, Any]:
-        """:meth:`execute` as a coroutine (for the WebSocket path)."""
-        response = self.execute(parsed, operation_name, variables, authorized)
+    ) -> str:
+        """:meth:`respond` as a coroutine returning the JSON text (the WebSocket path)."""
+        response = self.respond(parsed, operation_name, variables, authorized)
         if isawaitable(response):
-            return await response
-        assert isinstance(response, dict)
-        return response
+            response = await response
+        assert isinstance(response, list)
+        return "".join(response)
 
     def observe(self, label: str, seconds: float) -> None:
         """Record one operation's latency (metrics may be absent in tests)."""
@@ -113,8 +187,13 @@ class GraphQLService:
                 logger.exception("Recording GraphQL latency failed")
 
     def close(self) -> None:
-        """Stop subscription sources."""
+        """Stop subscription sources and the heavy-request threads."""
         self.subscriptions.close()
+        self.heavy.close()
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
 
 
 class BadRequestError(Exception):
@@ -125,8 +204,13 @@ class BadRequestError(Exception):
         self.status = status
 
 
+@tornado.web.stream_request_body
 class GraphQLHandler(tornado.websocket.WebSocketHandler):
-    """``/graphql``: queries and mutations over HTTP, subscriptions over WebSocket."""
+    """``/graphql``: queries and mutations over HTTP, subscriptions over WebSocket.
+
+    The body is streamed in (``stream_request_body``) so that a request larger than
+    ``TPS_MAX_REQUEST_BYTES`` is answered 413 from its ``Content-Length`` alone.
+    """
 
     service: GraphQLService
     connection: SubscriptionConnection | None
@@ -135,11 +219,13 @@ class GraphQLHandler(tornado.websocket.WebSocketHandler):
         """Receive the shared service (injected by the route table)."""
         self.service = service
         self.connection = None
+        self._body = bytearray()
 
     # -- HTTP --
 
     def prepare(self) -> None:
-        """Allow listed cross-origin callers (``TPS_CORS_ORIGINS``).
+        """Allow listed cross-origin callers (``TPS_CORS_ORIGINS``); refuse a body over
+        the limit before reading it.
 
         Not ``set_default_headers``: Tornado calls that before ``initialize``, when the
         injected service is not there yet.
@@ -148,6 +234,15 @@ class GraphQLHandler(tornado.websocket.WebSocketHandler):
         if origin and origin in self.service.ctx.settings.cors_origins:
             self.set_header("Access-Control-Allow-Origin", origin)
             self.set_header("Vary", "Origin")
+        limit = self.service.ctx.settings.max_request_bytes
+        declared = self.request.headers.get("Content-Length", "")
+        if declared.strip().isdigit() and int(declared) > limit:
+            self._send_json(413, {"errors": [{"message": (
+                f"body: {int(declared)} bytes is more than TPS_MAX_REQUEST_BYTES ({limit})")}]})
+
+    def data_received(self, chunk: bytes) -> None:
+        """Collect the body (bounded by the server's ``max_body_size``)."""
+        self._body += chunk
 
     def options(self) -> None:
         """CORS preflight (allowed origins come from ``TPS_CORS_ORIGINS``)."""
@@ -183,7 +278,9 @@ class GraphQLHandler(tornado.websocket.WebSocketHandler):
             if ctype not in _ACCEPTED_TYPES:
                 raise BadRequestError(400, f"Content-Type must be application/json, got {ctype!r}")
             try:
-                body = json.loads(self.request.body)
+                body = loads_bounded(bytes(self._body))
+            except JsonTooDeep as exc:
+                raise BadRequestError(400, f"body: {exc}") from None
             except (ValueError, UnicodeDecodeError):
                 raise BadRequestError(400, "body: not valid JSON") from None
             if not isinstance(body, dict):
@@ -212,16 +309,32 @@ class GraphQLHandler(tornado.websocket.WebSocketHandler):
         parsed = service.cache.get(query)
         label = "invalid"
         if parsed.errors:
-            response: dict[str, Any] = {"errors": [format_error(e) for e in parsed.errors]}
+            pieces: Response = [_dumps({"errors": [format_error(e) for e in parsed.errors]})]
             status = 200
         else:
-            status, response, label = await self._run(parsed, variables, operation_name, over_get)
-        body = json.dumps(response, separators=(",", ":"))
+            status, pieces, label = await self._run(parsed, variables, operation_name, over_get)
         # Recorded before the answer leaves, so a client never sees it unrecorded.
         service.observe(label, time.perf_counter() - started)
         self.set_status(status)
         self.set_header("Content-Type", JSON_TYPE)
-        self.finish(body)
+        await self._write_pieces(pieces)
+
+    async def _write_pieces(self, pieces: Response) -> None:
+        """Finish with the JSON pieces; a long answer is written (and compressed) in
+        parts of about CHUNK_BYTES, each flushed before the next is encoded."""
+        if len(pieces) == 1:
+            self.finish(pieces[0])
+            return
+        batch: list[str] = []
+        size = 0
+        for piece in pieces:
+            batch.append(piece)
+            size += len(piece)
+            if size >= CHUNK_BYTES:
+                self.write("".join(batch).encode())
+                batch, size = [], 0
+                await self.flush()
+        self.finish("".join(batch).encode())
 
     async def _run(
         self,
@@ -229,37 +342,36 @@ class GraphQLHandler(tornado.websocket.WebSocketHandler):
         variables: dict[str, Any] | None,
         operation_name: str | None,
         over_get: bool,
-    ) -> tuple[int, dict[str, Any], str]:
+    ) -> tuple[int, Response, str]:
         op = parsed.operation(operation_name)
         if op is None:
             problem = (
                 f"no operation named {operation_name!r}" if operation_name
                 else "the document has several operations; name one"
             )
-            return 200, {"errors": [{"message": f"operationName: {problem}"}]}, "invalid"
+            return 200, _error(f"operationName: {problem}"), "invalid"
         label = parsed.label(operation_name)
         if op.operation == OperationType.SUBSCRIPTION:
-            message = "subscriptions need a WebSocket connection to /graphql"
-            return 400, {"errors": [{"message": message}]}, label
+            return 400, _error("subscriptions need a WebSocket connection to /graphql"), label
         authorized = False
         if op.operation == OperationType.MUTATION:
             if over_get:
                 self.set_header("Allow", "POST")
-                return 405, {"errors": [{"message": "mutations must be sent with POST"}]}, label
+                return 405, _error("mutations must be sent with POST"), label
             authorized = self.service.ctx.auth.check_header(
                 self.request.headers.get("Authorization")
             )
             if not authorized:
                 self.set_header("WWW-Authenticate", "Bearer")
                 message = "unauthorized: mutations need 'Authorization: Bearer <control token>'"
-                return 401, {"errors": [{"message": message}]}, label
+                return 401, _error(message), label
         try:
-            response = self.service.execute(parsed, operation_name, variables, authorized)
+            response = self.service.respond(parsed, operation_name, variables, authorized)
             if isawaitable(response):
                 response = await response
         except GraphQLError as exc:
-            return 200, {"errors": [format_error(exc)]}, label
-        assert isinstance(response, dict)
+            return 200, [_dumps({"errors": [format_error(exc)]})], label
+        assert isinstance(response, list)
         return 200, response, label
 
     def _send_json(self, status: int, body: dict[str, Any]) -> None:
@@ -315,6 +427,7 @@ class GraphQLHandler(tornado.websocket.WebSocketHandler):
             check_token=ctx.auth.check_token,
             queue_limit=ctx.settings.subscriber_queue,
             authorized=ctx.auth.check_header(self.request.headers.get("Authorization")),
+            max_subscriptions=ctx.settings.max_connection_subscriptions,
         )
         self.connection.opened()
 
@@ -337,13 +450,19 @@ class GraphQLHandler(tornado.websocket.WebSocketHandler):
             self.connection.connection_lost()
 
 
+def _error(message: str) -> Response:
+    return [_dumps({"errors": [{"message": message}]})]
+
+
 def _variables(raw: Any, from_text: bool = False) -> dict[str, Any] | None:
     """``variables`` as a mapping (GET passes it as JSON text)."""
     if raw is None or raw == "":
         return None
     if from_text:
         try:
-            raw = json.loads(raw)
+            raw = loads_bounded(raw)
+        except JsonTooDeep as exc:
+            raise BadRequestError(400, f"variables: {exc}") from None
         except ValueError:
             raise BadRequestError(400, "variables: not valid JSON") from None
     if raw is not None and not isinstance(raw, dict):

@@ -13,6 +13,7 @@ with the event (a reading or an average) as the root.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -24,7 +25,7 @@ import graphene
 from graphql import GraphQLError
 
 from tps.actors.stats import StreamStats
-from tps.api.context import ApiContext
+from tps.api.context import ApiContext, QueryRunner
 from tps.api.control import ControlPlane
 from tps.api.stream_shape import NEW_STREAM_FIELDS, STREAM_FIELDS, StreamField, json_schema_type
 from tps.config import DEFAULT_SUBSCRIPTION, PROTOCOLS, FeedConfig, validate_feed_name
@@ -45,10 +46,16 @@ RECENT_NS = 2_000_000_000
 
 @dataclass(slots=True)
 class RequestContext:
-    """What resolvers see as ``info.context``: the API context and the caller's rights."""
+    """What resolvers see as ``info.context``: the API context and the caller's rights.
+
+    ``home`` is the IO loop's event loop when the request runs on another one (a big
+    request, :mod:`tps.api.graphql.offload`): store calls are then made from ``home``,
+    whose thread alone owns the query pool's answer cache.
+    """
 
     api: ApiContext
     authorized: bool = False
+    home: asyncio.AbstractEventLoop | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,9 +152,19 @@ async def _on_pool(
 ) -> T:
     """Run ``fn(store)`` on the query pool; identical in-flight questions (``key``) share
     one store call."""
-    queries = _context(info).api.queries
+    context = _context(info)
+    queries = context.api.queries
     if queries is None:
         raise StoreUnavailable("this process runs no query pool")
+    home = context.home
+    if home is not None and home is not asyncio.get_running_loop():
+        asked = asyncio.run_coroutine_threadsafe(_ask(queries, fn, key), home)
+        return await asyncio.wrap_future(asked)
+    return await queries.run(fn, key=key)
+
+
+async def _ask(queries: QueryRunner, fn: Callable[[Store], T],
+               key: tuple[Any, ...] | None) -> T:
     return await queries.run(fn, key=key)
 
 
