@@ -38,9 +38,28 @@ def prepare_data_dir(data_dir: Path) -> None:
         raise ConfigError(SETTING, f"cannot create {data_dir}: {exc.strerror}") from None
     if not data_dir.is_dir():
         raise ConfigError(SETTING, f"{data_dir} is not a directory")
-    if not os.access(data_dir, os.R_OK | os.W_OK | os.X_OK):
-        raise ConfigError(SETTING, f"{data_dir} is not readable and writable by this user "
+    _check_access(data_dir, depth=2)
+
+
+def _check_access(folder: Path, depth: int) -> None:
+    """``folder`` and what it holds (``depth`` levels: the spool's segments too) must be
+    readable and writable by this process; ConfigError names the first that is not."""
+    if not os.access(folder, os.R_OK | os.W_OK | os.X_OK):
+        raise ConfigError(SETTING, f"{folder} is not readable and writable by this user "
                           f"(uid {os.getuid()}); fix its owner or mode")
+    if depth <= 1:
+        return
+    try:
+        entries = list(os.scandir(folder))
+    except OSError as exc:
+        raise ConfigError(SETTING, f"cannot list {folder}: {exc.strerror}") from None
+    for entry in entries:
+        path = Path(entry.path)
+        if entry.is_dir(follow_symlinks=False):
+            _check_access(path, depth - 1)
+        elif entry.is_file(follow_symlinks=False) and not os.access(path, os.R_OK | os.W_OK):
+            raise ConfigError(SETTING, f"{path} is not readable and writable by this user "
+                              f"(uid {os.getuid()}); fix its owner or mode")
 
 
 class DataDirLock:

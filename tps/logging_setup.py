@@ -109,7 +109,9 @@ def configure_logging(
     handler.setFormatter(make_formatter(fmt))
     root.addHandler(handler)
     root.setLevel(level.upper())
-    # Tornado logs every request at INFO; keep access logs for debugging only.
-    logging.getLogger("tornado.access").setLevel(
-        logging.DEBUG if level.upper() == "DEBUG" else logging.WARNING
-    )
+    # Tornado logs every request at INFO; keep access logs for debugging only. pykka
+    # logs, with a traceback, every error an actor hands back to its caller (an unknown
+    # stream, a bad URL): the caller answers for those, so only at debug level.
+    quiet = logging.DEBUG if level.upper() == "DEBUG" else logging.WARNING
+    logging.getLogger("tornado.access").setLevel(quiet)
+    logging.getLogger("pykka").setLevel(quiet)

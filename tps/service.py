@@ -12,6 +12,7 @@ import functools
 import gc
 import logging
 import socket
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -39,6 +40,9 @@ from tps.store import Store, open_store
 from tps.token import load_or_create_token
 
 logger = logging.getLogger(__name__)
+
+SWITCH_INTERVAL = 0.001
+"""Seconds a thread runs Python before another may take the interpreter lock."""
 
 
 class Service:
@@ -137,6 +141,10 @@ class Service:
             board=board if role != "api" else None, hub=self.hub,
             token_path=str(token_path) if token_path else None,
         )
+        # Big answers and seeds are built on worker threads; each time the IO loop wants
+        # the interpreter lock back it waits up to the switch interval (5 ms by default,
+        # per system call). 1 ms keeps /ready and small requests quick meanwhile.
+        sys.setswitchinterval(SWITCH_INTERVAL)
         self.http = HttpFrontend.start(ctx, sockets)
         # Everything built so far (schema, modules, actors) lives as long as the process:
         # keep it out of the collector's full scans, which otherwise stall the IO loop

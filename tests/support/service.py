@@ -18,7 +18,6 @@ from typing import Any
 from tests.support.influxdb import free_port
 from tests.support.wait import wait_until
 
-
 LOOPBACK_FEEDS = "*,127.0.0.1"
 """TPS_FEED_ALLOW for tests: any host name, and the loopback address 127.0.0.1."""
 

@@ -7,12 +7,13 @@ event per group and the JSON is reused for every member, which is what makes 500
 subscribers cheap.
 
 Average subscriptions of one stream filter share one :class:`AverageWindows`: one ring
-of the newest readings and a running sum per window size, so a hundred different
-``windowSize`` values cost a hundred sums, not a hundred copies of the readings. It is
-seeded once - from the live hub when the hub holds enough, else from the store - and
-grown (seeded again, deeper) only when a larger window is asked for than it holds;
-seeds are fetched one at a time over the whole manager, so subscriptions can never
-occupy more than one query actor and ``/ready`` always finds one free.
+of the newest readings with running totals, from which every window size's mean is
+had in constant time, so a hundred different ``windowSize`` values cost no more than
+one. It is seeded once - from the live hub when the hub holds enough, else from the
+store, built on a worker thread - and grown (seeded again, deeper) only when a larger
+window is asked for than it holds; seeds are read one at a time over the whole
+manager, so subscriptions never occupy more than one query actor and ``/ready``
+always finds one free.
 
 Caps: ``TPS_MAX_SUBSCRIPTIONS`` over all connections (the connection checks its own).
 Every subscription is indexed by (owner, id), so ending one, or all of a
@@ -24,8 +25,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import math
-from collections.abc import Callable, Iterable, Sequence
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -43,6 +45,8 @@ from tps.store.base import Store
 
 logger = logging.getLogger(__name__)
 
+DISPATCH_SLICE = 0.005
+"""Seconds of delivery work done per IO-loop turn; the rest waits for the next turn."""
 MIN_CAPACITY = 1024
 """Fewest readings an average ring holds (grown in powers of two up to MAX_WINDOW)."""
 
@@ -76,8 +80,14 @@ def capacity_for(size: int) -> int:
 
 
 class AverageWindows:
-    """The newest ``capacity`` readings of one stream filter and the running sum of the
-    newest ``size`` of them for every window size asked for (plain, no threads).
+    """The newest ``capacity`` readings of one stream filter, from which the mean of the
+    newest ``size`` of them is had in constant time for any size (plain, no threads).
+
+    A ring of values and, beside it, the running total before each value: the sum of
+    the newest ``size`` values is the running total minus the total before the oldest
+    of them. So any number of window sizes cost nothing extra per reading, and a new
+    size costs nothing to add. The totals are recomputed every ``capacity`` readings,
+    which keeps float error from building up.
 
     Readings at or before the newest already counted for their stream are ignored,
     which makes seeding and the live feed overlap safely. ``complete`` is True when
@@ -88,12 +98,26 @@ class AverageWindows:
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
         self.complete = False
-        self._ring: list[float] = [0.0] * capacity
+        self._values: list[float] = [0.0] * capacity
+        self._before: list[float] = [0.0] * capacity
+        self._total = 0.0
         self._held = 0
         self._next = 0
         self._last_ns: dict[str, int] = {}
-        self._sums: dict[int, float] = {}
         self._pushes = 0
+
+    @classmethod
+    def seeded(cls, capacity: int, readings: Sequence[Reading], live_from: dict[str, int],
+               complete: bool) -> AverageWindows:
+        """Windows holding ``readings`` (any order; duplicates ignored) up to, not
+        including, each stream's first reading in ``live_from`` - those still come, each
+        with its event. Pure work: run it off the IO loop for large seeds."""
+        windows = cls(capacity)
+        for reading in sorted(readings, key=lambda r: r.time_ns):
+            if reading.time_ns < live_from.get(reading.stream, reading.time_ns + 1):
+                windows.push(reading)
+        windows.complete = complete
+        return windows
 
     def __len__(self) -> int:
         return self._held
@@ -102,40 +126,20 @@ class AverageWindows:
         """True when a window of ``size`` is exact over what is held."""
         return size <= self.capacity and (size <= self._held or self.complete)
 
-    def add_size(self, size: int) -> None:
-        """Keep a running sum for windows of ``size`` (``size`` <= capacity)."""
-        if size not in self._sums:
-            self._sums[size] = math.fsum(self._newest(size))
-
-    def drop_size(self, size: int) -> None:
-        """Stop keeping the sum of ``size``."""
-        self._sums.pop(size, None)
-
-    def sizes(self) -> list[int]:
-        """Window sizes kept."""
-        return list(self._sums)
-
     def push(self, reading: Reading) -> bool:
         """Count ``reading``; False when it was already counted (or older)."""
         if reading.time_ns <= self._last_ns.get(reading.stream, -1):
             return False
         self._last_ns[reading.stream] = reading.time_ns
-        value = reading.value
-        ring, cap, held, nxt = self._ring, self.capacity, self._held, self._next
-        sums = self._sums
-        for size in sums:
-            if held >= size:
-                sums[size] += value - ring[(nxt - size) % cap]
-            else:
-                sums[size] += value
-        ring[nxt] = value
-        self._next = (nxt + 1) % cap
-        self._held = min(held + 1, cap)
+        slot = self._next
+        self._values[slot] = reading.value
+        self._before[slot] = self._total
+        self._total += reading.value
+        self._next = (slot + 1) % self.capacity
+        self._held = min(self._held + 1, self.capacity)
         self._pushes += 1
-        if self._pushes % cap == 0:
-            # A long-running float running sum drifts; recompute them now and then.
-            for size in sums:
-                sums[size] = math.fsum(self._newest(size))
+        if self._pushes % self.capacity == 0:
+            self._rebase()
         return True
 
     def mean(self, size: int) -> tuple[float | None, int]:
@@ -143,12 +147,19 @@ class AverageWindows:
         count = min(size, self._held)
         if not count:
             return None, 0
-        return self._sums[size] / count, count
+        oldest = (self._next - count) % self.capacity
+        return (self._total - self._before[oldest]) / count, count
 
-    def _newest(self, size: int) -> list[float]:
-        count = min(size, self._held)
-        ring, cap, nxt = self._ring, self.capacity, self._next
-        return [ring[(nxt - i) % cap] for i in range(1, count + 1)]
+    def _rebase(self) -> None:
+        """Recompute the running totals from the values held (oldest first)."""
+        total = 0.0
+        cap, start = self.capacity, (self._next - self._held) % self.capacity
+        values, before = self._values, self._before
+        for i in range(self._held):
+            slot = (start + i) % cap
+            before[slot] = total
+            total += values[slot]
+        self._total = total
 
 
 class _Feed:
@@ -194,6 +205,9 @@ class SubscriptionManager:
         self._unsubscribe: Callable[[], None] | None = None
         self._poller: StorePoller | None = None
         self._seed_slot: asyncio.Semaphore | None = None
+        self._work: deque[Iterator[None]] = deque()
+        self._draining = False
+        self._resume_scheduled = False
         self.delivered = 0
         self.seed_fetches = 0
         """Store reads made to seed average windows (for tests and metrics)."""
@@ -234,9 +248,6 @@ class SubscriptionManager:
         del group.members[(owner, sub_id)]
         if not group.members:
             del feed.groups[group_key]
-            size = group.spec.window_size
-            if feed.windows is not None and size and size not in feed.window_sizes():
-                feed.windows.drop_size(size)
         if not feed.groups:
             del self._feeds[key]
         if not self._feeds:
@@ -288,6 +299,7 @@ class SubscriptionManager:
         """Detach from the hub / stop polling (subscribers are closed by their handlers)."""
         self._feeds.clear()
         self._index.clear()
+        self._work.clear()
         self._stop_source()
 
     # -- average windows --
@@ -298,7 +310,6 @@ class SubscriptionManager:
         feed.want = max(feed.want, size)
         windows = feed.windows
         if feed.seeded and windows is not None and windows.covers(size):
-            windows.add_size(size)
             return
         if feed.seeding:
             return  # the seed in flight is checked again when it lands
@@ -307,8 +318,9 @@ class SubscriptionManager:
         if hub is not None and feed.stream is not None:
             recent = hub.recent(feed.stream, capacity_for(feed.want))
             if len(recent) >= feed.want or self._api.queries is None:
-                # The hub holds enough: no store read at all.
-                self._install(feed, recent, complete=False)
+                # The hub holds enough (at most its short history): no store read at all.
+                self._install(feed, AverageWindows.seeded(
+                    capacity_for(feed.want), recent, self._live_from(feed), complete=False))
                 return
         feed.seeding = True
         asyncio.get_running_loop().create_task(self._seed_from_store(feed))
@@ -319,6 +331,7 @@ class SubscriptionManager:
         readings: list[Reading] = []
         complete = False
         queries = self._api.queries
+        loop = asyncio.get_running_loop()
         async with self._seed_slot:  # one seed read at a time, over every feed
             capacity, stream = capacity_for(feed.want), feed.stream
 
@@ -333,67 +346,109 @@ class SubscriptionManager:
                 except Exception as exc:  # noqa: BLE001 - an empty start is better than none
                     logger.warning("Average windows of %s start empty: store: %s",
                                    stream or "all", exc)
-        hub = self._api.hub
-        if hub is not None and feed.stream is not None:
-            # Readings newer than the writer's last flush are only in the hub.
-            readings += hub.recent(feed.stream, capacity + len(feed.backlog))
+            hub = self._api.hub
+            if hub is not None and stream is not None:
+                # Readings newer than the writer's last flush are only in the hub.
+                readings += hub.recent(stream, capacity + len(feed.backlog))
+            # A hundred thousand readings are a few hundred ms of Python: built on a
+            # worker thread, while new readings keep waiting in the backlog.
+            windows = await loop.run_in_executor(
+                None, AverageWindows.seeded, capacity_for(feed.want), readings,
+                self._live_from(feed), complete)
         feed.seeding = False
         if self._feeds.get((feed.kind, feed.stream)) is not feed:
             return  # every subscriber left meanwhile
-        self._install(feed, readings, complete)
-        if feed.windows is not None and not all(feed.windows.covers(s)
-                                                for s in feed.window_sizes()):
+        self._install(feed, windows)
+        if not all(windows.covers(size) for size in feed.window_sizes()):
             # A larger window was asked for while this seed was read: read deeper.
             self._want_window(feed, feed.want)
 
-    def _install(self, feed: _Feed, readings: Sequence[Reading], complete: bool) -> None:
-        """New windows for ``feed`` from ``readings`` (oldest first; duplicates ignored),
-        then every reading that waited meanwhile, each with its event."""
-        windows = AverageWindows(capacity_for(feed.want))
-        # Readings that arrived since the seed began wait in the backlog: each of them
-        # must still produce its event, so the seed stops short of them.
+    @staticmethod
+    def _live_from(feed: _Feed) -> dict[str, int]:
+        """Each stream's first reading waiting in the backlog: a seed stops short of it,
+        so that every reading that arrived meanwhile still produces its event."""
         live_from: dict[str, int] = {}
         for reading in feed.backlog:
             live_from.setdefault(reading.stream, reading.time_ns)
-        for reading in sorted(readings, key=lambda r: r.time_ns):
-            if reading.time_ns < live_from.get(reading.stream, reading.time_ns + 1):
-                windows.push(reading)
-        windows.complete = complete
-        for size in feed.window_sizes():
-            windows.add_size(min(size, windows.capacity))
+        return live_from
+
+    def _install(self, feed: _Feed, windows: AverageWindows) -> None:
+        """Use ``windows`` for ``feed``, then send what waited meanwhile, each reading
+        with its event (readings the seed already held are ignored by ``push``).
+
+        The backlog goes to the front of the delivery queue: any reading still queued
+        behind it is newer.
+        """
         feed.windows = windows
         feed.seeded = True
         backlog, feed.backlog = feed.backlog, []
         if backlog:
-            self._dispatch_to(feed, backlog)
+            self._work.appendleft(self._deliveries(backlog, feed))
+            self._drain()
 
     # -- delivery --
 
     def dispatch(self, readings: Sequence[Reading]) -> None:
-        """Send events for ``readings`` (one stream's batch, oldest first). IO loop only."""
-        for feed in list(self._feeds.values()):
-            self._dispatch_to(feed, readings)
+        """Send events for ``readings`` (one stream's batch, oldest first). IO loop only.
 
-    def _dispatch_to(self, feed: _Feed, readings: Sequence[Reading]) -> None:
-        for reading in readings:
-            if not feed.matches(reading):
-                continue
-            if not feed.seeded:
-                feed.backlog.append(reading)
-                continue
-            windows = feed.windows
-            if windows is not None and not windows.push(reading):
-                continue
-            for group in list(feed.groups.values()):
-                event: Reading | AverageValue = reading
-                size = group.spec.window_size
-                if windows is not None and size is not None:
-                    mean, count = windows.mean(size)
-                    event = AverageValue(mean, size, count, feed.stream)
-                payload = self._render(group.spec, event)
-                for subscriber, sub_id in list(group.members.values()):
-                    subscriber.deliver(sub_id, payload)
-                    self.delivered += 1
+        The work is queued and done in slices of at most ``DISPATCH_SLICE`` seconds: a
+        hundred distinct subscriptions times a burst of readings is a lot of rendering,
+        and no slice of it may hold the loop for long. Order is kept: one queue, worked
+        front to back.
+        """
+        self._work.append(self._deliveries(tuple(readings), None))
+        self._drain()
+
+    def _drain(self) -> None:
+        if self._draining:
+            return
+        self._draining = True
+        deadline = time.perf_counter() + DISPATCH_SLICE
+        try:
+            while self._work:
+                for _ in self._work[0]:
+                    if time.perf_counter() >= deadline:
+                        self._resume_later()
+                        return
+                self._work.popleft()
+        finally:
+            self._draining = False
+
+    def _resume_later(self) -> None:
+        if not self._resume_scheduled:
+            self._resume_scheduled = True
+            IOLoop.current().add_callback(self._resume)
+
+    def _resume(self) -> None:
+        self._resume_scheduled = False
+        self._drain()
+
+    def _deliveries(self, readings: Sequence[Reading], only: _Feed | None) -> Iterator[None]:
+        """Deliver ``readings`` to every feed (or ``only`` one), yielding after each
+        group's payload so that the drain can stop between any two."""
+        feeds = [only] if only is not None else list(self._feeds.values())
+        for feed in feeds:
+            for reading in readings:
+                if not feed.matches(reading) or self._feeds.get(
+                        (feed.kind, feed.stream)) is not feed:
+                    continue
+                if not feed.seeded:
+                    feed.backlog.append(reading)
+                    continue
+                windows = feed.windows
+                if windows is not None and not windows.push(reading):
+                    continue
+                for group in list(feed.groups.values()):
+                    event: Reading | AverageValue = reading
+                    size = group.spec.window_size
+                    if windows is not None and size is not None:
+                        mean, count = windows.mean(size)
+                        event = AverageValue(mean, size, count, feed.stream)
+                    payload = self._render(group.spec, event)
+                    for subscriber, sub_id in list(group.members.values()):
+                        subscriber.deliver(sub_id, payload)
+                        self.delivered += 1
+                    yield
 
     def _render(self, spec: SubscriptionSpec, event: Reading | AverageValue) -> str:
         document = spec.parsed.document

@@ -58,6 +58,8 @@ _ACCEPTED_TYPES = ("application/json", "application/graphql-response+json")
 OFFLOAD_ROWS = 2_000
 """A request that may read more rows than this is built off the IO loop
 (:mod:`tps.api.graphql.offload`); smaller ones, the hot path, stay on it."""
+MESSAGE_SLICE = 0.005
+"""Seconds of a websocket client's burst of messages handled before the loop gets a turn."""
 CHUNK_BYTES = 64 * 1024
 """A response longer than this is written (and compressed) piece by piece."""
 
@@ -175,6 +177,8 @@ class GraphQLService:
         if isawaitable(response):
             response = await response
         assert isinstance(response, list)
+        if len(response) > 1:
+            self.heavy.release_soon()
         return "".join(response)
 
     def observe(self, label: str, seconds: float) -> None:
@@ -220,6 +224,7 @@ class GraphQLHandler(tornado.websocket.WebSocketHandler):
         self.service = service
         self.connection = None
         self._body = bytearray()
+        self._last_turn = time.perf_counter()
 
     # -- HTTP --
 
@@ -325,6 +330,7 @@ class GraphQLHandler(tornado.websocket.WebSocketHandler):
         if len(pieces) == 1:
             self.finish(pieces[0])
             return
+        self.service.heavy.release_soon()  # after this answer is written and dropped
         batch: list[str] = []
         size = 0
         for piece in pieces:
@@ -439,10 +445,19 @@ class GraphQLHandler(tornado.websocket.WebSocketHandler):
         """True while earlier frames still wait in the stream's write buffer."""
         return socket_busy(self)
 
-    def on_message(self, message: str | bytes) -> None:
-        """Hand one client message to the protocol state machine."""
+    async def on_message(self, message: str | bytes) -> None:
+        """Hand one client message to the protocol state machine.
+
+        Tornado hands over every frame already buffered without returning to the IO
+        loop, so a client that sends thousands of messages at once would hold it for
+        their whole burst; after ``MESSAGE_SLICE`` of them the loop gets a turn.
+        """
         if self.connection is not None:
             self.connection.on_message(message)
+        now = time.perf_counter()
+        if now - self._last_turn >= MESSAGE_SLICE:
+            await asyncio.sleep(0)
+            self._last_turn = time.perf_counter()
 
     def on_close(self) -> None:
         """Drop this connection's subscriptions."""

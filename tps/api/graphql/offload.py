@@ -11,8 +11,8 @@ it throughout. The HTTP handler then writes the pieces one by one (each flushed,
 compressed, on its own), so the loop is never held for long by one answer either.
 
 At most ``workers`` such requests build at once (the others wait their turn), which
-bounds the memory big answers can take; after each one, freed memory is handed back to
-the operating system (:func:`release_memory`).
+bounds the memory big answers can take; once one has been sent, freed memory is handed
+back to the operating system (:meth:`HeavyRequests.release_soon`).
 """
 
 from __future__ import annotations
@@ -32,6 +32,8 @@ T = TypeVar("T")
 
 CHUNK_ITEMS = 256
 """List items (rows) serialized per ``json.dumps`` call."""
+RELEASE_DELAY = 0.5
+"""Seconds after a big answer before freed memory is handed back to the system."""
 
 
 def dump_chunks(value: Any, max_items: int = CHUNK_ITEMS) -> list[str]:
@@ -113,6 +115,7 @@ class HeavyRequests:
         self._next = 0
         self._slots: asyncio.Semaphore | None = None
         self._lock = threading.Lock()
+        self._release_pending = False
 
     def _start(self) -> None:
         with self._lock:
@@ -138,14 +141,25 @@ class HeavyRequests:
             loop = self._loops[self._next % len(self._loops)]
             self._next += 1
 
-            async def job() -> T:
-                try:
-                    return await make()
-                finally:
-                    release_memory()
-
-            done = asyncio.run_coroutine_threadsafe(_call(job), loop)
+            done = asyncio.run_coroutine_threadsafe(_call(make), loop)
             return await asyncio.wrap_future(done)
+
+    def release_soon(self, delay: float = RELEASE_DELAY) -> None:
+        """Hand freed memory back to the operating system ``delay`` seconds from now,
+        on a worker's thread (the answer must be written and dropped first; the trim
+        itself takes a few ms that the IO loop should not wait for)."""
+        with self._lock:
+            if not self._loops or self._release_pending:
+                return
+            self._release_pending = True
+            loop = self._loops[0]
+
+        def release() -> None:
+            with self._lock:
+                self._release_pending = False
+            release_memory()
+
+        loop.call_soon_threadsafe(loop.call_later, delay, release)
 
     def close(self) -> None:
         """Stop the worker loops (requests still running are abandoned)."""
