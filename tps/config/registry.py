@@ -32,7 +32,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from tps.config.settings import FeedConfig, check_feed
 from tps.errors import ConfigError, InvalidArgument
@@ -54,6 +54,13 @@ class StreamEntry:
     def to_dict(self) -> dict[str, Any]:
         """The JSON form written to the registry file."""
         return {**self.feed.to_dict(), "running": self.running}
+
+
+def _private(path: Path) -> IO[str]:
+    """``path`` opened for writing, readable by this user only (mode 0600)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)
+    return open(fd, "w", encoding="utf-8")
 
 
 class RegistryFormatError(ValueError):
@@ -194,9 +201,10 @@ class StreamRegistry:
         while aside.exists():
             n += 1
             aside = self.path.with_name(f"{self.path.name}.rejected-{stamp}-{n}")
-        aside.write_text(json.dumps([{"entry": item, "problem": problem}
-                                     for item, problem in rejected], indent=2) + "\n",
-                         encoding="utf-8")
+        with _private(aside) as handle:
+            json.dump([{"entry": item, "problem": problem} for item, problem in rejected],
+                      handle, indent=2)
+            handle.write("\n")
         for item, problem in rejected:
             name = item.get("name") if isinstance(item, dict) else None
             logger.error("Stream registry %s: entry %s is invalid (%s); kept it in %s, the "
@@ -240,7 +248,10 @@ class StreamRegistry:
         self.save()
 
     def save(self) -> None:
-        """Write the registry atomically: temp file, fsync, rename, fsync the folder."""
+        """Write the registry atomically: temp file, fsync, rename, fsync the folder.
+
+        Mode 0600: feed URLs may carry credentials, and this file keeps them whole.
+        """
         data = {
             "version": FORMAT_VERSION,
             "streams": [entry.to_dict() for entry in self._entries.values()],
@@ -248,7 +259,7 @@ class StreamRegistry:
         }
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
-        with open(tmp, "w", encoding="utf-8") as handle:
+        with _private(tmp) as handle:
             json.dump(data, handle, indent=2)
             handle.write("\n")
             handle.flush()

@@ -296,7 +296,13 @@ class FeedDestinations:
         """
         host, port = _host_port(url)
         self._check_protected_name(host, port)
-        infos = self._resolve(host, port, 0, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+        literal = _literal(host)
+        if literal is not None:  # an address needs no resolver
+            family = socket.AF_INET6 if literal.version == 6 else socket.AF_INET
+            infos: list[tuple[Any, ...]] = [(family, socket.SOCK_STREAM, socket.IPPROTO_TCP,
+                                             "", (host, port))]
+        else:
+            infos = self._resolve(host, port, 0, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         targets: list[Target] = []
         refusals: list[str] = []
         seen: set[IPAddress] = set()
