@@ -91,3 +91,7 @@ class AlarmClosed(AlarmError):
     def __init__(self, alarm_id: str) -> None:
         super().__init__(f"alarm {alarm_id!r} is already cleared")
         self.alarm_id = alarm_id
+
+
+class AlarmsUnavailable(AlarmError):
+    """Alarms cannot be changed right now (the history is still being restored)."""

@@ -318,12 +318,19 @@ class AlarmBook:
         """True while the book holds ``stream`` as silent."""
         return stream in self._stale
 
-    def release_stream(self, stream: str, why: str) -> list[AlarmEvent]:
-        """The stream's limits (or the stream) are gone: its open alarms count as back."""
-        self._levels.pop(stream, None)
-        self._stale.discard(stream)
+    def release_stream(self, stream: str, why: str, *, values: bool = True,
+                       silence: bool = True) -> list[AlarmEvent]:
+        """The stream's limits (or the stream) are gone: its open alarms count as back.
+
+        ``values``/``silence`` choose which of its alarms (value limits, staleness).
+        """
+        subjects = [s for s, chosen in ((VALUE, values), (SILENCE, silence)) if chosen]
+        if values:
+            self._levels.pop(stream, None)
+        if silence:
+            self._stale.discard(stream)
         events: list[AlarmEvent] = []
-        for subject in (VALUE, SILENCE):
+        for subject in subjects:
             alarm = self._by_subject.get((stream, subject))
             if alarm is not None and alarm.out:
                 events.append(self._back(alarm, self._now(), comment=why))
