@@ -267,3 +267,33 @@ def test_snapshot_json_uses_the_graphql_names_and_iso_times(book: AlarmBook) -> 
 def test_malformed_records_are_refused(broken: dict[str, object]) -> None:
     with pytest.raises((ValueError, KeyError, TypeError)):
         AlarmEvent.from_record(broken)
+
+
+def test_select_alarms_active_history_and_windows(book: AlarmBook, clock: Clock) -> None:
+    from tps.alarms.query import DEFAULT_HISTORY_NS, select_alarms
+
+    history = book.on_level(_level(WARNING, 31, t=clock.ns - 100 * S))      # a1 open
+    history += book.on_level(_level(WARNING, 31, stream="t", t=clock.ns - 50 * S))
+    history += book.on_level(_level(OK, 20, stream="t"))
+    history += book.acknowledge("a2")[1]                                     # a2 cleared
+    old = _level(WARNING, 31, stream="u", t=clock.ns - DEFAULT_HISTORY_NS - S)
+    history += book.on_level(old)                                            # a3 too old
+    # A restarted process knows only the open alarms; the store has every event.
+    known = book.open_alarms()
+
+    def ids(**kwargs: object) -> list[str]:
+        args: dict[str, object] = {"active": None, "stream": None, "after_ns": None,
+                                   "before_ns": None, **kwargs}
+        return [a.id for a in select_alarms(known, history, now_ns=clock.ns, **args)]  # type: ignore[arg-type]
+
+    assert ids(active=True) == ["a3", "a1"]
+    assert ids() == ["a1", "a2"]
+    assert ids(active=False) == ["a2"]
+    assert ids(stream="t") == ["a2"]
+    assert ids(after_ns=clock.ns - 60 * S) == ["a2"]
+    assert ids(before_ns=clock.ns - 60 * S) == ["a3", "a1"]  # window: 7 days before it
+    assert ids(after_ns=0) == ["a3", "a1", "a2"]
+    states = {a.id: a.state for a in select_alarms(known, history, active=None, stream=None,
+                                                   after_ns=0, before_ns=None, now_ns=clock.ns)}
+    assert states == {"a1": AlarmState.ACTIVE, "a2": AlarmState.CLEARED,
+                      "a3": AlarmState.ACTIVE}
