@@ -29,19 +29,23 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType, TracebackType
-from typing import Any
+from typing import Any, cast
 
 import pykka
+from pykka.typing import ActorMemberMixin, proxy_method
 
 from tps.actors.timer import Ticker
+from tps.alarms.alertmanager import AlertmanagerSender, WebhookSender
 from tps.alarms.checker import LimitChecker, Report
-from tps.alarms.journal import AlarmJournal
+from tps.alarms.journal import JOURNAL_FILE, AlarmJournal, AlarmLogShipper
 from tps.alarms.lifecycle import AlarmBook
 from tps.alarms.limits import Limits
 from tps.alarms.model import AlarmEvent, AlarmSnapshot, StreamAlarmState
+from tps.config.settings import Settings
 from tps.errors import AlarmsUnavailable
 from tps.ingest.backoff import Backoff
 from tps.model import Reading
+from tps.store.alarm_log import AlarmLog, open_alarm_log
 
 logger = logging.getLogger(__name__)
 
@@ -210,7 +214,7 @@ class AlarmKeeper(pykka.ThreadingActor):
         board: AlarmBoard,
         hub: AlarmHub,
         load_history: Callable[[], Sequence[AlarmEvent]],
-        limits: Mapping[str, Limits] | None = None,
+        limits: Mapping[str, Limits | None] | None = None,
         clock: Callable[[], int] = time.monotonic_ns,
         tick_interval: float = 0.25,
     ) -> None:
@@ -224,7 +228,8 @@ class AlarmKeeper(pykka.ThreadingActor):
         self._clock = clock
         self._tick_interval = tick_interval
         self._limits: dict[str, Limits] = {}
-        self._initial_limits = dict(limits or {})
+        self._initial_limits: dict[str, Limits | None] = dict(limits or {})
+        self._limits_ready = limits is not None
         self._installed_at: dict[str, int] = {}
         self._restored = False
         self._backlog: list[CheckerReported] = []
@@ -304,17 +309,23 @@ class AlarmKeeper(pykka.ThreadingActor):
         logger.info("Alarm history loaded: %d open alarm(s) restored from %d event(s)",
                     count, len(events))
         self._hub.restored(self._book.open_alarms())
-        restored_events: list[AlarmEvent] = []
-        # Alarms of streams whose limits went away while TPS was down can never return
-        # by themselves.
-        for stream in {alarm.stream for alarm in self._book.open_alarms()}:
-            restored_events += self._release_uncovered(stream, "limits removed")
+        restored_events = self._release_orphans()
         backlog, self._backlog = self._backlog, []
         for message in backlog:
             if self._table.get(message.checker.stream) is message.checker:
                 for report in message.reports:
                     restored_events += self._book.on_report(report)
         self._commit(restored_events, changed=True)
+
+    def _release_orphans(self) -> list[AlarmEvent]:
+        """Alarms of streams whose limits went away while TPS was down can never return
+        by themselves: once both the history and the limits are known, they return."""
+        if not (self._restored and self._limits_ready):
+            return []
+        events: list[AlarmEvent] = []
+        for stream in sorted({alarm.stream for alarm in self._book.open_alarms()}):
+            events += self._release_uncovered(stream, "limits removed")
+        return events
 
     def _check_silence(self) -> list[AlarmEvent]:
         now = self._clock()
@@ -385,6 +396,14 @@ class AlarmKeeper(pykka.ThreadingActor):
             return []
         return self._book.release_stream(stream, why, values=values, silence=silence)
 
+    def limits_loaded(self, limits: Mapping[str, Limits | None]) -> None:
+        """Every stream's limits at start-up (from the supervisor, once it has read the
+        registry); until then no restored alarm is taken for an orphan."""
+        for stream, stream_limits in limits.items():
+            self._install(stream, stream_limits)
+        self._limits_ready = True
+        self._commit(self._release_orphans(), changed=True)
+
     def forget_stream(self, stream: str) -> None:
         """The stream was removed: stop evaluating it; its alarms return."""
         self._install(stream, None)
@@ -412,3 +431,108 @@ class AlarmKeeper(pykka.ThreadingActor):
         if not self._restored:
             raise AlarmsUnavailable("the alarm history is still being loaded from the store; "
                                     "try again in a moment")
+
+
+class AlarmKeeperProxy(ActorMemberMixin, pykka.ActorProxy[AlarmKeeper]):
+    """The keeper's public API as a typed pykka proxy (every call returns a future)."""
+
+    set_limits = proxy_method(AlarmKeeper.set_limits)
+    limits_loaded = proxy_method(AlarmKeeper.limits_loaded)
+    forget_stream = proxy_method(AlarmKeeper.forget_stream)
+    acknowledge = proxy_method(AlarmKeeper.acknowledge)
+    shelve = proxy_method(AlarmKeeper.shelve)
+    sync = proxy_method(AlarmKeeper.sync)
+
+
+def keeper_proxy(ref: pykka.ActorRef[AlarmKeeper]) -> AlarmKeeperProxy:
+    """The typed proxy of a started keeper."""
+    return cast(AlarmKeeperProxy, ref.proxy())
+
+
+class AlarmParts:
+    """The alarm subsystem of an ingesting process, wired (the service builds one).
+
+    ``check`` goes into the ingest sink; ``keeper`` is handed to the supervisor (limits)
+    and the HTTP layer (acknowledge, shelve); ``board`` and ``hub`` are read by the HTTP
+    layer and metrics.
+    """
+
+    def __init__(self, *, journal: AlarmJournal, shipper: AlarmLogShipper,
+                 ref: pykka.ActorRef[AlarmKeeper], table: LimitsTable, board: AlarmBoard,
+                 hub: AlarmHub, senders: Sequence[AlertmanagerSender | WebhookSender]) -> None:
+        self.journal = journal
+        self.shipper = shipper
+        self.ref = ref
+        self.keeper = keeper_proxy(ref)
+        self.table = table
+        self.board = board
+        self.hub = hub
+        self.senders = list(senders)
+        self.check = checking_sink(table, ref)
+
+    @classmethod
+    def start(cls, settings: Settings) -> AlarmParts:
+        """Open the journal, start the shipper, the senders and the keeper."""
+        journal = AlarmJournal(settings.data_dir / JOURNAL_FILE)
+        pending = journal.open()
+
+        def open_log() -> AlarmLog:
+            return open_alarm_log(settings)
+
+        def load_history() -> list[AlarmEvent]:
+            log = open_log()
+            try:
+                return [*log.latest(), *pending]
+            finally:
+                log.close()
+
+        shipper = AlarmLogShipper(journal, open_log).start()
+        hub = AlarmHub()
+        senders: list[AlertmanagerSender | WebhookSender] = []
+        if settings.alertmanager_url:
+            alertmanager = AlertmanagerSender(
+                settings.alertmanager_url, resend_interval=settings.alertmanager_resend).start()
+            hub.subscribe(alertmanager.submit)
+            hub.on_restore(alertmanager.restore)
+            senders.append(alertmanager)
+        if settings.alarm_webhook_url:
+            webhook = WebhookSender(settings.alarm_webhook_url).start()
+            hub.subscribe(webhook.submit)
+            senders.append(webhook)
+        table, board = LimitsTable(), AlarmBoard()
+        ref = AlarmKeeper.start(book=AlarmBook(), journal=journal, table=table, board=board,
+                                hub=hub, load_history=load_history)
+        return cls(journal=journal, shipper=shipper, ref=ref, table=table, board=board,
+                   hub=hub, senders=senders)
+
+    def health(self) -> dict[str, Any]:
+        """For /health: history loaded, open alarms, events waiting for the store, senders."""
+        view = self.board.view
+        info: dict[str, Any] = {
+            "restored": view.restored,
+            "open": len(view.open),
+            "journalPending": self.journal.pending(),
+            "storeWriteFailures": self.shipper.failures,
+            "storeLastError": self.shipper.last_error if self.journal.pending() else None,
+        }
+        for sender in self.senders:
+            if isinstance(sender, AlertmanagerSender):
+                info["alertmanager"] = sender.health()
+            else:
+                info["webhook"] = {"url": sender.url, "posts": sender.posts,
+                                   "failures": sender.failures, "dropped": sender.dropped,
+                                   "lastError": sender.last_error}
+        return info
+
+    def stop(self) -> None:
+        """Stop the keeper, the senders, then ship what is left (bounded) and close."""
+        try:
+            self.ref.stop(timeout=10)
+        except pykka.Timeout:
+            logger.warning("Alarm keeper did not stop within 10 s")
+        for sender in self.senders:
+            sender.stop()
+        if not self.shipper.stop(timeout=5):
+            logger.warning("%d alarm event(s) not yet in the store stay in the journal %s "
+                           "for the next start", self.journal.pending(), self.journal.path)
+        self.journal.close()

@@ -110,6 +110,9 @@ def _schemas() -> dict[str, Any]:
                     "type": "object",
                     "properties": {"reachable": {"type": "boolean"}, "error": nullable_str},
                 },
+                "alarms": {"type": ["object", "null"],
+                           "description": "History loaded, open alarms, events not yet "
+                           "in the store, Alertmanager and webhook delivery."},
             },
         },
         "Limits": {
