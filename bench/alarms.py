@@ -193,11 +193,14 @@ def latency(samples: int) -> None:
                 await ws.send(json.dumps({"id": "1", "type": "subscribe",
                                           "payload": {"query": query}}))
                 loop.call_soon(ready.set)
-                async for raw in ws:
-                    now = time.time()
-                    message = json.loads(raw)
-                    if message.get("type") == "next":
-                        await events.put((now, message["payload"]["data"]["alarmEvents"]))
+                try:
+                    async for raw in ws:
+                        now = time.time()
+                        message = json.loads(raw)
+                        if message.get("type") == "next":
+                            await events.put((now, message["payload"]["data"]["alarmEvents"]))
+                except websockets.ConnectionClosed:
+                    return  # TPS stopped at the end of the run
 
         threading.Thread(target=loop.run_until_complete, args=(subscribe(),),
                          daemon=True).start()
