@@ -68,8 +68,8 @@ class _Keeper:
 
 
 def _pipeline(url: str, influx: InfluxServer, db: str, seconds: float, limits: bool,
-              tmp: Path) -> tuple[float, int, int]:
-    """(readings/s end to end, readings written, reports told) for one round."""
+              tmp: Path) -> tuple[float, int, int, float]:
+    """(readings/s end to end, readings written, reports told, seconds spent checking)."""
     settings = Settings(influx_url=influx.url, influx_db=db, data_dir=tmp / db, spool=True)
     stats = WriterStats()
     handle = WriterHandle(settings, lambda: InfluxStore(influx.url, db), stats)
@@ -81,14 +81,18 @@ def _pipeline(url: str, influx: InfluxServer, db: str, seconds: float, limits: b
         table.replace("bench", LimitChecker("bench", parse_limits(LIMITS)))
     check = checking_sink(table, keeper)  # type: ignore[arg-type]
     received = [0]
+    checking = [0.0]
     first: list[float] = []
     lock = threading.Lock()
+    clock = time.perf_counter
 
     def sink(batch: Sequence[Reading]) -> None:
         # The service's composition: writer first, then alarms, then the live hub.
         handle.submit(batch)
         if limits:
+            started = clock()
             check(batch)
+            checking[0] += clock() - started
         hub.publish(batch)
         with lock:
             if not first:
@@ -109,7 +113,7 @@ def _pipeline(url: str, influx: InfluxServer, db: str, seconds: float, limits: b
     written = influx.count(db)
     if written != received[0]:
         raise SystemExit(f"loss: received {received[0]}, InfluxDB holds {written}")
-    return written / (done - first[0]), written, keeper.told
+    return written / (done - first[0]), written, keeper.told, checking[0]
 
 
 def ingest(seconds: float, rounds: int) -> None:
@@ -119,13 +123,16 @@ def ingest(seconds: float, rounds: int) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="tps-bench-alarms-"))
     proc, url = start_simulator()
     rates: dict[bool, list[float]] = {False: [], True: []}
+    per_reading: list[float] = []
     try:
         for round_ in range(rounds):
             order = (False, True) if round_ % 2 == 0 else (True, False)
             for limits in order:
-                rate, written, told = _pipeline(url, influx, f"bench_{int(limits)}_{round_}",
-                                                seconds, limits, tmp)
+                rate, written, told, spent = _pipeline(
+                    url, influx, f"bench_{int(limits)}_{round_}", seconds, limits, tmp)
                 rates[limits].append(rate)
+                if limits:
+                    per_reading.append(spent / written)
                 print(f"round {round_} limits {'on ' if limits else 'off'}: {rate:,.0f} "
                       f"readings/s ({written} written, verified; {told} report(s))",
                       flush=True)
@@ -145,6 +152,12 @@ def ingest(seconds: float, rounds: int) -> None:
     ratios = [b / a for a, b in zip(rates[False], rates[True], strict=True)]
     print("per-round on/off:", [round(r, 3) for r in ratios],
           "median", round(statistics.median(ratios), 3))
+    # The load-insensitive figure: what the check itself costs per reading (timed in
+    # the sink, timer calls included), against the time one reading takes end to end.
+    cost = statistics.median(per_reading)
+    print(f"checker cost: {cost * 1e9:.0f} ns per reading (median of rounds) = "
+          f"{cost * off:.2%} of the limits-off time per reading; implied ratio "
+          f"{1 / (1 + cost * off):.3f}")
 
 
 def _percentile(values: list[float], p: float) -> float:
