@@ -376,3 +376,28 @@ def test_bad_limits_unknown_ids_and_missing_tokens_are_clear_errors(
     assert request(tps, "GET", limits)[1]["yellowHigh"] is None
     # Clearing the limits returns the alarm; it is still to be acknowledged.
     assert request(tps, "GET", action)[1]["outOfLimits"] is False
+
+
+def test_api_role_answers_alarms_from_the_store_and_changes_nothing(
+    tps: TpsProcess, feed: ControlledFeed, tmp_path: Path
+) -> None:
+    feed.push(20.0, 31.0, 31.0)
+    wait_until(lambda: request(tps, "GET", "/api/alarms?active=true")[1]["alarms"],
+               what="the alarm in the ingesting process")
+    [alarm] = request(tps, "GET", "/api/alarms?active=true")[1]["alarms"]
+    api = TpsProcess(tmp_path, {"TPS_ROLE": "api", "TPS_DATA_DIR": str(tps.data_dir),
+                                "TPS_CONTROL_TOKEN": TOKEN}, name="api")
+    try:
+        api.start()
+        wait_until(lambda: _graphql(api, "{ alarms(active: true) { id state } }")
+                   .get("data", {}).get("alarms"), timeout=10,
+                   what="the alarm read from the store by the api process")
+        assert _graphql(api, "{ alarms(active: true) { id state } }")["data"]["alarms"] == [
+            {"id": alarm["id"], "state": "ACTIVE"}]
+        status, answer = request(api, "POST", f"/api/alarms/{alarm['id']}/acknowledge", {})
+        assert status == 503 and "role=api" in answer["error"]["message"]
+        refused = _graphql(api, f'mutation {{ acknowledgeAlarm(id: "{alarm["id"]}") '
+                           "{ id } }", token=TOKEN)
+        assert "role=api" in refused["errors"][0]["message"]
+    finally:
+        api.close()
