@@ -68,8 +68,9 @@ class _Keeper:
 
 
 def _pipeline(url: str, influx: InfluxServer, db: str, seconds: float, limits: bool,
-              tmp: Path) -> tuple[float, int, int, float]:
-    """(readings/s end to end, readings written, reports told, seconds spent checking)."""
+              tmp: Path) -> tuple[float, int, int, float, float]:
+    """(readings/s end to end, readings written, reports told, seconds spent checking,
+    this process's CPU seconds per reading)."""
     settings = Settings(influx_url=influx.url, influx_db=db, data_dir=tmp / db, spool=True)
     stats = WriterStats()
     handle = WriterHandle(settings, lambda: InfluxStore(influx.url, db), stats)
@@ -100,6 +101,7 @@ def _pipeline(url: str, influx: InfluxServer, db: str, seconds: float, limits: b
             received[0] += len(batch)
 
     feed = FeedConfig(name="bench", url=url, protocol="auto")
+    cpu_start = time.process_time()
     poller = FeedPoller().start()
     ref = StreamReader.start(feed, sink, StreamStats(feed.name, feed.url, feed.protocol,
                                                      feed.query), poller=poller)
@@ -109,11 +111,12 @@ def _pipeline(url: str, influx: InfluxServer, db: str, seconds: float, limits: b
     if not handle.flush(120):
         raise SystemExit(f"writer did not flush: {stats}")
     done = time.perf_counter()
+    cpu = time.process_time() - cpu_start
     handle.stop(10)
     written = influx.count(db)
     if written != received[0]:
         raise SystemExit(f"loss: received {received[0]}, InfluxDB holds {written}")
-    return written / (done - first[0]), written, keeper.told, checking[0]
+    return written / (done - first[0]), written, keeper.told, checking[0], cpu / written
 
 
 def ingest(seconds: float, rounds: int) -> None:
@@ -124,13 +127,15 @@ def ingest(seconds: float, rounds: int) -> None:
     proc, url = start_simulator()
     rates: dict[bool, list[float]] = {False: [], True: []}
     per_reading: list[float] = []
+    cpu: dict[bool, list[float]] = {False: [], True: []}
     try:
         for round_ in range(rounds):
             order = (False, True) if round_ % 2 == 0 else (True, False)
             for limits in order:
-                rate, written, told, spent = _pipeline(
+                rate, written, told, spent, cpu_per = _pipeline(
                     url, influx, f"bench_{int(limits)}_{round_}", seconds, limits, tmp)
                 rates[limits].append(rate)
+                cpu[limits].append(cpu_per)
                 if limits:
                     per_reading.append(spent / written)
                 print(f"round {round_} limits {'on ' if limits else 'off'}: {rate:,.0f} "
@@ -154,6 +159,10 @@ def ingest(seconds: float, rounds: int) -> None:
           "median", round(statistics.median(ratios), 3))
     # The load-insensitive figure: what the check itself costs per reading (timed in
     # the sink, timer calls included), against the time one reading takes end to end.
+    cpu_off, cpu_on = statistics.median(cpu[False]), statistics.median(cpu[True])
+    print(f"TPS process CPU per reading (median of rounds): off {cpu_off * 1e6:.2f} us, "
+          f"on {cpu_on * 1e6:.2f} us: readings per CPU second on/off "
+          f"{cpu_off / cpu_on:.3f}")
     cost = statistics.median(per_reading)
     print(f"checker cost: {cost * 1e9:.0f} ns per reading (median of rounds) = "
           f"{cost * off:.2%} of the limits-off time per reading; implied ratio "
