@@ -152,3 +152,11 @@ def test_shipper_waits_out_an_influxdb_outage_and_loses_nothing(
     stored = open_log()
     assert stored.events() == history
     assert stored.latest()[-1].alarm.state is AlarmState.ACTIVE
+
+
+def test_names_no_tag_can_carry_find_nothing(log: AlarmLog) -> None:
+    log.ensure_ready()
+    log.write(_history())
+    for name in ("\ro", "a\nb", "trailing\\"):
+        assert log.events(stream=name) == []
+        assert log.events(alarm_id=name) == []

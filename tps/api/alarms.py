@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 import time
 import weakref
@@ -52,6 +53,7 @@ logger = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 16 * 1024
 MAX_ID_CHARS = 64
+_ALARM_ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 Route = tuple[str, type[tornado.web.RequestHandler], dict[str, Any]]
 
 
@@ -223,8 +225,9 @@ class AlarmsApi:
 
 
 def check_alarm_id(alarm_id: object) -> str:
-    """An id is short text; anything else cannot name an alarm (UnknownAlarm)."""
-    if not isinstance(alarm_id, str) or not alarm_id or len(alarm_id) > MAX_ID_CHARS:
+    """Ids are short and plain (TPS makes 16 hex digits); anything else names no alarm
+    (UnknownAlarm) and never reaches a store query."""
+    if not isinstance(alarm_id, str) or not _ALARM_ID.fullmatch(alarm_id):
         raise UnknownAlarm(str(alarm_id)[:MAX_ID_CHARS])
     return alarm_id
 

@@ -31,7 +31,7 @@ from tps.config.settings import Settings
 from tps.errors import StoreError, StoreUnavailable
 from tps.store import influxql
 from tps.store.influx import InfluxStore
-from tps.store.lineprotocol import escape_tag_value
+from tps.store.lineprotocol import escape_tag_value, is_storable
 
 logger = logging.getLogger(__name__)
 
@@ -121,6 +121,9 @@ class InfluxAlarmLog:
                stream: str | None = None, alarm_id: str | None = None,
                limit: int = MAX_EVENTS) -> list[AlarmEvent]:
         """``SELECT "record"`` over the window, oldest first."""
+        for name in (stream, alarm_id):
+            if name is not None and not is_storable(name):
+                return []  # no point can carry such a tag value
         try:
             after_ns, before_ns = influxql.clamp_window(after_ns, before_ns)
         except ValueError:
