@@ -12,7 +12,11 @@ How configured feeds (``TPS_FEEDS`` / the TOML file) merge with the registry:
 - a stream removed at runtime is remembered as a *tombstone*, so a configured feed of
   that name does not come back on the next start (adding it again over the API clears
   the tombstone);
-- a configured feed the registry has never seen is added, running.
+- a configured feed the registry has never seen is added, running;
+- limits set or cleared over the API (issue 11) are kept in the stream's entry
+  (``"limits": {...}`` or ``null``) and win over the configured ``[[limits]]``; an
+  entry without the key uses the configured ones. Invalid stored limits lose only
+  themselves (logged), not the registry.
 
 A registry file that cannot be read as a registry is renamed aside
 (``streams.json.corrupt-<UTC timestamp>``), reported in one log line, and TPS starts
