@@ -34,6 +34,7 @@ import pykka
 import tornado.web
 
 from tps.actors.alarms import AlarmBoard, AlarmKeeperProxy, AlarmView
+from tps.actors.supervisor import SupervisorProxy
 from tps.alarms.lifecycle import check_comment, check_shelve_seconds
 from tps.alarms.limits import FIELDS, Limits, parse_limits
 from tps.alarms.model import AlarmEvent, AlarmSnapshot
@@ -203,7 +204,7 @@ class AlarmsApi:
                                     "and evaluates no limits; use the ingest process")
         return self._keeper
 
-    def _require_supervisor(self) -> Any:
+    def _require_supervisor(self) -> SupervisorProxy:
         if self._ctx.supervisor is None or self._keeper is None:
             raise AlarmsUnavailable(f"this TPS process runs role={self._ctx.settings.role} "
                                     "and has no streams; use the ingest process")
