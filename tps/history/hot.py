@@ -299,11 +299,15 @@ class HotTier:
             self._bytes += stream.nbytes() - before
             return True
 
-    def end_load(self, name: str) -> None:
-        """The loader is done with ``name`` (it reached the window or the budget)."""
+    def end_load(self, name: str, *, everything: bool = False) -> None:
+        """The loader is done with ``name``: it reached the window or the budget, or
+        (``everything``) the stream's oldest stored reading."""
         with self._lock:
             stream = self._streams.get(name)
             if stream is not None:
+                if everything and stream.load_point is not None and \
+                        stream.complete_from is not None:
+                    stream.complete_from = -FOREVER
                 self._end_load_locked(stream)
 
     def _end_load_locked(self, stream: _Stream) -> None:
