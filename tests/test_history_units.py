@@ -242,3 +242,23 @@ def test_folding_batch_by_batch_equals_folding_all_at_once(
             want = expected[key]
             assert (agg.min, agg.max, agg.count) == (want.min, want.max, want.count)
             assert math.isclose(agg.sum, want.sum, rel_tol=1e-12, abs_tol=1e-9)
+
+
+# --- settings ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("raw", "seconds"), [
+    ("31d", 31 * 86_400.0), ("12h", 43_200.0), ("90m", 5_400.0), ("3600", 3_600.0),
+    ("1.5h", 5_400.0)])
+def test_the_hot_window_takes_a_duration(raw: str, seconds: float) -> None:
+    from tps.config.settings import load_settings
+    assert load_settings({"TPS_HOT_WINDOW": raw}).hot_window == seconds
+
+
+@pytest.mark.parametrize("raw", ["soon", "-1d", "10", "20y"])
+def test_a_bad_hot_window_names_the_setting(raw: str) -> None:
+    from tps.config.settings import load_settings
+    from tps.errors import ConfigError
+    with pytest.raises(ConfigError) as caught:
+        load_settings({"TPS_HOT_WINDOW": raw})
+    assert caught.value.setting == "TPS_HOT_WINDOW"

@@ -418,9 +418,15 @@ class HotTier:
         return out, horizon
 
     def streams(self) -> list[str]:
-        """Every stream held (ready or not)."""
+        """Every stream held (answerable or not)."""
         with self._lock:
             return list(self._streams)
+
+    def unloaded(self) -> list[str]:
+        """Streams held from appends only, which the loader has not begun."""
+        with self._lock:
+            return [name for name, s in self._streams.items()
+                    if s.complete_from is None and s.load_point is None]
 
     def status(self) -> HotStatus:
         """Figures for /health."""

@@ -4,7 +4,8 @@ The protocol that keeps memory equal to the store is :class:`tps.history.hot.Hot
 (read its docstring); this class only decides what to read next: one query per time
 chunk for all streams being loaded, newest chunk first, the chunk's span adapted so a
 query returns about ``target_rows`` readings, until the hot window or the byte budget
-is reached. Blocking; runs on the history actor's thread with its own store.
+is reached. Blocking, one chunk per :meth:`HotLoader.step`; the history actor
+(:mod:`tps.actors.history`) steps it on its own thread with its own store.
 """
 
 from __future__ import annotations
@@ -46,49 +47,72 @@ class HotLoader:
         self.store = store
         self.target_rows = target_rows
         self._clock = clock
+        self._names: list[str] = []
+        self._active: list[str] = []
+        self._oldest: dict[str, int] = {}
+        self._started = 0.0
+        self._window_lo = self._upper = self._span = 0
+        self._readings = self._queries = 0
+        self._stopped_by = "empty"
 
     def load(self, streams: Sequence[str]) -> LoadReport:
         """Load ``streams`` (blocking) and return what was done."""
-        started = time.monotonic()
-        names = list(dict.fromkeys(streams))
-        newest = self.store.newest_times(names)
-        self.hot.begin_load(newest, names)
-        active = [name for name in names if name in newest]
-        oldest = self.store.oldest_times(active) if active else {}
-        window_lo = floor_to(self._clock() - self.hot.window_ns, MINUTE)
-        readings = queries = 0
-        stopped_by = "empty" if not active else "window"
-        upper = floor_to(max(newest.values()), MINUTE) + MINUTE if active else window_lo
-        span = MINUTE
-        try:
-            while active and upper > window_lo:
-                if self.hot.room() <= 0:
-                    stopped_by = "budget"
-                    break
-                lo = max(upper - span, window_lo)
-                data = self.store.readings_arrays(lo, upper - 1, active)
-                queries += 1
-                rows = 0
-                for name in list(active):
-                    times, values = data.get(name) or (array("q"), array("d"))
-                    rows += len(times)
-                    if not self.hot.prepend(name, times, values, lo):
-                        active.remove(name)
-                        stopped_by = "evicted"
-                    elif lo <= oldest.get(name, lo):
-                        active.remove(name)  # everything stored is held
-                        self.hot.end_load(name, everything=True)
-                readings += rows
-                span = _next_span(span, rows, self.target_rows)
-                upper = lo
-        finally:
-            for name in names:
-                self.hot.end_load(name)
-        report = LoadReport(len(names), readings, queries, time.monotonic() - started,
-                            stopped_by)
-        logger.info("Hot tier: loaded %d readings of %d stream(s) from the store in %.1f s "
-                    "(%d queries; stopped at the %s)", report.readings, report.streams,
-                    report.seconds, report.queries, report.stopped_by)
+        self.begin(streams)
+        while self.step():
+            pass
+        return self.finish()
+
+    def begin(self, streams: Sequence[str]) -> None:
+        """Start loading ``streams``: read their newest and oldest stored times."""
+        self._started = time.monotonic()
+        self._names = list(dict.fromkeys(streams))
+        newest = self.store.newest_times(self._names)
+        self.hot.begin_load(newest, self._names)
+        self._active = [name for name in self._names if name in newest]
+        self._oldest = self.store.oldest_times(self._active) if self._active else {}
+        self._window_lo = floor_to(self._clock() - self.hot.window_ns, MINUTE)
+        self._readings = self._queries = 0
+        self._stopped_by = "empty" if not self._active else "window"
+        self._upper = (floor_to(max(newest.values()), MINUTE) + MINUTE if self._active
+                       else self._window_lo)
+        self._span = MINUTE
+
+    def step(self) -> bool:
+        """Load the next (older) chunk; False when the load is over."""
+        if not self._active or self._upper <= self._window_lo:
+            return False
+        if self.hot.room() <= 0:
+            self._stopped_by = "budget"
+            return False
+        lo = max(self._upper - self._span, self._window_lo)
+        data = self.store.readings_arrays(lo, self._upper - 1, self._active)
+        self._queries += 1
+        rows = 0
+        for name in list(self._active):
+            times, values = data.get(name) or (array("q"), array("d"))
+            rows += len(times)
+            if not self.hot.prepend(name, times, values, lo):
+                self._active.remove(name)
+                self._stopped_by = "evicted"
+            elif lo <= self._oldest.get(name, lo):
+                self._active.remove(name)  # everything stored is held
+                self.hot.end_load(name, everything=True)
+        self._readings += rows
+        self._span = _next_span(self._span, rows, self.target_rows)
+        self._upper = lo
+        return bool(self._active) and self._upper > self._window_lo
+
+    def finish(self) -> LoadReport:
+        """End the load of every stream (also after a failure) and report."""
+        for name in self._names:
+            self.hot.end_load(name)
+        report = LoadReport(len(self._names), self._readings, self._queries,
+                            time.monotonic() - self._started, self._stopped_by)
+        self._names, self._active = [], []
+        if report.streams:
+            logger.info("Hot tier: loaded %d readings of %d stream(s) from the store in "
+                        "%.1f s (%d queries; stopped at the %s)", report.readings,
+                        report.streams, report.seconds, report.queries, report.stopped_by)
         return report
 
 
