@@ -34,7 +34,7 @@ def _run(store: Store, opened: list[Store]) -> None:
     progress = BackfillProgress()
 
     def factory() -> Store:
-        opened.append(type(store)(*_args(store)))  # type: ignore[call-arg]
+        opened.append(type(store)(*_args(store)))
         return opened[-1]
 
     actor = HistoryActor.start(factory, hot, progress, ["a", "b"])
