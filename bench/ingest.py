@@ -43,9 +43,12 @@ from tps.store.influx import InfluxStore  # noqa: E402
 
 
 def pipeline(url: str, influx: InfluxServer, db: str, seconds: float, spool: bool,
-             tmp: Path) -> tuple[float, int, float]:
-    """(readings/s end to end, readings written, seconds the final flush took)."""
-    settings = Settings(influx_url=influx.url, influx_db=db, data_dir=tmp / db, spool=spool)
+             tmp: Path, rollups: bool = False) -> tuple[float, int, float]:
+    """(readings/s end to end, readings written, seconds the final flush took).
+
+    ``rollups``: the writer keeps rollups and feeds a hot tier, as in the ``all`` role."""
+    settings = Settings(influx_url=influx.url, influx_db=db, data_dir=tmp / db, spool=spool,
+                        rollups=rollups)
     stats = WriterStats()
     handle = WriterHandle(settings, lambda: InfluxStore(influx.url, db), stats)
     handle.start()
