@@ -262,3 +262,21 @@ def test_a_bad_hot_window_names_the_setting(raw: str) -> None:
     with pytest.raises(ConfigError) as caught:
         load_settings({"TPS_HOT_WINDOW": raw})
     assert caught.value.setting == "TPS_HOT_WINDOW"
+
+
+def test_history_health_reports_backfill_and_hot_tier() -> None:
+    from tps.history.backfill import BackfillProgress
+    from tps.history.health import HistoryHealth
+    from tps.history.hot import HotTier
+
+    hot = HotTier(DAY, 1 << 20)
+    hot.begin_load({}, ["a"])
+    hot.append([Reading("a", T0, 1.0)])
+    progress = BackfillProgress()
+    progress.update(state="running", hours_total=10, hours_done=4)
+    body = HistoryHealth(True, hot, progress).as_dict()
+    assert body["rollups"] is True
+    assert body["backfill"]["state"] == "running" and body["backfill"]["done"] == 0.4
+    assert body["hot"]["streams"] == 1 and body["hot"]["ready"] == 1
+    assert HistoryHealth(False, None, None).as_dict() == {
+        "rollups": False, "backfill": None, "hot": None}
