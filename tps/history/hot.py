@@ -38,12 +38,16 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from tps.history.buckets import HOUR, MINUTE, TIERS, Aggregate, combine, floor_to, fold_sorted
+from tps.history.buckets import DAY, MINUTE, TIERS, Aggregate, combine, floor_to, fold_sorted
 from tps.history.planner import FOREVER, Buckets, Coverage, Piece, Raw, plan, usable_tiers
 from tps.model import Reading
 
 logger = logging.getLogger(__name__)
 
+HOT_TIERS = (DAY, *TIERS)
+"""Bucket widths held in memory: the stored tiers plus whole days, which make a 30-day
+window 30 buckets instead of 720 (statistics over it took 170 us with hours only, on
+this machine, 2026-11-29)."""
 READING_BYTES = 16
 TIER_ENTRY_BYTES = 40
 _EVICT_TO = 0.95  # after eviction, bytes are at most this share of the budget
@@ -133,7 +137,7 @@ class _Stream:
     def __init__(self) -> None:
         self.times = array("q")
         self.values = array("d")
-        self.tiers = {width: _Tier(width) for width in TIERS}
+        self.tiers = {width: _Tier(width) for width in HOT_TIERS}
         self.last_ns: int | None = None
         self.load_point: int | None = None
         """While loading: the loader brings every stored reading at or before this."""
@@ -158,12 +162,12 @@ class _Stream:
         if cut:
             times, values = list(self.times[cut:]), list(self.values[cut:])
             self.times, self.values = array("q"), array("d")
-            self.tiers = {width: _Tier(width) for width in TIERS}
+            self.tiers = {width: _Tier(width) for width in HOT_TIERS}
             if times:
                 self.extend(times, values)
 
     def refold(self, lo: int, hi: int) -> None:
-        """Recompute the buckets of ``[lo, hi)`` (whole hours) from the readings held."""
+        """Recompute the buckets of ``[lo, hi)`` (whole days) from the readings held."""
         i = bisect_left(self.times, lo)
         k = bisect_left(self.times, hi, i)
         times, values = self.times[i:k], self.values[i:k]
@@ -291,8 +295,8 @@ class HotTier:
                     stream.values[0:0] = values[:j]
                     if stream.last_ns is None:
                         stream.last_ns = stream.times[-1]
-                # The touched hours, including the one the chunk completes.
-                stream.refold(floor_to(lo, HOUR), floor_to(upper - 1, HOUR) + HOUR)
+                # The touched days, including the one the chunk completes.
+                stream.refold(floor_to(lo, DAY), floor_to(upper - 1, DAY) + DAY)
                 stream.complete_from = lo
             elif stream.complete_from is None:
                 stream.complete_from = upper
@@ -385,7 +389,7 @@ class HotTier:
             lo = max(after_ns, horizon)
             if lo > before_ns:
                 return None, horizon
-            pieces = plan(lo, before_ns, Coverage([(horizon, FOREVER)]))
+            pieces = plan(lo, before_ns, Coverage([(horizon, FOREVER)]), HOT_TIERS)
             parts = [_piece_aggregate(self._streams[name], piece)
                      for name in streams for piece in pieces]
             return combine(parts), horizon
@@ -402,7 +406,7 @@ class HotTier:
             if lo > before_ns:
                 return {}, horizon
             pieces = plan(lo, before_ns, Coverage([(horizon, FOREVER)]),
-                          usable_tiers(interval))
+                          usable_tiers(interval, HOT_TIERS))
             merged: dict[int, list[Aggregate]] = {}
             for name in streams:
                 stream = self._streams[name]
