@@ -114,6 +114,14 @@ class CoverageBoard:
             self._snapshot = snapshot
         return snapshot
 
+    def stale(self) -> bool:
+        """True when no snapshot is younger than ``ttl`` (a caller on the IO loop then
+        asks a query actor to :meth:`fresh` it, since memory answers never do)."""
+        with self._lock:
+            snapshot = self._snapshot
+            return snapshot is None or (time.monotonic() - snapshot.taken_at > self.ttl
+                                        and not self._refreshing)
+
     def invalidate(self) -> None:
         """Make the next :meth:`fresh` read the store (after a rebuild, in tests)."""
         with self._lock:
@@ -180,13 +188,17 @@ class History:
         self.board = board or CoverageBoard()
 
     def _memory_streams(self, stream: str | None) -> list[str] | None:
-        """The streams memory must hold to answer, or None when it cannot know them."""
+        """The streams memory must hold to answer, or None when it cannot know them.
+
+        For all streams: every stream the store listed at the last snapshot and every
+        stream memory holds (one this process started writing since)."""
         if stream is not None:
             return [stream]
         snapshot = self.board.current()
-        if snapshot is None or not snapshot.streams:
+        if snapshot is None or self.hot is None:
             return None
-        return list(snapshot.streams)
+        names = list(dict.fromkeys([*snapshot.streams, *self.hot.streams()]))
+        return names or None
 
     # --- statistics -------------------------------------------------------------------
 
