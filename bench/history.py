@@ -37,7 +37,6 @@ import argparse
 import json
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -220,10 +219,11 @@ def query_rows(args: argparse.Namespace, influx: InfluxServer, tmp: Path) -> lis
            "TPS_LOG_LEVEL": "INFO"}
     started = time.monotonic()
     tps_all = TpsProcess(tmp, {**env, "TPS_FEEDS": f"{STREAM}={sim.url(STREAM)}"},
-                         "tps-all").start()
+                         "tps-all")
     tps_api: TpsProcess | None = None
     lines: list[str] = []
     try:
+        tps_all.start(timeout=60)
         history = wait_history(tps_all, 600, hot=True)
         ready = time.monotonic() - started
         lines.append(f"backfill of {args.days} d x 2 Hz ({args.days * DAY_S * 2:,} readings): "
@@ -297,7 +297,8 @@ def rss_rows(args: argparse.Namespace, tmp: Path) -> list[str]:
         feeds = ",".join(f"f{i}={sim.url(f'f{i}')}" for i in range(args.feeds))
         tps = TpsProcess(tmp, {"TPS_FEEDS": feeds, "TPS_INFLUX_URL": influx.url,
                                "TPS_INFLUX_DB": "rss", "TPS_HTTP_PORT": str(free_port())},
-                         "tps-rss").start()
+                         "tps-rss")
+        tps.start(timeout=120)  # assigned first, so a failed start is still cleaned up
         history = wait_history(tps, 900, hot=True)
         assert tps.proc is not None
         peak = 0.0
@@ -313,7 +314,7 @@ def rss_rows(args: argparse.Namespace, tmp: Path) -> list[str]:
                 f"backfill {history['backfill']['seconds']} s"]
     finally:
         if tps is not None:
-            tps.signal(signal.SIGTERM, timeout=60)
+            tps.close()
         if sim is not None:
             sim.close()
         influx.close()

@@ -31,11 +31,12 @@ from tps.history.buckets import (
 )
 from tps.history.hot import HotTier
 from tps.history.planner import FOREVER, NOTHING, Coverage, plan, usable_tiers
-from tps.model import Statistics
+from tps.model import Statistics, ns_to_datetime
 from tps.store.base import Store
 
 logger = logging.getLogger(__name__)
 
+_MAX_LABELS = 50_000
 COVERAGE_TTL = 1.0
 """Seconds a coverage snapshot is used before a query actor reads it again."""
 
@@ -87,6 +88,8 @@ class CoverageBoard:
         self._lock = threading.Lock()
         self._snapshot: CoverageSnapshot | None = None
         self._refreshing = False
+        self.refresh_task: object | None = None
+        """The IO loop's pending refresh request (touched by the IO loop only)."""
 
     def current(self) -> CoverageSnapshot | None:
         """The newest snapshot, however old (None before the first read)."""
@@ -149,6 +152,8 @@ class SeriesBucket:
     max: float
     mean: float
     count: int
+    time_iso: str = ""
+    """``time_ns`` as the API prints it (``ns_to_datetime(...).isoformat()``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,6 +191,18 @@ class History:
     def __init__(self, hot: HotTier | None, board: CoverageBoard | None = None) -> None:
         self.hot = hot
         self.board = board or CoverageBoard()
+        # Bucket starts recur in every answer (epoch-aligned): their text is kept, since
+        # formatting 500 datetimes was a third of a series answer's cost. Bounded; a
+        # race between threads only formats a label twice.
+        self._labels: dict[int, str] = {}
+
+    def _label(self, time_ns: int) -> str:
+        text = self._labels.get(time_ns)
+        if text is None:
+            if len(self._labels) >= _MAX_LABELS:
+                self._labels = {}
+            text = self._labels[time_ns] = ns_to_datetime(time_ns).isoformat()
+        return text
 
     def _memory_streams(self, stream: str | None) -> list[str] | None:
         """The streams memory must hold to answer, or None when it cannot know them.
@@ -263,16 +280,17 @@ class History:
         for label, agg in question.memory.items():
             earlier = merged.get(label)
             merged[label] = agg if earlier is None else earlier.merge(agg)
-        return _series(interval, merged)
+        return self._series(interval, merged)
 
     def series_now(self, question: SeriesPlan) -> Series | None:
         """The answer when memory held the whole window, else None."""
         if question.store_window is not None:
             return None
-        return _series(question.interval_ns, question.memory)
+        return self._series(question.interval_ns, question.memory)
 
-
-def _series(interval: int, buckets: dict[int, Aggregate]) -> Series:
-    return Series(interval, [
-        SeriesBucket(label, agg.min, agg.max, agg.sum / agg.count, agg.count)
-        for label, agg in sorted(buckets.items()) if agg.count])
+    def _series(self, interval: int, buckets: dict[int, Aggregate]) -> Series:
+        label = self._label
+        return Series(interval, [
+            SeriesBucket(start, agg.min, agg.max, agg.sum / agg.count, agg.count,
+                         label(start))
+            for start, agg in sorted(buckets.items()) if agg.count])

@@ -23,11 +23,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 
-from tps.history.buckets import DAY, HOUR, MINUTE, Aggregate, ceil_to, combine, floor_to
+from tps.history.buckets import DAY, HOUR, MINUTE, ceil_to, floor_to
 from tps.history.planner import Coverage
+from tps.history.rollup import points_from_minutes
 from tps.history.types import CoverageMark, CoverageRange, RollupPoint, RollupWrite
 from tps.store.base import Store
 
@@ -169,7 +169,7 @@ class Backfill:
         marks: list[CoverageMark] = []
         for task, c_lo, c_hi in chunk:
             mine = [(s, a) for s, a in minutes.get(task.stream, []) if c_lo <= s < c_hi]
-            points.extend(_points(task.stream, mine))
+            points.extend(points_from_minutes(task.stream, mine))
             marks.append(CoverageMark(task.stream, task.key, lo=c_lo))
             self._done_to[task] = c_lo
             self._hours_done += (c_hi - c_lo) // HOUR
@@ -213,19 +213,6 @@ class Backfill:
             seconds = (status.finished_at or 0.0) - (status.started_at or 0.0)
             logger.info("Rollup backfill: done, %d stream-hours in %.1f s", status.hours_done,
                         seconds)
-
-
-def _points(stream: str, minutes: Sequence[tuple[int, Aggregate]]) -> list[RollupPoint]:
-    """Minute points and the hour points combined from them."""
-    points = [RollupPoint(stream, MINUTE, start, agg) for start, agg in minutes]
-    hours: dict[int, list[Aggregate]] = {}
-    for start, agg in minutes:
-        hours.setdefault(floor_to(start, HOUR), []).append(agg)
-    for start, parts in hours.items():
-        total = combine(parts)
-        if total is not None:
-            points.append(RollupPoint(stream, HOUR, start, total))
-    return points
 
 
 def _iso(time_ns: int) -> str:

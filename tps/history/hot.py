@@ -114,17 +114,39 @@ class _Tier:
         """The buckets starting in ``[start, end)`` combined per ``interval`` bucket."""
         i = bisect_left(self.starts, start)
         j = bisect_left(self.starts, end, i)
-        out: list[tuple[int, Aggregate]] = []
+        starts, mins, maxs = self.starts, self.mins, self.maxs
+        sums, counts = self.sums, self.counts
         if interval == self.width:
-            starts, mins, maxs = self.starts, self.mins, self.maxs
-            sums, counts = self.sums, self.counts
             return [(starts[k], Aggregate(mins[k], maxs[k], sums[k], counts[k]))
                     for k in range(i, j)]
+        if (j - i) * self.width <= 16 * interval:
+            # Few buckets per interval (2 h of hours, 5 m of minutes...): one pass.
+            out: list[tuple[int, Aggregate]] = []
+            current: int | None = None
+            lo = hi = 0.0
+            n = 0
+            parts: list[float] = []
+            for k in range(i, j):
+                start = starts[k]
+                label_k = start - start % interval
+                if label_k != current:
+                    if current is not None:
+                        out.append((current, Aggregate(lo, hi, math.fsum(parts), n)))
+                    current, lo, hi, parts, n = label_k, mins[k], maxs[k], [sums[k]], counts[k]
+                else:
+                    lo = min(lo, mins[k])
+                    hi = max(hi, maxs[k])
+                    parts.append(sums[k])
+                    n += counts[k]
+            if current is not None:
+                out.append((current, Aggregate(lo, hi, math.fsum(parts), n)))
+            return out
+        out = []
         while i < j:
-            label = floor_to(self.starts[i], interval)
-            k = bisect_left(self.starts, label + interval, i, j)
-            out.append((label, Aggregate(min(self.mins[i:k]), max(self.maxs[i:k]),
-                                         math.fsum(self.sums[i:k]), sum(self.counts[i:k]))))
+            label_i = floor_to(starts[i], interval)
+            k = bisect_left(starts, label_i + interval, i, j)
+            out.append((label_i, Aggregate(min(mins[i:k]), max(maxs[i:k]),
+                                           math.fsum(sums[i:k]), sum(counts[i:k]))))
             i = k
         return out
 

@@ -12,12 +12,13 @@ order), so a reading at or before the newest one already folded is a replay of a
 stored reading and is skipped.
 
 Before the first batch of a stream, the writer *adopts* it (:func:`adopt`): it reads
-the newest stored reading of the stream and the raw per-minute aggregates of that
-reading's hour, so the open buckets start from exactly what the store holds, whatever
-a previous process did. The hour's buckets are rewritten with the next batch, and the
-stream's live coverage continues the stored one when that ends exactly at the newest
-stored reading (the previous process wrote rollups up to its last write), else starts
-at that hour.
+the newest stored reading of the stream and the per-minute aggregates of that reading's
+hour - the stored minute rollups when the stored coverage ends exactly at that reading,
+else computed from the raw readings - so the open buckets start from exactly what the
+store holds, whatever a previous process did. The hour's buckets are rewritten with the
+next batch, and the stream's live coverage continues the stored one when that ends
+exactly at the newest stored reading (the previous process wrote rollups up to its last
+write), else starts at that hour.
 
 Not thread-safe: the writer actor owns it.
 """
@@ -166,6 +167,40 @@ def _fold(open_bucket: tuple[int, Aggregate] | None, folded: list[tuple[int, Agg
     return current
 
 
+def points_from_minutes(stream: str, minutes: Sequence[tuple[int, Aggregate]]
+                        ) -> list[RollupPoint]:
+    """Minute points and the hour points combined from them (whole hours of minutes)."""
+    points = [RollupPoint(stream, MINUTE, start, agg) for start, agg in minutes]
+    hours: dict[int, list[Aggregate]] = {}
+    for start, agg in minutes:
+        hours.setdefault(floor_to(start, HOUR), []).append(agg)
+    for start, parts in hours.items():
+        total = combine(parts)
+        if total is not None:
+            points.append(RollupPoint(stream, HOUR, start, total))
+    return points
+
+
+def repair(store: Store, state: RollupState, readings: Sequence[Reading]) -> None:
+    """After a partial write - the store kept a batch but dropped some of its readings,
+    which the rollups written with it counted - recompute the hours the batch touched
+    from the raw readings kept, and adopt its streams again before their next batch.
+
+    Blocking; the writer calls it on its own thread.
+    """
+    if not readings:
+        return
+    streams = sorted({r.stream for r in readings})
+    lo = floor_to(min(r.time_ns for r in readings), HOUR)
+    hi = floor_to(max(r.time_ns for r in readings), HOUR) + HOUR
+    minutes = store.raw_aggregates(lo, hi - 1, MINUTE, streams)
+    points = [p for stream, aggs in minutes.items() for p in points_from_minutes(stream, aggs)]
+    store.write_rollups(RollupWrite(tuple(points)))
+    state.forget(streams)
+    logger.warning("Rollups: recomputed %d hour(s) of %d stream(s) from raw readings after "
+                   "the store dropped part of a batch", (hi - lo) // HOUR, len(streams))
+
+
 def adopt(store: Store, state: RollupState, streams: Sequence[str]) -> None:
     """Adopt ``streams`` from ``store`` (see the module docstring): one query for the
     newest readings and coverage, and one per distinct newest hour (usually one).
@@ -185,11 +220,16 @@ def adopt(store: Store, state: RollupState, streams: Sequence[str]) -> None:
         else:
             by_hour.setdefault(floor_to(newest_ns, HOUR), []).append(stream)
     for hour_start, names in by_hour.items():
-        minutes = store.raw_aggregates(hour_start, hour_start + HOUR - 1, MINUTE, names)
+        continuing = {stream: at for stream in names for at, _, until
+                      in coverage.get(stream, ()) if until == newest[stream]}
+        # Where the stored coverage ends at the newest reading, the stored minute points
+        # of its hour are exact (written with the readings): 60 points, not the raw hour.
+        last = hour_start + HOUR - 1
+        fresh = [stream for stream in names if stream not in continuing]
+        minutes = store.raw_aggregates(hour_start, last, MINUTE, fresh) if fresh else {}
+        if continuing:
+            minutes.update(store.rollups(MINUTE, hour_start, last, list(continuing)))
         for stream in names:
-            newest_ns = newest[stream]
-            continuing = next((at for at, _, until in coverage.get(stream, ())
-                               if until == newest_ns), None)
-            state.adopt(stream, newest_ns, minutes.get(stream, []), continuing)
+            state.adopt(stream, newest[stream], minutes.get(stream, []), continuing.get(stream))
     logger.info("Rollups: adopted %d stream(s) from the store (%d newest hour(s) read)",
                 len(streams), len(by_hour))
