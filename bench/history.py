@@ -256,6 +256,20 @@ def query_rows(args: argparse.Namespace, influx: InfluxServer, tmp: Path) -> lis
         for label, server, row in table:
             lines.append(f"| {label} | {server} | {row['rps']:,.0f} | {row['p50']:.1f} | "
                          f"{row['p99']:.1f} | {row['errors']:.0f} |")
+        # Answer reuse: many clients asking the same question (the last hour, ending at
+        # the current second) of an api process, with reuse off and at 0.25 s.
+        reuse = TpsProcess(tmp, {**env, "TPS_ROLE": "api", "TPS_QUERY_CACHE_TTL": "0.25"},
+                           "tps-api-reuse")
+        try:
+            reuse.start()
+            lines.append("")
+            for name, process in (("0", tps_api), ("0.25", reuse)):
+                row = wrk(process.url, "last", "tps", STATISTICS, lo, hi, hour, c, d)
+                lines.append(f"api role, TPS_QUERY_CACHE_TTL={name}, statistics of the last "
+                             f"1 h (one question per second): {row['rps']:,.0f} req/s, p50 "
+                             f"{row['p50']:.1f} ms, p99 {row['p99']:.1f} ms")
+        finally:
+            reuse.close()
         assert tps_all.proc is not None
         lines.append("")
         lines.append(f"tps-all RSS after the rows: {rss_mb(tps_all.proc.pid):.0f} MB")
