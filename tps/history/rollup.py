@@ -40,6 +40,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+ADOPT_GROUP = 25
+"""Streams whose newest hour is read raw in one query at adoption."""
+
 
 @dataclass(frozen=True, slots=True)
 class _Stream:
@@ -226,7 +229,12 @@ def adopt(store: Store, state: RollupState, streams: Sequence[str]) -> None:
         # of its hour are exact (written with the readings): 60 points, not the raw hour.
         last = hour_start + HOUR - 1
         fresh = [stream for stream in names if stream not in continuing]
-        minutes = store.raw_aggregates(hour_start, last, MINUTE, fresh) if fresh else {}
+        minutes: dict[str, list[tuple[int, Aggregate]]] = {}
+        for start in range(0, len(fresh), ADOPT_GROUP):
+            # In groups: 200 raw-only 10 Hz streams are 7 million readings in that hour,
+            # more than one query answers within the store's timeout.
+            group = fresh[start:start + ADOPT_GROUP]
+            minutes.update(store.raw_aggregates(hour_start, last, MINUTE, group))
         if continuing:
             minutes.update(store.rollups(MINUTE, hour_start, last, list(continuing)))
         for stream in names:
