@@ -68,3 +68,16 @@ class InvalidArgument(TPSError):
         super().__init__(f"{argument}: {problem}")
         self.argument = argument
         self.problem = problem
+
+
+# --- issue 13 (ingest) ------------------------------------------------------------
+
+
+class PartialWrite(StoreError):
+    """The store kept a batch except ``dropped`` readings it will never accept (InfluxDB:
+    outside the retention policy, a field type conflict). Retrying cannot help; the
+    rest of the batch is stored."""
+
+    def __init__(self, message: str, dropped: int) -> None:
+        super().__init__(message)
+        self.dropped = dropped
