@@ -38,6 +38,7 @@ from tps.actors.stats import StreamStats, WriterStats  # noqa: E402
 from tps.actors.writer import WriterHandle  # noqa: E402
 from tps.config.settings import FeedConfig, Settings  # noqa: E402
 from tps.feeds.poller import FeedPoller  # noqa: E402
+from tps.history.hot import HotTier  # noqa: E402
 from tps.model import Reading  # noqa: E402
 from tps.store.influx import InfluxStore  # noqa: E402
 
@@ -50,7 +51,8 @@ def pipeline(url: str, influx: InfluxServer, db: str, seconds: float, spool: boo
     settings = Settings(influx_url=influx.url, influx_db=db, data_dir=tmp / db, spool=spool,
                         rollups=rollups)
     stats = WriterStats()
-    handle = WriterHandle(settings, lambda: InfluxStore(influx.url, db), stats)
+    hot = HotTier(int(settings.hot_window * 1e9), settings.hot_max_bytes) if rollups else None
+    handle = WriterHandle(settings, lambda: InfluxStore(influx.url, db), stats, hot=hot)
     handle.start()
     received = [0]
     first: list[float] = []
