@@ -18,6 +18,7 @@ import pykka
 
 from tps.actors.alarms import AlarmParts
 from tps.actors.board import StatsBoard
+from tps.actors.history import HistoryActor
 from tps.actors.query import QueryPool
 from tps.actors.reader import StreamReader
 from tps.actors.stats import WriterStats
@@ -31,6 +32,10 @@ from tps.config import Settings
 from tps.config.registry import StreamRegistry
 from tps.errors import ConfigError
 from tps.feeds.poller import FeedPoller
+from tps.history.answers import History
+from tps.history.backfill import BackfillProgress
+from tps.history.health import HistoryHealth
+from tps.history.hot import HotTier
 from tps.live import LiveHub
 from tps.model import Reading
 from tps.store import Store, open_store
@@ -52,6 +57,8 @@ class Service:
         self._supervisor: SupervisorProxy | None = None
         self.http: pykka.ActorRef[HttpFrontend] | None = None
         self.feed_poller: FeedPoller | None = None
+        self.hot: HotTier | None = None
+        self.history_actor: pykka.ActorRef[HistoryActor] | None = None
         self.http_port: int = settings.http_port
         self.token: str = ""
         self.alarms: AlarmParts | None = None
@@ -96,9 +103,14 @@ class Service:
         self.token, token_path = load_or_create_token(settings)
 
         reader_factory = None
+        if role == "all":
+            # The newest readings in memory, fed by the writer's acknowledgements.
+            self.hot = HotTier(int(settings.hot_window * 1e9), settings.hot_max_bytes)
+        progress = (BackfillProgress() if role in ("all", "ingest") and settings.rollups
+                    else None)
         if role in ("all", "ingest"):
             self.writer_stats = WriterStats()
-            self.writer = WriterHandle(settings, self._store, self.writer_stats)
+            self.writer = WriterHandle(settings, self._store, self.writer_stats, hot=self.hot)
             self.feed_poller = FeedPoller().start()
             reader_factory = functools.partial(StreamReader.start, poller=self.feed_poller)
         if role == "all":
@@ -121,6 +133,10 @@ class Service:
         )
         self._supervisor = supervisor_proxy(self.supervisor_ref)
 
+        if self.hot is not None or progress is not None:
+            # Loads the hot tier, then backfills rollups: its own store connection.
+            self.history_actor = HistoryActor.start(
+                self._store, self.hot, progress, [feed.name for feed in settings.feeds])
         metrics = Metrics.from_board(board)
         ctx = ApiContext(
             settings=settings, auth=TokenAuth(self.token), queries=self.queries,
@@ -128,6 +144,8 @@ class Service:
             board=board if role != "api" else None, hub=self.hub,
             token_path=str(token_path) if token_path else None,
             alarm_hub=self.alarms.hub if self.alarms is not None else None,
+            history=History(self.hot),
+            history_health=HistoryHealth(settings.rollups, self.hot, progress),
         )
         ctx.alarms = AlarmsApi(
             ctx, board=self.alarms.board if self.alarms is not None else None,
@@ -168,6 +186,8 @@ class Service:
             self._log_final_counts(supervisor)
         if self.alarms is not None:
             self.alarms.stop()
+        if self.history_actor is not None:
+            self.history_actor.stop(timeout=10)
         if self.http is not None:
             self.http.stop(timeout=10)
         if self.supervisor_ref is not None:

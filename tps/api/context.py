@@ -16,6 +16,8 @@ from tps.actors.board import StatsBoard
 from tps.actors.supervisor import SupervisorProxy
 from tps.api.control import ControlPlane, FutureWaiter
 from tps.config import Settings
+from tps.history.answers import History
+from tps.history.health import HistoryHealth
 from tps.live import LiveHub
 from tps.store.base import Store
 
@@ -81,7 +83,8 @@ class ApiContext:
     role (no readers in this process), and so is ``hub``. ``queries`` is the query
     actor pool (None in the ``ingest`` role); ``metrics`` the Prometheus metrics.
     Handlers change streams through :attr:`control`; ``/health``, ``/ready`` and
-    ``/metrics`` read the board and never ask the supervisor.
+    ``/metrics`` read the board and never ask the supervisor. ``history`` answers
+    ``temperatureStatistics`` and ``temperatureSeries``.
     """
 
     settings: Settings
@@ -98,6 +101,10 @@ class ApiContext:
     """Limits and alarms (issue 11); None when the process has none."""
     alarm_hub: AlarmHub | None = None
     """Alarm events as they happen (None where no keeper runs: role ``api``)."""
+    history: History = field(default_factory=lambda: History(None))
+    """Answers statistics and series (from the hot tier where there is one)."""
+    history_health: HistoryHealth | None = None
+    """The ``history`` section of /health (None: not shown)."""
 
     @property
     def control(self) -> ControlPlane | None:

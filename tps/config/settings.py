@@ -86,6 +86,10 @@ class Settings:
     alertmanager_url: str | None = None
     alertmanager_resend: float = 60.0
     alarm_webhook_url: str | None = None
+    # issue 10: history (rollups, hot tier)
+    rollups: bool = True
+    hot_window: float = 31 * 86_400.0
+    hot_max_bytes: int = 96 << 20
 
     def with_feeds(self, feeds: tuple[FeedConfig, ...]) -> Settings:
         """A copy with another feed list."""
@@ -161,6 +165,26 @@ def _bool(name: str, raw: str) -> bool:
     if value in ("0", "off", "false", "no"):
         return False
     raise ConfigError(name, f"expected on/off, got {raw!r}")
+
+
+_DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*")
+_UNIT_SECONDS = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86_400.0}
+
+
+def _duration(lo: float, hi: float) -> Callable[[str, str], float]:
+    """Seconds from ``90``, ``45s``, ``30m``, ``12h`` or ``31d``."""
+
+    def parse(name: str, raw: str) -> float:
+        match = _DURATION.fullmatch(raw.lower())
+        if match is None:
+            raise ConfigError(name, f"expected a duration such as 3600, 90m, 12h or 31d, "
+                              f"got {raw!r}")
+        value = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+        if not lo <= value <= hi:
+            raise ConfigError(name, f"must be between {lo:g} s and {hi:g} s, got {raw}")
+        return value
+
+    return parse
 
 
 def _list(_: str, raw: str) -> tuple[str, ...]:
@@ -339,6 +363,16 @@ SETTINGS: tuple[SettingSpec, ...] = (
                 "of the firing alerts; keep it below Alertmanager's `resolve_timeout`."),
     SettingSpec("alarm_webhook_url", _http_url, "URL that receives every alarm event as a "
                 "JSON POST (retried with backoff). Unset: none."),
+    # issue 10: history
+    SettingSpec("rollups", _bool, "`on`: the writer keeps 1 m and 1 h rollups beside the "
+                "readings and missing ones are backfilled at start; `off`: raw readings only "
+                "(queries still answer exactly, from raw data where rollups are missing)."),
+    SettingSpec("hot_window", _duration(60, 10 * 366 * 86_400), "How far back the hot tier "
+                "(`all` role) keeps readings in memory, in seconds or with a unit (`31d`, "
+                "`12h`); also bounded by `TPS_HOT_MAX_BYTES`."),
+    SettingSpec("hot_max_bytes", _int_range(1 << 20, 1 << 40), "Memory budget of the hot "
+                "tier (16 bytes a reading); beyond it the oldest readings are answered from "
+                "the store."),
 )
 _BY_ATTR = {spec.attr: spec for spec in SETTINGS}
 ENV_NAMES = frozenset(spec.env for spec in SETTINGS)
@@ -451,8 +485,17 @@ def defaults_table() -> list[tuple[str, str, str]]:
             value = ",".join(str(v) for v in value)
         elif isinstance(value, bool):
             value = "on" if value else "off"
+        elif spec.parse.__qualname__.startswith("_duration"):
+            value = _format_duration(float(value))
         rows.append((spec.env, "" if value is None else str(value), spec.help))
     return rows
+
+
+def _format_duration(seconds: float) -> str:
+    for unit, size in (("d", 86_400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}"
 
 
 assert {f.name for f in fields(Settings)} == set(_BY_ATTR), "SETTINGS and Settings drifted"

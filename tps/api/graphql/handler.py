@@ -33,7 +33,8 @@ from tps.api.graphql.connection import SubscriptionConnection
 from tps.api.graphql.fanout import SubscriptionManager
 from tps.api.graphql.handshake import DEFAULT_SUBPROTOCOL, choose_subprotocol
 from tps.api.graphql.results import format_error, format_result
-from tps.api.graphql.schema import RequestContext, build_schema
+from tps.api.graphql.schema import FLAT_LISTS, RequestContext, build_schema
+from tps.compat.graphql_core import flat_list_context
 from tps.compat.tornado import (
     bound_send_buffer,
     socket_busy,
@@ -59,6 +60,7 @@ class GraphQLService:
         self.ctx = ctx
         self.schema = schema or build_schema().graphql_schema
         self.cache = DocumentCache(self.schema)
+        self._context_class = flat_list_context(FLAT_LISTS)
         self.subscriptions = SubscriptionManager(self.schema, ctx)
 
     def execute(
@@ -80,6 +82,7 @@ class GraphQLService:
             context_value=RequestContext(self.ctx, authorized),
             variable_values=variables,
             operation_name=operation_name,
+            execution_context_class=self._context_class,
         )
         if isawaitable(result):
             return self._finish(result)

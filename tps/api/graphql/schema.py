@@ -13,6 +13,7 @@ with the event (a reading or an average) as the root.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -41,7 +42,8 @@ from tps.api.graphql.alarm_types import (
 from tps.api.stream_shape import NEW_STREAM_FIELDS, STREAM_FIELDS, StreamField, json_schema_type
 from tps.config import DEFAULT_SUBSCRIPTION, PROTOCOLS, FeedConfig, validate_feed_name
 from tps.errors import ConfigError, InvalidArgument, StoreUnavailable, UnknownAlarm
-from tps.model import Reading, Statistics, datetime_to_ns
+from tps.history.answers import Series, SeriesBucket
+from tps.model import Reading, Statistics, datetime_to_ns, ns_to_datetime
 from tps.store.base import Store
 
 logger = logging.getLogger(__name__)
@@ -152,6 +154,24 @@ def _control(api: ApiContext) -> ControlPlane:
     return control
 
 
+def _refresh_coverage(info: graphene.ResolveInfo) -> None:
+    """Answers from memory never read the store, so they have a query actor refresh the
+    stored-coverage snapshot (which streams exist) when it is stale."""
+    api = _context(info).api
+    board = api.history.board
+    if api.queries is None or board.refresh_task is not None or not board.stale():
+        return
+    task = asyncio.ensure_future(api.queries.run(board.fresh))
+    board.refresh_task = task  # also keeps the task referenced until it is done
+
+    def done(finished: asyncio.Future[Any]) -> None:
+        board.refresh_task = None
+        if not finished.cancelled() and finished.exception() is not None:
+            logger.debug("Coverage refresh failed: %s", finished.exception())
+
+    task.add_done_callback(done)
+
+
 async def _on_pool(
     info: graphene.ResolveInfo, fn: Callable[[Store], T], key: tuple[Any, ...] | None = None
 ) -> T:
@@ -190,6 +210,49 @@ class TemperatureStatistics(graphene.ObjectType):  # type: ignore[misc]
     max = graphene.Float()
     mean = graphene.Float()
     count = graphene.Int(required=True)
+
+
+class TemperatureSeriesBucket(graphene.ObjectType):  # type: ignore[misc]
+    """One interval of a series: its start and the aggregate of its readings."""
+
+    time = graphene.DateTime(required=True, description=(
+        "Start of the interval (UTC), aligned to the Unix epoch like InfluxQL's "
+        "GROUP BY time(interval)."))
+    min = graphene.Float(required=True)
+    max = graphene.Float(required=True)
+    mean = graphene.Float(required=True)
+    count = graphene.Int(required=True)
+
+    @staticmethod
+    def resolve_time(root: SeriesBucket, _info: graphene.ResolveInfo) -> datetime:
+        return ns_to_datetime(root.time_ns)
+
+
+FLAT_LISTS: dict[str, dict[str, Callable[[Any], Any]]] = {
+    "TemperatureSeriesBucket": {
+        "time": lambda b: b.time_iso or ns_to_datetime(b.time_ns).isoformat(),
+        "min": lambda b: b.min,
+        "max": lambda b: b.max,
+        "mean": lambda b: b.mean,
+        "count": lambda b: b.count,
+    },
+}
+"""Serialized field getters of the types whose lists skip graphql-core's per-field
+completion (:func:`tps.compat.graphql_core.flat_list_context`); each must give what the
+type's own resolver and scalar would."""
+
+
+class TemperatureSeries(graphene.ObjectType):  # type: ignore[misc]
+    """A downsampled series for charts; intervals without readings are left out."""
+
+    interval = graphene.Int(required=True, description=(
+        "Seconds per bucket: the smallest step of 1 s, 2 s, 5 s, 10 s, 15 s, 30 s, 1 m, 2 m, "
+        "5 m, 10 m, 15 m, 30 m, 1 h, 2 h, 3 h, 6 h, 12 h, 1 d giving at most `points`."))
+    buckets = graphene.List(graphene.NonNull(TemperatureSeriesBucket), required=True)
+
+    @staticmethod
+    def resolve_interval(root: Series, _info: graphene.ResolveInfo) -> int:
+        return root.interval_ns // 1_000_000_000
 
 
 class Average(graphene.ObjectType):  # type: ignore[misc]
@@ -305,6 +368,16 @@ class Query(graphene.ObjectType):  # type: ignore[misc]
         stream=graphene.String(),
         description="min/max/mean/count over an inclusive window (either bound optional).",
     )
+    temperature_series = graphene.Field(
+        graphene.NonNull(TemperatureSeries),
+        after=graphene.DateTime(required=True),
+        before=graphene.DateTime(required=True),
+        points=graphene.Int(default_value=500),
+        stream=graphene.String(),
+        description=("min/max/mean/count per interval over an inclusive window, at most "
+                     "`points` (1 to 10,000) intervals; the values of InfluxQL's "
+                     "MIN/MAX/MEAN/COUNT ... GROUP BY time(interval) over the readings."),
+    )
     temperature_measurements = graphene.Field(
         graphene.NonNull(graphene.List(graphene.NonNull(Temperature))),
         after=graphene.DateTime(),
@@ -376,21 +449,45 @@ class Query(graphene.ObjectType):  # type: ignore[misc]
         return _on_pool(info, lambda store: store.current(stream), ("current", stream))
 
     @staticmethod
-    async def resolve_temperature_statistics(
+    def resolve_temperature_statistics(
         _root: None,
         info: graphene.ResolveInfo,
         after: datetime | None = None,
         before: datetime | None = None,
         stream: str | None = None,
-    ) -> Statistics:
+    ) -> Statistics | Awaitable[Statistics]:
         stream = check_stream(stream)
         after_ns, before_ns = check_window(after, before)
-        result: Statistics = await _on_pool(
-            info,
-            lambda store: store.statistics(after_ns, before_ns, stream),
-            ("statistics", after_ns, before_ns, stream),
-        )
-        return result
+        history = _context(info).api.history
+        question = history.statistics_plan(after_ns, before_ns, stream)
+        answer = history.statistics_now(question)
+        if answer is not None:
+            # Held in memory: answered on the IO loop, no query-actor hop.
+            _refresh_coverage(info)
+            return answer
+        return _on_pool(info, lambda store: history.statistics_finish(store, question),
+                        ("statistics", after_ns, before_ns, stream))
+
+    @staticmethod
+    def resolve_temperature_series(
+        _root: None,
+        info: graphene.ResolveInfo,
+        after: datetime,
+        before: datetime,
+        points: int = 500,
+        stream: str | None = None,
+    ) -> Series | Awaitable[Series]:
+        stream = check_stream(stream)
+        after_ns, before_ns = check_window(after, before)
+        assert after_ns is not None and before_ns is not None
+        history = _context(info).api.history
+        question = history.series_plan(after_ns, before_ns, points, stream)
+        answer = history.series_now(question)
+        if answer is not None:
+            _refresh_coverage(info)
+            return answer
+        return _on_pool(info, lambda store: history.series_finish(store, question),
+                        ("series", after_ns, before_ns, points, stream))
 
     @staticmethod
     async def resolve_temperature_measurements(
