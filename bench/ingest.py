@@ -38,16 +38,21 @@ from tps.actors.stats import StreamStats, WriterStats  # noqa: E402
 from tps.actors.writer import WriterHandle  # noqa: E402
 from tps.config.settings import FeedConfig, Settings  # noqa: E402
 from tps.feeds.poller import FeedPoller  # noqa: E402
+from tps.history.hot import HotTier  # noqa: E402
 from tps.model import Reading  # noqa: E402
 from tps.store.influx import InfluxStore  # noqa: E402
 
 
 def pipeline(url: str, influx: InfluxServer, db: str, seconds: float, spool: bool,
-             tmp: Path) -> tuple[float, int, float]:
-    """(readings/s end to end, readings written, seconds the final flush took)."""
-    settings = Settings(influx_url=influx.url, influx_db=db, data_dir=tmp / db, spool=spool)
+             tmp: Path, rollups: bool = False) -> tuple[float, int, float]:
+    """(readings/s end to end, readings written, seconds the final flush took).
+
+    ``rollups``: the writer keeps rollups and feeds a hot tier, as in the ``all`` role."""
+    settings = Settings(influx_url=influx.url, influx_db=db, data_dir=tmp / db, spool=spool,
+                        rollups=rollups)
     stats = WriterStats()
-    handle = WriterHandle(settings, lambda: InfluxStore(influx.url, db), stats)
+    hot = HotTier(int(settings.hot_window * 1e9), settings.hot_max_bytes) if rollups else None
+    handle = WriterHandle(settings, lambda: InfluxStore(influx.url, db), stats, hot=hot)
     handle.start()
     received = [0]
     first: list[float] = []

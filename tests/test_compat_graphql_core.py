@@ -50,3 +50,83 @@ def test_field_arguments_substitute_variables_under_graphenes_python_names() -> 
     # subscription_spec reads window_size: Graphene's out_name for windowSize.
     assert args == {"window_size": 7, "stream": "sat-1"}
     assert field_arguments(definition, node, {"n": 7}) == {"window_size": 7}
+
+
+# --- flat lists (temperatureSeries buckets) ------------------------------------------
+
+
+def _series_root() -> object:
+    from tps.history.answers import Series, SeriesBucket
+    return Series(7_200_000_000_000, [
+        SeriesBucket(1_690_549_200_000_000_000 + i * 7_200_000_000_000, -1.5 + i, 2.25 * i,
+                     0.1 * i, i + 1) for i in range(5)])
+
+
+@pytest.mark.parametrize("selection", [
+    "time min max mean count",
+    "count t: time __typename mean",
+    "time ... on TemperatureSeriesBucket { min }",  # not flat: graphql-core's own path
+    "time min @include(if: false) max",  # not flat either
+])
+def test_flat_list_completion_answers_like_graphql_core(selection: str) -> None:
+    import graphene
+    from graphql import ExecutionContext, ExecutionResult, execute
+
+    from tps.api.graphql.schema import FLAT_LISTS, TemperatureSeries
+    from tps.compat.graphql_core import flat_list_context
+
+    root = _series_root()
+
+    class OnlySeries(graphene.ObjectType):  # type: ignore[misc]
+        series = graphene.Field(TemperatureSeries)
+
+        @staticmethod
+        def resolve_series(_root: None, _info: object) -> object:
+            return root
+
+    schema = graphene.Schema(query=OnlySeries).graphql_schema
+    document = parse(f"{{ series {{ interval buckets {{ {selection} }} }} }}")
+    answers = []
+    for context_class in (ExecutionContext, flat_list_context(FLAT_LISTS)):
+        result = execute(schema, document, execution_context_class=context_class)
+        assert isinstance(result, ExecutionResult) and result.errors is None, result
+        assert result.data is not None
+        answers.append(result.data["series"])
+    assert answers[0] == answers[1]
+    assert list(answers[0]["buckets"][0]) == list(answers[1]["buckets"][0])  # key order
+
+
+@pytest.mark.parametrize("selection", [
+    "time value stream",
+    "timestamp v: value __typename time",
+    "time ... on Temperature { value }",  # not flat: graphql-core's own path
+])
+def test_flat_temperature_lists_answer_like_graphql_core(selection: str) -> None:
+    """Issue 14: big temperatureMeasurements answers take the flat path."""
+    import graphene
+    from graphql import ExecutionContext, ExecutionResult, execute
+
+    from tps.api.graphql.schema import FLAT_LISTS, Temperature
+    from tps.compat.graphql_core import flat_list_context
+    from tps.model import Reading
+
+    rows = [Reading("s", 1_690_549_200_123_456_789 + i * 1_000_000_007, 20.5 + i)
+            for i in range(5)]
+
+    class OnlyRows(graphene.ObjectType):  # type: ignore[misc]
+        rows = graphene.List(graphene.NonNull(Temperature))
+
+        @staticmethod
+        def resolve_rows(_root: None, _info: object) -> object:
+            return rows
+
+    schema = graphene.Schema(query=OnlyRows).graphql_schema
+    document = parse(f"{{ rows {{ {selection} }} }}")
+    answers = []
+    for context_class in (ExecutionContext, flat_list_context(FLAT_LISTS)):
+        result = execute(schema, document, execution_context_class=context_class)
+        assert isinstance(result, ExecutionResult) and result.errors is None, result
+        assert result.data is not None
+        answers.append(result.data["rows"])
+    assert answers[0] == answers[1]
+    assert list(answers[0][0]) == list(answers[1][0])

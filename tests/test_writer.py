@@ -46,7 +46,7 @@ class RecordingStore:
         if self.fail_ready:
             raise StoreUnavailable("store is down (test)")
 
-    def write(self, readings: Sequence[Reading]) -> None:
+    def write(self, readings: Sequence[Reading], rollups: object = None) -> None:
         if self.fail is not None:
             raise self.fail
         with self.lock:
@@ -76,8 +76,11 @@ def make_writer(tmp_path: Path) -> Iterator[MakeWriter]:
     def make(store: RecordingStore | Callable[[], Store],
              backoff: Callable[[], Backoff] | None = None, **overrides: object
              ) -> tuple[WriterHandle, WriterStats]:
+        # The fake store keeps raw points only: rollups are tested on real stores
+        # (tests/test_history_*.py).
         base = Settings(data_dir=tmp_path, batch_size=10, flush_interval=60.0,
-                        buffer_limit=1000, spool=False, spool_sync_interval=0.02)
+                        buffer_limit=1000, spool=False, spool_sync_interval=0.02,
+                        rollups=False)
         settings = replace(base, **overrides)  # type: ignore[arg-type]
         stats = WriterStats()
         factory = store.factory if isinstance(store, RecordingStore) else store

@@ -129,6 +129,10 @@ def build_parser() -> argparse.ArgumentParser:
     from tps import control_cli
 
     control_cli.add_subcommands(sub)
+
+    from tps.history import cli as history_cli
+
+    history_cli.add_subcommand(sub, _add_settings_flags)
     return parser
 
 

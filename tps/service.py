@@ -18,12 +18,15 @@ from pathlib import Path
 
 import pykka
 
+from tps.actors.alarms import AlarmParts
 from tps.actors.board import StatsBoard
+from tps.actors.history import HistoryActor
 from tps.actors.query import QueryPool
 from tps.actors.reader import StreamReader
 from tps.actors.stats import WriterStats
 from tps.actors.supervisor import Supervisor, SupervisorProxy, supervisor_proxy
 from tps.actors.writer import WriterHandle
+from tps.api.alarms import AlarmsApi
 from tps.api.app import HttpFrontend, bind
 from tps.api.context import ApiContext, TokenAuth
 from tps.api.metrics import Metrics
@@ -33,6 +36,10 @@ from tps.datadir import DataDirLock, prepare_data_dir
 from tps.errors import ConfigError
 from tps.feeds.destinations import FeedDestinations
 from tps.feeds.poller import FeedPoller
+from tps.history.answers import History
+from tps.history.backfill import BackfillProgress
+from tps.history.health import HistoryHealth
+from tps.history.hot import HotTier
 from tps.live import LiveHub
 from tps.model import Reading
 from tps.redact import redact_url
@@ -58,9 +65,12 @@ class Service:
         self._supervisor: SupervisorProxy | None = None
         self.http: pykka.ActorRef[HttpFrontend] | None = None
         self.feed_poller: FeedPoller | None = None
+        self.hot: HotTier | None = None
+        self.history_actor: pykka.ActorRef[HistoryActor] | None = None
         self.http_port: int = settings.http_port
         self.token: str = ""
         self._lock: DataDirLock | None = None
+        self.alarms: AlarmParts | None = None
 
     @property
     def supervisor(self) -> SupervisorProxy:
@@ -111,9 +121,14 @@ class Service:
         # The addresses no feed may reach, with the HTTP port actually bound.
         destinations = FeedDestinations.from_settings(settings, http_port=self.http_port)
         reader_factory = None
+        if role == "all":
+            # The newest readings in memory, fed by the writer's acknowledgements.
+            self.hot = HotTier(int(settings.hot_window * 1e9), settings.hot_max_bytes)
+        progress = (BackfillProgress() if role in ("all", "ingest") and settings.rollups
+                    else None)
         if role in ("all", "ingest"):
             self.writer_stats = WriterStats()
-            self.writer = WriterHandle(settings, self._store, self.writer_stats)
+            self.writer = WriterHandle(settings, self._store, self.writer_stats, hot=self.hot)
             self.feed_poller = FeedPoller().start()
             reader_factory = functools.partial(StreamReader.start, poller=self.feed_poller,
                                                destinations=destinations)
@@ -124,6 +139,8 @@ class Service:
                                      timeout=settings.influx_timeout + 5,
                                      answer_ttl=settings.query_cache_ttl)
 
+        if role in ("all", "ingest"):
+            self.alarms = AlarmParts.start(settings)
         registry = (StreamRegistry(settings.data_dir / "streams.json")
                     if role != "api" else None)
         board = StatsBoard(self.writer_stats)
@@ -131,16 +148,30 @@ class Service:
             settings, sink=self._sink if role != "api" else None, writer=self.writer,
             queries=self.queries, registry=registry, hub=self.hub, board=board,
             reader_factory=reader_factory, destinations=destinations,
+            alarms=self.alarms.keeper if self.alarms is not None else None,
         )
         self._supervisor = supervisor_proxy(self.supervisor_ref)
 
+        if self.hot is not None or progress is not None:
+            # Loads the hot tier, then backfills rollups: its own store connection.
+            self.history_actor = HistoryActor.start(
+                self._store, self.hot, progress, [feed.name for feed in settings.feeds])
         metrics = Metrics.from_board(board)
         ctx = ApiContext(
             settings=settings, auth=TokenAuth(self.token), queries=self.queries,
             metrics=metrics, supervisor=self._supervisor if role != "api" else None,
             board=board if role != "api" else None, hub=self.hub,
             token_path=str(token_path) if token_path else None,
+            alarm_hub=self.alarms.hub if self.alarms is not None else None,
+            history=History(self.hot),
+            history_health=HistoryHealth(settings.rollups, self.hot, progress),
         )
+        ctx.alarms = AlarmsApi(
+            ctx, board=self.alarms.board if self.alarms is not None else None,
+            keeper=self.alarms.keeper if self.alarms is not None else None,
+            health=self.alarms.health if self.alarms is not None else None)
+        if self.alarms is not None:
+            metrics.watch_alarms(self.alarms.board)
         # Big answers and seeds are built on worker threads; each time the IO loop wants
         # the interpreter lock back it waits up to the switch interval (5 ms by default,
         # per system call). 1 ms keeps /ready and small requests quick meanwhile.
@@ -160,6 +191,8 @@ class Service:
         # Spool/buffer first: a reading counts as received only once the writer has it.
         if self.writer is not None:
             self.writer.submit(readings)
+        if self.alarms is not None:
+            self.alarms.check(readings)
         if self.hub is not None:
             self.hub.publish(readings)
 
@@ -175,6 +208,10 @@ class Service:
                 logger.exception("Supervisor shutdown failed; stopping remaining actors")
                 clean = False
             self._log_final_counts(supervisor)
+        if self.alarms is not None:
+            self.alarms.stop()
+        if self.history_actor is not None:
+            self.history_actor.stop(timeout=10)
         if self.http is not None:
             self.http.stop(timeout=10)
         if self.supervisor_ref is not None:

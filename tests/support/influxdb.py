@@ -39,8 +39,10 @@ def free_port() -> int:
 class InfluxServer:
     """A private ``influxd`` process (or an external server when ``external`` is set)."""
 
-    def __init__(self, external: str | None = None) -> None:
+    def __init__(self, external: str | None = None, data_settings: str = "") -> None:
         self.external = external
+        self.data_settings = data_settings
+        """Extra lines for the ``[data]`` section (benchmarks tune compaction with it)."""
         self.tmp: Path | None = None
         self.proc: subprocess.Popen[bytes] | None = None
         self.http_port = 0
@@ -60,7 +62,8 @@ class InfluxServer:
             self.http_port, self.bind_port = free_port(), free_port()
             self.url = f"http://127.0.0.1:{self.http_port}"
             (self.tmp / "influxdb.conf").write_text(_CONFIG.format(
-                dir=self.tmp, http=self.http_port, bind=self.bind_port))
+                dir=self.tmp, http=self.http_port, bind=self.bind_port,
+                data=self.data_settings))
         log = open(self.tmp / "influxd.log", "ab")  # noqa: SIM115 - handed to the child
         self.proc = subprocess.Popen(
             [binary, "run", "-config", str(self.tmp / "influxdb.conf")],
@@ -152,6 +155,7 @@ bind-address = "127.0.0.1:{bind}"
   wal-fsync-delay = "0s"
   query-log-enabled = false
   trace-logging-enabled = false
+  {data}
 
 [coordinator]
   write-timeout = "10s"

@@ -20,6 +20,13 @@ Two objects, one job:
 What goes to memory and what to the spool (the memory bound, overflow, refill) is the
 plain policy in :mod:`tps.ingest.pipeline`, which also writes down the one lock order.
 
+Rollups (``TPS_ROLLUPS``, :mod:`tps.history.rollup`): each batch is written with the
+rollup points it changes ("state + batch") in the same store request, and folded into
+the actor's state only when the store acknowledged it; the acknowledged batch is then
+appended to the hot tier (``all`` role). A partial write (the store dropped some
+readings) recomputes the touched hours from raw readings and drops those streams from
+the hot tier, which loads them again.
+
 Durability: the syncer thread fsyncs the spool every ``TPS_SPOOL_SYNC_INTERVAL``
 (group commit), so a ``kill -9`` loses at most the readings of the last interval.
 """
@@ -42,6 +49,8 @@ from tps.actors.stats import WriterStats
 from tps.actors.timer import Ticker, tell_later
 from tps.config.settings import Settings
 from tps.errors import PartialWrite, StoreError, StoreUnavailable
+from tps.history.hot import HotTier
+from tps.history.rollup import PendingFold, RollupState, adopt, repair
 from tps.ingest.backoff import Backoff
 from tps.ingest.buffer import Batch
 from tps.ingest.pipeline import Pipeline
@@ -82,8 +91,13 @@ class BatchingWriter(pykka.ThreadingActor):
         store_factory: StoreFactory,
         on_failure: Callable[[BaseException], None] | None = None,
         backoff: Backoff | None = None,
+        hot: HotTier | None = None,
     ) -> None:
         super().__init__()
+        # Rollups are folded only on acknowledgement (tps.history.rollup); a restarted
+        # actor adopts its streams from the store again.
+        self._rollups = RollupState() if settings.rollups else None
+        self._hot = hot
         self._pipeline = pipeline
         self._stats = stats  # the store's fields; the pipeline keeps the others
         self._settings = settings
@@ -191,17 +205,39 @@ class BatchingWriter(pykka.ThreadingActor):
             if not batch.readings or (len(batch) < size and not partial):
                 return
             try:
-                self._store.write(batch.readings)
+                pending = self._fold(batch.readings)
+                self._store.write(batch.readings, pending.write if pending else None)
             except StoreError as exc:
                 self._write_failed(exc, batch)
                 return
-            self._written(batch)
+            self._written(batch, pending=pending)
             if time.monotonic() - started > _DRAIN_BUDGET:
                 # Let status requests and stop messages in before writing on.
                 self.actor_ref.tell(Flush())
                 return
 
-    def _written(self, batch: Batch, refused: int = 0) -> None:
+    def _fold(self, readings: list[Reading]) -> PendingFold | None:
+        """The rollups to write with ``readings`` (adopting new streams first)."""
+        state, store = self._rollups, self._store
+        if state is None or store is None:
+            return None
+        streams = state.unadopted(readings)
+        if streams:
+            adopt(store, state, streams)
+        return state.prepare(readings)
+
+    def _written(self, batch: Batch, refused: int = 0, pending: PendingFold | None = None,
+                 exact: bool = True) -> None:
+        """The store accepted ``batch`` (all of it when ``exact``)."""
+        if pending is not None and self._rollups is not None:
+            self._rollups.commit(pending)
+        if self._hot is not None and exact:
+            try:
+                self._hot.append(batch.readings)
+            except Exception:  # memory is a copy: never let it stop ingest
+                logger.exception("Hot tier refused a batch; its streams are read from the "
+                                 "store until loaded again")
+                self._hot.forget({r.stream for r in batch.readings})
         waiting = self._pipeline.waiting()
         self._pipeline.ack(batch, refused)
         self._backoff.reset()
@@ -222,7 +258,8 @@ class BatchingWriter(pykka.ThreadingActor):
             # retention policy, type conflict): retrying cannot help, so move on.
             logger.error("Store accepted a batch of %d readings but refused %s of them: %s",
                          len(batch), exc.dropped or "some", exc)
-            self._written(batch, refused=exc.dropped)
+            self._diverged(batch.readings)
+            self._written(batch, refused=exc.dropped, exact=False)
             self.actor_ref.tell(Flush())
             return
         delay = self._backoff.next_delay()
@@ -240,6 +277,19 @@ class BatchingWriter(pykka.ThreadingActor):
         self._stats.write_retries += 1
         self._retry_generation += 1
         self._retry_later(RetryWrite(self._retry_generation), delay)
+
+    def _diverged(self, readings: list[Reading]) -> None:
+        """The store kept only part of a batch: rollups and memory counted all of it."""
+        streams = {r.stream for r in readings}
+        if self._hot is not None:
+            self._hot.forget(streams)  # loaded again from the store
+        if self._rollups is not None and self._store is not None:
+            try:
+                repair(self._store, self._rollups, readings)
+            except StoreError as exc:
+                self._rollups.forget(streams)
+                logger.error("Rollups of %s may count readings the store dropped (%s); "
+                             "run 'tps rollup --rebuild' for that time", sorted(streams), exc)
 
     def _unreachable(self, exc: BaseException, doing: str, delay: float) -> None:
         self._stats.store_reachable = False
@@ -267,10 +317,13 @@ class WriterHandle:
     The handle owns the buffer and the spool (see the module docstring), so a crashed
     actor loses nothing: ``start`` again and the new actor writes what is left.
     ``backoff`` makes each actor's retry backoff (default 0.5 s doubling up to 5 s).
+    ``hot`` is the hot tier each acknowledged batch is appended to (``all`` role).
     """
 
     def __init__(self, settings: Settings, store_factory: StoreFactory, stats: WriterStats,
-                 *, backoff: Callable[[], Backoff] | None = None) -> None:
+                 *, backoff: Callable[[], Backoff] | None = None,
+                 hot: HotTier | None = None) -> None:
+        self._hot = hot
         self._settings = settings
         self._store_factory = store_factory
         self._backoff = backoff
@@ -286,7 +339,7 @@ class WriterHandle:
             return
         self._ref = BatchingWriter.start(
             self._pipeline, self.stats, self._settings, self._store_factory, on_failure,
-            self._backoff() if self._backoff is not None else None,
+            self._backoff() if self._backoff is not None else None, self._hot,
         )
         if self._pipeline.spool is not None and self._syncer is None:
             self._syncer = threading.Thread(target=self._sync_loop, name="spool-sync",

@@ -9,15 +9,21 @@ from __future__ import annotations
 import hmac
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
-from typing import Protocol, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
+from tps.actors.alarms import AlarmHub
 from tps.actors.board import StatsBoard
 from tps.actors.supervisor import SupervisorProxy
 from tps.api.control import ControlPlane, FutureWaiter
 from tps.api.requests import TrustedProxies
 from tps.config import Settings
+from tps.history.answers import History
+from tps.history.health import HistoryHealth
 from tps.live import LiveHub
 from tps.store.base import Store
+
+if TYPE_CHECKING:
+    from tps.api.alarms import AlarmsApi
 
 T = TypeVar("T")
 
@@ -78,7 +84,8 @@ class ApiContext:
     role (no readers in this process), and so is ``hub``. ``queries`` is the query
     actor pool (None in the ``ingest`` role); ``metrics`` the Prometheus metrics.
     Handlers change streams through :attr:`control`; ``/health``, ``/ready`` and
-    ``/metrics`` read the board and never ask the supervisor.
+    ``/metrics`` read the board and never ask the supervisor. ``history`` answers
+    ``temperatureStatistics`` and ``temperatureSeries``.
     """
 
     settings: Settings
@@ -91,6 +98,14 @@ class ApiContext:
     waiter: FutureWaiter = field(default_factory=FutureWaiter)
     token_path: str | None = None
     on_close: list[Callable[[], None]] = field(default_factory=list)
+    alarms: AlarmsApi | None = None
+    """Limits and alarms (issue 11); None when the process has none."""
+    alarm_hub: AlarmHub | None = None
+    """Alarm events as they happen (None where no keeper runs: role ``api``)."""
+    history: History = field(default_factory=lambda: History(None))
+    """Answers statistics and series (from the hot tier where there is one)."""
+    history_health: HistoryHealth | None = None
+    """The ``history`` section of /health (None: not shown)."""
     proxies: TrustedProxies = field(init=False)
     """Whose ``X-Forwarded-For`` is believed (``TPS_TRUSTED_PROXIES``)."""
 

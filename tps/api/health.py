@@ -160,6 +160,9 @@ class HealthHandler(_HealthBase):
             "streams": (supervisor or {}).get("streams", {}),
             "writer": writer_json(stats),
             "store": {"reachable": reachable, "error": store_error},
+            "alarms": self.ctx.alarms.health() if self.ctx.alarms is not None else None,
+            "history": (self.ctx.history_health.as_dict()
+                        if self.ctx.history_health is not None else None),
         }
         self.finish(json.dumps(body))
 

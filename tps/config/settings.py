@@ -9,6 +9,7 @@ place and not another.
 from __future__ import annotations
 
 import ipaddress
+import json
 import logging
 import math
 import re
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from tps.alarms.limits import Limits, parse_limits
 from tps.errors import ConfigError, FeedRefused, InvalidArgument
 from tps.feeds.destinations import FeedDestinations, parse_allow
 from tps.feeds.protocol import LEGACY, MODERN, PLAIN
@@ -82,6 +84,15 @@ class Settings:
     shutdown_timeout: float = 10.0
     max_frame_bytes: int = 1 << 20
     subscriber_queue: int = 1000
+    limits: tuple[tuple[str, Limits], ...] = ()
+    alertmanager_url: str | None = None
+    alertmanager_resend: float = 60.0
+    alarm_webhook_url: str | None = None
+    # issue 10: history (rollups, hot tier)
+    rollups: bool = True
+    hot_window: float = 31 * 86_400.0
+    hot_max_bytes: int = 96 << 20
+
     # --- hardening (issue 14) ---
     max_streams: int = 500
     max_request_bytes: int = 1 << 20
@@ -168,6 +179,26 @@ def _bool(name: str, raw: str) -> bool:
     if value in ("0", "off", "false", "no"):
         return False
     raise ConfigError(name, f"expected on/off, got {raw!r}")
+
+
+_DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*")
+_UNIT_SECONDS = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86_400.0}
+
+
+def _duration(lo: float, hi: float) -> Callable[[str, str], float]:
+    """Seconds from ``90``, ``45s``, ``30m``, ``12h`` or ``31d``."""
+
+    def parse(name: str, raw: str) -> float:
+        match = _DURATION.fullmatch(raw.lower())
+        if match is None:
+            raise ConfigError(name, f"expected a duration such as 3600, 90m, 12h or 31d, "
+                              f"got {raw!r}")
+        value = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+        if not lo <= value <= hi:
+            raise ConfigError(name, f"must be between {lo:g} s and {hi:g} s, got {raw}")
+        return value
+
+    return parse
 
 
 def _list(_: str, raw: str) -> tuple[str, ...]:
@@ -301,6 +332,35 @@ def _unique(setting: str, feeds: tuple[FeedConfig, ...]) -> tuple[FeedConfig, ..
     return feeds
 
 
+def _limits_entries(setting: str, items: list[tuple[str, Any]]) -> tuple[tuple[str, Limits], ...]:
+    seen: set[str] = set()
+    entries: list[tuple[str, Limits]] = []
+    for stream, data in items:
+        if not isinstance(stream, str):
+            raise ConfigError(setting, f"limits need a string stream name, got {stream!r}")
+        validate_feed_name(stream, setting)
+        if stream in seen:
+            raise ConfigError(setting, f"limits for stream {stream!r} given twice")
+        seen.add(stream)
+        try:
+            entries.append((stream, parse_limits(data)))
+        except InvalidArgument as exc:
+            raise ConfigError(setting, f"limits of stream {stream!r}: {exc}") from None
+    return tuple(entries)
+
+
+def _limits_json(name: str, raw: str) -> tuple[tuple[str, Limits], ...]:
+    if not raw.strip():
+        return ()
+    try:
+        data = json.loads(raw)
+    except ValueError as exc:
+        raise ConfigError(name, f"expected a JSON object of stream -> limits: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(name, "expected a JSON object of stream -> limits")
+    return _limits_entries(name, list(data.items()))
+
+
 SETTINGS: tuple[SettingSpec, ...] = (
     SettingSpec("feeds", _feeds, "Comma-separated `name=url` feeds (`name=url|protocol` pins "
                 "the protocol: graphql-ws, graphql-transport-ws or json)."),
@@ -349,6 +409,27 @@ SETTINGS: tuple[SettingSpec, ...] = (
     SettingSpec("max_frame_bytes", _int_range(1024, 1 << 30), "Largest feed frame accepted."),
     SettingSpec("subscriber_queue", _int_range(1, 1_000_000), "Messages queued per "
                 "GraphQL subscription before a slow consumer is disconnected."),
+    SettingSpec("limits", _limits_json, "Limits per stream as JSON, `{\"sat-1\": "
+                "{\"yellowHigh\": 30, \"redHigh\": 40}}` (in the TOML file: `[[limits]]` "
+                "tables with `stream = ...`). Changes over the API are kept in the registry "
+                "and win over this."),
+    SettingSpec("alertmanager_url", _http_url, "Prometheus Alertmanager base URL: active "
+                "alarms are posted to its API v2. Unset: no Alertmanager."),
+    SettingSpec("alertmanager_resend", _float_range(1, 3600), "Seconds between re-sends "
+                "of the firing alerts; keep it below Alertmanager's `resolve_timeout`."),
+    SettingSpec("alarm_webhook_url", _http_url, "URL that receives every alarm event as a "
+                "JSON POST (retried with backoff). Unset: none."),
+    # issue 10: history
+    SettingSpec("rollups", _bool, "`on`: the writer keeps 1 m and 1 h rollups beside the "
+                "readings and missing ones are backfilled at start; `off`: raw readings only "
+                "(queries still answer exactly, from raw data where rollups are missing)."),
+    SettingSpec("hot_window", _duration(60, 10 * 366 * 86_400), "How far back the hot tier "
+                "(`all` role) keeps readings in memory, in seconds or with a unit (`31d`, "
+                "`12h`); also bounded by `TPS_HOT_MAX_BYTES`."),
+    SettingSpec("hot_max_bytes", _int_range(1 << 20, 1 << 40), "Memory budget of the hot "
+                "tier (16 bytes a reading); beyond it the oldest readings are answered from "
+                "the store."),
+
     # --- hardening (issue 14) ---
     SettingSpec("max_streams", _int_range(1, 100_000), "Most streams one process runs; "
                 "adding one more is refused."),
@@ -378,6 +459,18 @@ _BY_ATTR = {spec.attr: spec for spec in SETTINGS}
 ENV_NAMES = frozenset(spec.env for spec in SETTINGS)
 
 
+def _limits_from_toml(where: str, raw: Any) -> tuple[tuple[str, Limits], ...]:
+    if isinstance(raw, str):
+        return _limits_json(where, raw)
+    if not isinstance(raw, list) or not all(isinstance(item, dict) for item in raw):
+        raise ConfigError(where, "expected [[limits]] tables, each with stream = ...")
+    items = []
+    for item in raw:
+        rest = {key: value for key, value in item.items() if key != "stream"}
+        items.append((item.get("stream"), rest))
+    return _limits_entries(where, items)
+
+
 def _from_toml(path: Path) -> dict[str, Any]:
     setting = f"--config {path}"
     try:
@@ -394,6 +487,8 @@ def _from_toml(path: Path) -> dict[str, Any]:
         where = f"{setting} [{key}]"
         if key == "feeds":
             values[key] = _feeds_from_toml(where, raw)
+        elif key == "limits":
+            values[key] = _limits_from_toml(where, raw)
         elif isinstance(raw, list) and spec.parse is _list:
             values[key] = tuple(str(item) for item in raw)
         elif isinstance(raw, bool):
@@ -465,12 +560,23 @@ def defaults_table() -> list[tuple[str, str, str]]:
     rows = []
     for spec in SETTINGS:
         value = getattr(defaults, spec.attr)
-        if isinstance(value, tuple):
+        if spec.attr == "limits":
+            value = ""
+        elif isinstance(value, tuple):
             value = ",".join(str(v) for v in value)
         elif isinstance(value, bool):
             value = "on" if value else "off"
+        elif spec.parse.__qualname__.startswith("_duration"):
+            value = _format_duration(float(value))
         rows.append((spec.env, "" if value is None else str(value), spec.help))
     return rows
+
+
+def _format_duration(seconds: float) -> str:
+    for unit, size in (("d", 86_400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}"
 
 
 assert {f.name for f in fields(Settings)} == set(_BY_ATTR), "SETTINGS and Settings drifted"

@@ -22,14 +22,19 @@ import json
 import logging
 import math
 import re
+from array import array
 from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 from tps.errors import PartialWrite, StoreError, StoreUnavailable
+from tps.history.buckets import Aggregate, combine
+from tps.history.planner import Buckets, Piece, Raw
+from tps.history.types import CoverageRange, RollupWrite, coverage_range
 from tps.model import Reading, Statistics
 from tps.store import influxql
-from tps.store.lineprotocol import encode_readings, is_storable
+from tps.store.base import StreamArrays
+from tps.store.lineprotocol import encode_readings, encode_rollups, is_storable
 
 logger = logging.getLogger(__name__)
 
@@ -85,6 +90,7 @@ class InfluxStore:
             self._headers["Authorization"] = f"Basic {basic}"
         self._conn: http.client.HTTPConnection | None = None
         self._subqueries = True
+        self._multi_statements = True
         base = parts.path.rstrip("/")
         self._write_url = f"{base}/write?{urlencode({'db': db, 'precision': 'ns'})}"
         self._query_url = f"{base}/query"
@@ -124,7 +130,7 @@ class InfluxStore:
             return False
         return 200 <= status < 300
 
-    def write(self, readings: Sequence[Reading]) -> None:
+    def write(self, readings: Sequence[Reading], rollups: RollupWrite | None = None) -> None:
         """Write the batch: one request per :data:`MAX_POINTS_PER_REQUEST` readings.
 
         The whole batch is encoded before anything is sent, so a reading that cannot
@@ -132,8 +138,14 @@ class InfluxStore:
         may be retried whole: the points already written are simply overwritten. When
         InfluxDB drops some points of a request (:class:`PartialWrite`), the remaining
         requests are still sent and one ``PartialWrite`` counts every dropped point.
+
+        ``rollups`` travel in the batch's last request, after its readings: whatever
+        part of a failed batch InfluxDB kept, the coverage marks never claim more than
+        the rollups beside them.
         """
         if not readings:
+            if rollups:
+                self.write_rollups(rollups)
             return
         try:
             if len(readings) <= MAX_POINTS_PER_REQUEST:
@@ -142,6 +154,8 @@ class InfluxStore:
                 items = list(readings)
                 bodies = [encode_readings(items[start:start + MAX_POINTS_PER_REQUEST])
                           for start in range(0, len(items), MAX_POINTS_PER_REQUEST)]
+            if rollups:
+                bodies[-1] += b"\n" + encode_rollups(rollups)
         except (ValueError, TypeError) as exc:
             raise StoreError(f"cannot write batch of {len(readings)} readings: {exc}") from exc
         partial: list[PartialWrite] = []
@@ -262,6 +276,156 @@ class InfluxStore:
         """Close the connection (the next call would open a new one)."""
         self._drop_connection()
 
+    # --- rollups and history --------------------------------------------------------
+
+    def write_rollups(self, rollups: RollupWrite) -> None:
+        """Rollup points, then coverage marks, in requests of at most
+        :data:`MAX_POINTS_PER_REQUEST` lines (marks last, so they never run ahead)."""
+        if not rollups:
+            return
+        try:
+            lines = encode_rollups(rollups).split(b"\n")
+        except (ValueError, TypeError) as exc:
+            raise StoreError(f"cannot write rollups: {exc}") from exc
+        for start in range(0, len(lines), MAX_POINTS_PER_REQUEST):
+            self._write_body(b"\n".join(lines[start:start + MAX_POINTS_PER_REQUEST]))
+
+    def newest_times(self, streams: Sequence[str] | None = None) -> dict[str, int]:
+        """``LAST(value)`` per stream: the time of its newest reading."""
+        return self._edge_times(streams, newest=True)
+
+    def oldest_times(self, streams: Sequence[str] | None = None) -> dict[str, int]:
+        """``FIRST(value)`` per stream: the time of its oldest reading."""
+        return self._edge_times(streams, newest=False)
+
+    def _edge_times(self, streams: Sequence[str] | None, *, newest: bool) -> dict[str, int]:
+        names = _storable(streams)
+        if names == []:
+            return {}
+        out: dict[str, int] = {}
+        for series in self._query(influxql.select_edge_times(names, newest=newest)):
+            values = series.get("values") or []
+            if values:
+                out[str((series.get("tags") or {}).get("stream"))] = int(values[0][0])
+        return out
+
+    def raw_aggregates(
+        self, after_ns: int, before_ns: int, width: int, streams: Sequence[str] | None = None
+    ) -> dict[str, list[tuple[int, Aggregate]]]:
+        """``GROUP BY time(width), stream`` over the raw readings of the window."""
+        names = _storable(streams)
+        window = _bounded(after_ns, before_ns)
+        if names == [] or window is None:
+            return {}
+        statement = influxql.select_raw_aggregates(window[0], window[1], width, names)
+        return _aggregates_by_stream(self._query(statement))
+
+    def rollups(
+        self, width: int, after_ns: int, before_ns: int, streams: Sequence[str] | None = None
+    ) -> dict[str, list[tuple[int, Aggregate]]]:
+        """The stored rollup points of tier ``width`` starting in the window."""
+        names = _storable(streams)
+        window = _clamped(after_ns, before_ns)
+        if names == [] or window is None:
+            return {}
+        statement = influxql.select_rollups(width, window[0], window[1], names)
+        return _aggregates_by_stream(self._query(statement))
+
+    def coverage(self, streams: Sequence[str] | None = None) -> dict[str, list[CoverageRange]]:
+        """Every coverage range per stream, as ``(at, lo, until)``."""
+        names = _storable(streams)
+        if names == []:
+            return {}
+        out: dict[str, list[CoverageRange]] = {}
+        for series in self._query(influxql.select_coverage(names)):
+            stream = str((series.get("tags") or {}).get("stream"))
+            ranges = [coverage_range(int(row[0]), row[1], row[2])
+                      for row in series.get("values") or []]
+            if ranges:
+                out[stream] = ranges
+        return out
+
+    def aggregate(self, pieces: Sequence[Piece], stream: str | None) -> Aggregate | None:
+        """One InfluxQL statement per piece, all in one request; combined here."""
+        if stream is not None and not is_storable(stream):
+            return None
+        statements = [st for st in (_piece_statement(p, stream, None) for p in pieces) if st]
+        results = self._query_many(statements)
+        return combine(agg for series_list in results
+                       for _, agg in _aggregate_rows(series_list))
+
+    def series(
+        self, pieces: Sequence[Piece], interval: int, stream: str | None
+    ) -> dict[int, Aggregate]:
+        """Each piece grouped by ``time(interval)`` (one request); merged per bucket."""
+        if stream is not None and not is_storable(stream):
+            return {}
+        statements = [st for st in (_piece_statement(p, stream, interval) for p in pieces)
+                      if st]
+        merged: dict[int, list[Aggregate]] = {}
+        for series_list in self._query_many(statements):
+            for start, agg in _aggregate_rows(series_list):
+                merged.setdefault(start, []).append(agg)
+        out: dict[int, Aggregate] = {}
+        for start in sorted(merged):
+            total = combine(merged[start])
+            if total is not None:
+                out[start] = total
+        return out
+
+    def readings_arrays(
+        self, after_ns: int, before_ns: int, streams: Sequence[str] | None = None
+    ) -> dict[str, StreamArrays]:
+        """Raw readings of the window per stream (one series per stream)."""
+        names = _storable(streams)
+        window = _clamped(after_ns, before_ns)
+        if names == [] or window is None:
+            return {}
+        out: dict[str, StreamArrays] = {}
+        for series in self._query(influxql.select_readings(window[0], window[1], names)):
+            rows = [row for row in series.get("values") or [] if row[1] is not None]
+            stream = str((series.get("tags") or {}).get("stream"))
+            out[stream] = (array("q", [row[0] for row in rows]),
+                           array("d", [row[1] for row in rows]))
+        return out
+
+    def _query_many(self, statements: list[str]) -> list[list[Series]]:
+        """Several statements in one request (InfluxQL separates them with ``;``).
+
+        A server that answers fewer results than statements (some 3.x versions take
+        one statement per request) is remembered and asked one statement at a time.
+        """
+        if not statements:
+            return []
+        if len(statements) == 1 or not self._multi_statements:
+            return [self._query(statement) for statement in statements]
+        params = {"q": ";\n".join(statements), "epoch": "ns", "db": self.db}
+        status, error, data = self._request(
+            "POST", self._query_url, urlencode(params).encode(), _FORM)
+        self._check(status, error, data, "query")
+        try:
+            results = json.loads(data)["results"]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise StoreError(f"InfluxDB at {self.url} sent an unreadable query answer: "
+                             f"{data[:200]!r}") from exc
+        if not isinstance(results, list) or len(results) != len(statements):
+            logger.warning("InfluxDB at %s answered %s results for %d statements; asking one "
+                           "statement per request from now on", self.url,
+                           len(results) if isinstance(results, list) else "no",
+                           len(statements))
+            self._multi_statements = False
+            return [self._query(statement) for statement in statements]
+        out: list[list[Series]] = []
+        for result in results:
+            message = result.get("error")
+            if message:
+                if str(message).startswith("database not found"):
+                    out.append([])
+                    continue
+                raise StoreError(f"InfluxDB refused query: {message}")
+            out.append(result.get("series") or [])
+        return out
+
     # --- extras -----------------------------------------------------------------
 
     def query(self, statement: str) -> list[Series]:
@@ -271,6 +435,23 @@ class InfluxStore:
         :mod:`tps.store.influxql`.
         """
         return self._query(statement, missing_ok=False)
+
+    def select(self, statement: str) -> list[Series]:
+        """Run one read-only InfluxQL statement; a missing database answers no series.
+
+        For TPS's other measurements (the alarm event log, ``tps.store.alarm_log``),
+        whose statements are built from quoted literals and checked integers.
+        """
+        return self._query(statement)
+
+    def write_lines(self, body: bytes) -> None:
+        """Write a ready line-protocol body (other measurements than ``temperature``).
+
+        Same rules as :meth:`write`: a missing database is created and the write
+        retried once; StoreUnavailable means retry, StoreError means refused.
+        """
+        if body:
+            self._write_body(body)
 
     # --- HTTP -------------------------------------------------------------------
 
@@ -404,3 +585,60 @@ def _readings(series: Series, stream: str | None) -> list[Reading]:
 
 def _time_then_stream(reading: Reading) -> tuple[int, str]:
     return reading.time_ns, reading.stream
+
+
+def _storable(streams: Sequence[str] | None) -> list[str] | None:
+    """The streams InfluxDB can hold (None: all streams; ``[]``: none of them can)."""
+    if streams is None:
+        return None
+    return [stream for stream in streams if is_storable(stream)]
+
+
+def _clamped(after_ns: int, before_ns: int) -> tuple[int | None, int | None] | None:
+    try:
+        return influxql.clamp_window(after_ns, before_ns)
+    except ValueError:
+        return None
+
+
+def _bounded(after_ns: int, before_ns: int) -> tuple[int, int] | None:
+    """The window clamped to InfluxDB's range with both bounds explicit: a ``GROUP BY
+    time()`` query without an upper bound would stop at now()."""
+    lo, hi = max(after_ns, influxql.MIN_TIME_NS), min(before_ns, influxql.MAX_TIME_NS)
+    return (lo, hi) if lo <= hi else None
+
+
+def _piece_statement(piece: Piece, stream: str | None, group_ns: int | None) -> str | None:
+    """The statement answering one planner piece, or None when it cannot hold data."""
+    if isinstance(piece, Raw):
+        window = _bounded(piece.lo, piece.hi)
+        if window is None:
+            return None
+        return influxql.select_raw_aggregate(window[0], window[1], stream, group_ns=group_ns)
+    assert isinstance(piece, Buckets)
+    window = _bounded(piece.start, piece.end - 1)
+    if window is None:
+        return None
+    return influxql.select_rollup_aggregate(piece.width, window[0], window[1] + 1, stream,
+                                            group_ns=group_ns)
+
+
+def _aggregate_rows(series_list: list[Series]) -> list[tuple[int, Aggregate]]:
+    """(time, aggregate) of every ``time, min, max, sum, count`` row with a count."""
+    out: list[tuple[int, Aggregate]] = []
+    for series in series_list:
+        for row in series.get("values") or []:
+            if row[4]:
+                out.append((int(row[0]), Aggregate(float(row[1]), float(row[2]),
+                                                   float(row[3]), int(row[4]))))
+    return out
+
+
+def _aggregates_by_stream(series_list: list[Series]) -> dict[str, list[tuple[int, Aggregate]]]:
+    out: dict[str, list[tuple[int, Aggregate]]] = {}
+    for series in series_list:
+        stream = str((series.get("tags") or {}).get("stream"))
+        rows = _aggregate_rows([series])
+        if rows:
+            out[stream] = rows
+    return out

@@ -16,7 +16,13 @@ from __future__ import annotations
 
 import logging
 
-from tps.store.lineprotocol import FIELD_KEY, MEASUREMENT, TAG_KEY
+from tps.store.lineprotocol import (
+    COVERAGE_MEASUREMENT,
+    FIELD_KEY,
+    MEASUREMENT,
+    ROLLUP_MEASUREMENTS,
+    TAG_KEY,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -161,3 +167,115 @@ def show_streams() -> str:
 def create_database(db: str) -> str:
     """``CREATE DATABASE`` (idempotent on InfluxDB 1.x)."""
     return f"CREATE DATABASE {quote_ident(db)}"
+
+
+# --- rollups and history (issue 10) --------------------------------------------------
+
+_AGG_RAW = (f'MIN({_VALUE}) AS "min", MAX({_VALUE}) AS "max", SUM({_VALUE}) AS "sum", '
+            f'COUNT({_VALUE}) AS "count"')
+_AGG_ROLLUP = ('MIN("min") AS "min", MAX("max") AS "max", SUM("sum") AS "sum", '
+               'SUM("count") AS "count"')
+
+
+def streams_condition(streams: list[str] | tuple[str, ...] | None) -> str:
+    """``("stream" = 'a' OR "stream" = 'b')`` for a list of streams, ``""`` for all."""
+    if streams is None:
+        return ""
+    if not streams:
+        raise ValueError("an empty list of streams selects nothing; pass None for all")
+    return "(" + " OR ".join(f"{_STREAM} = {quote_string(s)}" for s in streams) + ")"
+
+
+def _where(after_ns: int | None, before_ns: int | None,
+           streams: list[str] | tuple[str, ...] | None) -> str:
+    """`` WHERE`` with a streams condition and an inclusive window (bounds clamped)."""
+    base = where_clause(after_ns, before_ns)
+    tags = streams_condition(streams)
+    if not tags:
+        return base
+    return f" WHERE {tags}" + (" AND " + base.removeprefix(" WHERE ") if base else "")
+
+
+def duration(width_ns: int) -> str:
+    """An InfluxQL duration literal for a whole number of ns (``7200s``, ``1500ms``...)."""
+    check_int("width", width_ns, minimum=1)
+    for unit, size in (("h", 3_600_000_000_000), ("m", 60_000_000_000),
+                       ("s", 1_000_000_000), ("ms", 1_000_000), ("u", 1_000)):
+        if width_ns % size == 0:
+            return f"{width_ns // size}{unit}"
+    return f"{width_ns}ns"
+
+
+def rollup_measurement(width_ns: int) -> str:
+    """The quoted measurement holding ``width_ns`` buckets."""
+    try:
+        return quote_ident(ROLLUP_MEASUREMENTS[width_ns])
+    except KeyError:
+        raise ValueError(f"no rollup tier of {width_ns} ns") from None
+
+
+def select_raw_aggregate(after_ns: int | None, before_ns: int | None, stream: str | None,
+                         *, group_ns: int | None = None, by_stream: bool = False) -> str:
+    """min/max/sum/count of raw readings in the inclusive window, optionally per
+    ``group_ns`` bucket (``GROUP BY time()``, empty buckets left out) and per stream."""
+    streams = None if stream is None else [stream]
+    return _aggregate_statement(_AGG_RAW, _FROM, _where(after_ns, before_ns, streams),
+                                group_ns, by_stream)
+
+
+def select_raw_aggregates(after_ns: int | None, before_ns: int | None, group_ns: int,
+                          streams: list[str] | tuple[str, ...] | None) -> str:
+    """min/max/sum/count per ``group_ns`` bucket and stream of raw readings (backfill)."""
+    return _aggregate_statement(_AGG_RAW, _FROM, _where(after_ns, before_ns, streams),
+                                group_ns, True)
+
+
+def select_rollup_aggregate(width_ns: int, start_ns: int, end_ns: int, stream: str | None,
+                            *, group_ns: int | None = None) -> str:
+    """The buckets of tier ``width_ns`` starting in ``[start_ns, end_ns)`` combined (or
+    combined per ``group_ns`` bucket)."""
+    streams = None if stream is None else [stream]
+    where = _where(start_ns, end_ns - 1, streams)
+    return _aggregate_statement(_AGG_ROLLUP, f"FROM {rollup_measurement(width_ns)}", where,
+                                group_ns, False)
+
+
+def select_rollups(width_ns: int, after_ns: int | None, before_ns: int | None,
+                   streams: list[str] | tuple[str, ...] | None) -> str:
+    """The stored rollup points of tier ``width_ns`` starting in the inclusive window."""
+    where = _where(after_ns, before_ns, streams)
+    source = rollup_measurement(width_ns)
+    return f'SELECT "min", "max", "sum", "count" FROM {source}{where} GROUP BY {_STREAM}'  # noqa: S608
+
+
+def _aggregate_statement(fields: str, source: str, where: str, group_ns: int | None,
+                         by_stream: bool) -> str:
+    groups = []
+    if group_ns is not None:
+        groups.append(f"time({duration(group_ns)})")
+    if by_stream:
+        groups.append(_STREAM)
+    group = f" GROUP BY {', '.join(groups)}" if groups else ""
+    fill = " fill(none)" if group_ns is not None else ""
+    return f"SELECT {fields} {source}{where}{group}{fill}"
+
+
+def select_edge_times(streams: list[str] | tuple[str, ...] | None, *, newest: bool) -> str:
+    """The newest (or oldest) reading's time of every stream."""
+    selector = "LAST" if newest else "FIRST"
+    where = _where(None, None, streams)
+    return f"SELECT {selector}({_VALUE}) {_FROM}{where} GROUP BY {_STREAM}"
+
+
+def select_coverage(streams: list[str] | tuple[str, ...] | None) -> str:
+    """Every coverage range: time (its key), ``from`` and ``until``, per stream."""
+    source = quote_ident(COVERAGE_MEASUREMENT)
+    where = _where(None, None, streams)
+    return f'SELECT "from", "until" FROM {source}{where} GROUP BY {_STREAM}'  # noqa: S608
+
+
+def select_readings(after_ns: int | None, before_ns: int | None,
+                    streams: list[str] | tuple[str, ...] | None) -> str:
+    """Raw readings of the inclusive window, one series per stream, oldest first."""
+    return (f"SELECT {_VALUE} {_FROM}{_where(after_ns, before_ns, streams)}"
+            f" GROUP BY {_STREAM}")

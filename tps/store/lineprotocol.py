@@ -19,6 +19,7 @@ import logging
 import math
 from collections.abc import Iterable
 
+from tps.history.types import RollupWrite
 from tps.model import Reading
 
 logger = logging.getLogger(__name__)
@@ -26,6 +27,9 @@ logger = logging.getLogger(__name__)
 MEASUREMENT = "temperature"
 TAG_KEY = "stream"
 FIELD_KEY = "value"
+ROLLUP_MEASUREMENTS = {60_000_000_000: "temperature_1m", 3_600_000_000_000: "temperature_1h"}
+"""Rollup measurement of each bucket width (ns); see :mod:`tps.history.types`."""
+COVERAGE_MEASUREMENT = "temperature_coverage"
 
 _TAG_ESCAPES = str.maketrans({",": "\\,", "=": "\\=", " ": "\\ "})
 
@@ -90,4 +94,39 @@ def encode_readings(readings: Iterable[Reading]) -> bytes:
         if time_ns.__class__ is not int:
             raise ValueError(f"stream {stream!r}: time_ns {time_ns!r} is not an integer")
         append(f"{prefix}{value!r} {time_ns}")
+    return "\n".join(lines).encode()
+
+
+def encode_rollups(rollups: RollupWrite) -> bytes:
+    """Rollup points and coverage marks as line protocol (see :mod:`tps.history.types`).
+
+    ``count``, ``from`` and ``until`` are integer fields (``i`` suffix). Raises ValueError for a
+    non-finite aggregate or a stream name line protocol cannot carry.
+    """
+    lines: list[str] = []
+    append = lines.append
+    isfinite = math.isfinite
+    tags: dict[str, str] = {}
+    for point in rollups.points:
+        tag = tags.get(point.stream)
+        if tag is None:
+            tag = tags[point.stream] = escape_tag_value(point.stream)
+        agg = point.agg
+        if not (isfinite(agg.min) and isfinite(agg.max) and isfinite(agg.sum)):
+            raise ValueError(f"stream {point.stream!r}: rollup at {point.start} is not finite")
+        append(f"{ROLLUP_MEASUREMENTS[point.width]},{TAG_KEY}={tag} min={float(agg.min)!r},"
+               f"max={float(agg.max)!r},sum={float(agg.sum)!r},count={int(agg.count)}i "
+               f"{int(point.start)}")
+    for mark in rollups.coverage:
+        tag = tags.get(mark.stream)
+        if tag is None:
+            tag = tags[mark.stream] = escape_tag_value(mark.stream)
+        fields = []
+        if mark.lo is not None:
+            fields.append(f"from={int(mark.lo)}i")
+        if mark.until is not None:
+            fields.append(f"until={int(mark.until)}i")
+        if not fields:
+            raise ValueError(f"stream {mark.stream!r}: a coverage mark must set from or until")
+        append(f"{COVERAGE_MEASUREMENT},{TAG_KEY}={tag} {','.join(fields)} {int(mark.at)}")
     return "\n".join(lines).encode()

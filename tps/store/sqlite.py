@@ -18,12 +18,17 @@ from __future__ import annotations
 import logging
 import math
 import sqlite3
+from array import array
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from tps.errors import StoreError, StoreUnavailable
+from tps.history.buckets import Aggregate, combine
+from tps.history.planner import Buckets, Piece, Raw
+from tps.history.types import CoverageRange, RollupWrite, coverage_range
 from tps.model import Reading, Statistics
+from tps.store.base import StreamArrays
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +44,25 @@ CREATE TABLE IF NOT EXISTS readings (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS readings_by_time ON readings (time_ns, stream);
 CREATE TABLE IF NOT EXISTS streams (name TEXT PRIMARY KEY) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS rollup_1m (
+    stream TEXT NOT NULL, start_ns INTEGER NOT NULL,
+    min REAL NOT NULL, max REAL NOT NULL, sum REAL NOT NULL, count INTEGER NOT NULL,
+    PRIMARY KEY (stream, start_ns)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS rollup_1h (
+    stream TEXT NOT NULL, start_ns INTEGER NOT NULL,
+    min REAL NOT NULL, max REAL NOT NULL, sum REAL NOT NULL, count INTEGER NOT NULL,
+    PRIMARY KEY (stream, start_ns)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS rollup_coverage (
+    stream TEXT NOT NULL, at_ns INTEGER NOT NULL, from_ns INTEGER, until_ns INTEGER,
+    PRIMARY KEY (stream, at_ns)
+) WITHOUT ROWID;
 """
+
+_ROLLUP_TABLES = {60_000_000_000: "rollup_1m", 3_600_000_000_000: "rollup_1h"}
+_BUCKET_AGGREGATES = ("SELECT time_ns - ((time_ns % ?) + ?) % ? AS b, MIN(value), MAX(value), "
+                      "SUM(value), COUNT(value) FROM readings")
 
 # Errors that say "not now" rather than "never": the writer retries these.
 _TRANSIENT = ("SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_FULL", "SQLITE_IOERR", "SQLITE_CANTOPEN",
@@ -75,9 +98,11 @@ class SqliteStore:
             return False
         return True
 
-    def write(self, readings: Sequence[Reading]) -> None:
-        """Insert-or-replace the batch in one transaction."""
+    def write(self, readings: Sequence[Reading], rollups: RollupWrite | None = None) -> None:
+        """Insert-or-replace the batch (and its rollups) in one transaction."""
         if not readings:
+            if rollups:
+                self.write_rollups(rollups)
             return
         rows: list[tuple[str, int, float]] = []
         for reading in readings:
@@ -100,6 +125,8 @@ class SqliteStore:
                     "INSERT OR REPLACE INTO readings (stream, time_ns, value) VALUES (?, ?, ?)",
                     rows)
                 conn.executemany("INSERT OR IGNORE INTO streams (name) VALUES (?)", names)
+                if rollups:
+                    _insert_rollups(conn, rollups)
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
@@ -186,6 +213,144 @@ class SqliteStore:
         if conn is not None:
             conn.close()
 
+    # --- rollups and history --------------------------------------------------------
+
+    def write_rollups(self, rollups: RollupWrite) -> None:
+        """Rollup points and coverage marks in one transaction."""
+        if not rollups:
+            return
+        conn = self._connection()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                _insert_rollups(conn, rollups)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+        except (sqlite3.Error, OverflowError) as exc:
+            raise self._error(exc, "write") from exc
+
+    def newest_times(self, streams: Sequence[str] | None = None) -> dict[str, int]:
+        """MAX(time_ns) per stream (one index probe each)."""
+        return self._edge_times(streams, "MAX")
+
+    def oldest_times(self, streams: Sequence[str] | None = None) -> dict[str, int]:
+        """MIN(time_ns) per stream (one index probe each)."""
+        return self._edge_times(streams, "MIN")
+
+    def _edge_times(self, streams: Sequence[str] | None, fn: str) -> dict[str, int]:
+        names = self.stream_names() if streams is None else list(streams)
+        out: dict[str, int] = {}
+        for name in names:
+            row = self._fetchone(
+                f"SELECT {fn}(time_ns) FROM readings WHERE stream = ?", (name,))  # noqa: S608
+            if row is not None and row[0] is not None:
+                out[name] = int(row[0])
+        return out
+
+    def raw_aggregates(
+        self, after_ns: int, before_ns: int, width: int, streams: Sequence[str] | None = None
+    ) -> dict[str, list[tuple[int, Aggregate]]]:
+        """GROUP BY stream and ``width`` bucket of the raw readings of the window."""
+        out: dict[str, list[tuple[int, Aggregate]]] = {}
+        for name in self._names(streams):
+            window = _window(after_ns, before_ns, name)
+            if window is None:
+                return {}
+            where, params = window
+            sql = (_BUCKET_AGGREGATES
+                   + f"{where} GROUP BY b ORDER BY b")
+            rows = self._fetchall(sql, (width, width, width, *params))
+            if rows:
+                out[name] = [(int(r[0]), Aggregate(r[1], r[2], r[3], int(r[4]))) for r in rows]
+        return out
+
+    def rollups(
+        self, width: int, after_ns: int, before_ns: int, streams: Sequence[str] | None = None
+    ) -> dict[str, list[tuple[int, Aggregate]]]:
+        """The stored rollup rows of tier ``width`` starting in the window."""
+        table = _rollup_table(width)
+        out: dict[str, list[tuple[int, Aggregate]]] = {}
+        for name in self._names(streams):
+            rows = self._fetchall(
+                f"SELECT start_ns, min, max, sum, count FROM {table} "  # noqa: S608
+                "WHERE stream = ? AND start_ns >= ? AND start_ns <= ? ORDER BY start_ns",
+                (name, _clamp64(after_ns), _clamp64(before_ns)))
+            if rows:
+                out[name] = [(int(r[0]), Aggregate(r[1], r[2], r[3], int(r[4]))) for r in rows]
+        return out
+
+    def coverage(self, streams: Sequence[str] | None = None) -> dict[str, list[CoverageRange]]:
+        """Every coverage range per stream, as ``(at, lo, until)``."""
+        if streams is None:
+            rows = self._fetchall("SELECT stream, at_ns, from_ns, until_ns FROM rollup_coverage "
+                                  "ORDER BY stream, at_ns")
+        else:
+            rows = [row for name in streams for row in self._fetchall(
+                "SELECT stream, at_ns, from_ns, until_ns FROM rollup_coverage WHERE stream = ? "
+                "ORDER BY at_ns", (name,))]
+        out: dict[str, list[CoverageRange]] = {}
+        for stream, at, lo, until in rows:
+            out.setdefault(stream, []).append(coverage_range(int(at), lo, until))
+        return out
+
+    def aggregate(self, pieces: Sequence[Piece], stream: str | None) -> Aggregate | None:
+        """One statement per piece inside one read transaction (one snapshot)."""
+        parts: list[Aggregate] = []
+        with self._snapshot():
+            for piece in pieces:
+                sql, params = _piece_sql(piece, stream, None)
+                if not sql:
+                    continue
+                row = self._fetchone(sql, params)
+                if row is not None and row[4]:
+                    parts.append(Aggregate(row[1], row[2], row[3], int(row[4])))
+        return combine(parts)
+
+    def series(
+        self, pieces: Sequence[Piece], interval: int, stream: str | None
+    ) -> dict[int, Aggregate]:
+        """Each piece grouped by ``interval`` bucket, merged per bucket."""
+        merged: dict[int, list[Aggregate]] = {}
+        with self._snapshot():
+            for piece in pieces:
+                sql, params = _piece_sql(piece, stream, interval)
+                if not sql:
+                    continue
+                for row in self._fetchall(sql, params):
+                    if row[4]:
+                        merged.setdefault(int(row[0]), []).append(
+                            Aggregate(row[1], row[2], row[3], int(row[4])))
+        out: dict[int, Aggregate] = {}
+        for start in sorted(merged):
+            total = combine(merged[start])
+            if total is not None:
+                out[start] = total
+        return out
+
+    def readings_arrays(
+        self, after_ns: int, before_ns: int, streams: Sequence[str] | None = None
+    ) -> dict[str, StreamArrays]:
+        """Raw readings of the window per stream."""
+        out: dict[str, StreamArrays] = {}
+        for name in self._names(streams):
+            window = _window(after_ns, before_ns, name)
+            if window is None:
+                return {}
+            where, params = window
+            rows = self._fetchall(
+                f"SELECT time_ns, value FROM readings{where} ORDER BY time_ns", params)  # noqa: S608
+            if rows:
+                out[name] = (array("q", [r[0] for r in rows]), array("d", [r[1] for r in rows]))
+        return out
+
+    def _names(self, streams: Sequence[str] | None) -> list[str]:
+        return self.stream_names() if streams is None else list(streams)
+
+    def _snapshot(self) -> _ReadTransaction:
+        return _ReadTransaction(self)
+
     # --- plumbing ---------------------------------------------------------------
 
     def _connection(self) -> sqlite3.Connection:
@@ -260,3 +425,84 @@ def _window(
     if after_ns is not None and before_ns is not None and after_ns > before_ns:
         return None
     return (" WHERE " + " AND ".join(conditions) if conditions else ""), tuple(params)
+
+
+class _ReadTransaction:
+    """``BEGIN`` ... ``COMMIT`` around several reads, so they see one snapshot."""
+
+    def __init__(self, store: SqliteStore) -> None:
+        self._store = store
+
+    def __enter__(self) -> None:
+        try:
+            self._store._connection().execute("BEGIN")
+        except sqlite3.Error as exc:
+            raise self._store._error(exc, "query") from exc
+
+    def __exit__(self, *_exc: object) -> None:
+        conn = self._store._conn
+        if conn is not None and conn.in_transaction:
+            try:
+                conn.execute("COMMIT")
+            except sqlite3.Error:
+                logger.debug("Ending a read transaction failed", exc_info=True)
+
+
+def _clamp64(value: int) -> int:
+    return max(_INT64_MIN, min(_INT64_MAX, value))
+
+
+def _rollup_table(width: int) -> str:
+    try:
+        return _ROLLUP_TABLES[width]
+    except KeyError:
+        raise ValueError(f"no rollup tier of {width} ns") from None
+
+
+def _insert_rollups(conn: sqlite3.Connection, rollups: RollupWrite) -> None:
+    by_table: dict[str, list[tuple[str, int, float, float, float, int]]] = {}
+    for p in rollups.points:
+        agg = p.agg
+        if not (math.isfinite(agg.min) and math.isfinite(agg.max) and math.isfinite(agg.sum)):
+            raise StoreError(f"stream {p.stream!r}: rollup at {p.start} is not finite")
+        by_table.setdefault(_rollup_table(p.width), []).append(
+            (p.stream, p.start, agg.min, agg.max, agg.sum, agg.count))
+    for table, rows in by_table.items():
+        conn.executemany(
+            f"INSERT OR REPLACE INTO {table} (stream, start_ns, min, max, sum, count) "  # noqa: S608
+            "VALUES (?, ?, ?, ?, ?, ?)", rows)
+    if rollups.coverage:
+        # Like InfluxDB's merge of a point's fields: a mark sets only what it names.
+        conn.executemany(
+            "INSERT INTO rollup_coverage (stream, at_ns, from_ns, until_ns) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (stream, at_ns) DO UPDATE SET "
+            "from_ns = COALESCE(excluded.from_ns, from_ns), "
+            "until_ns = COALESCE(excluded.until_ns, until_ns)",
+            [(m.stream, m.at, m.lo, m.until) for m in rollups.coverage])
+
+
+def _piece_sql(piece: Piece, stream: str | None, group: int | None
+               ) -> tuple[str, tuple[Any, ...]]:
+    """SQL answering one planner piece: rows of (bucket, min, max, sum, count)."""
+    if isinstance(piece, Raw):
+        window = _window(piece.lo, piece.hi, stream)
+        if window is None:
+            return "", ()
+        where, params = window
+        source, column = "readings", "time_ns"
+        agg = "MIN(value), MAX(value), SUM(value), COUNT(value)"
+    else:
+        assert isinstance(piece, Buckets)
+        conditions = ["start_ns >= ?", "start_ns < ?"]
+        params = (_clamp64(piece.start), _clamp64(piece.end))
+        if stream is not None:
+            conditions.insert(0, "stream = ?")
+            params = (stream, *params)
+        where = " WHERE " + " AND ".join(conditions)
+        source, column = _rollup_table(piece.width), "start_ns"
+        agg = "MIN(min), MAX(max), SUM(sum), SUM(count)"
+    if group is None:
+        return f"SELECT 0, {agg} FROM {source}{where}", params  # noqa: S608
+    bucket = f"{column} - (({column} % ?) + ?) % ?"
+    return (f"SELECT {bucket} AS b, {agg} FROM {source}{where} GROUP BY b ORDER BY b",  # noqa: S608
+            (group, group, group, *params))

@@ -50,6 +50,10 @@ def _average(args: Mapping[str, Any]) -> int:
     return _int(args.get("window_size"))
 
 
+def _series(args: Mapping[str, Any]) -> int:
+    return _int(args.get("points"))
+
+
 def _int(value: Any) -> int:
     return value if isinstance(value, int) and value > 0 else 0
 
@@ -57,6 +61,7 @@ def _int(value: Any) -> int:
 ROW_RULES: dict[str, RowRule] = {
     "temperatureMeasurements": _measurements,
     "averageTemperature": _average,
+    "temperatureSeries": _series,
 }
 """Root query field -> the most readings it can read, from its arguments (Python names)."""
 

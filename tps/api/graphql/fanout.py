@@ -29,11 +29,13 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from graphql import ExecutionResult, GraphQLSchema, execute
 from tornado.ioloop import IOLoop
 
+from tps.actors.alarms import AlarmHub
+from tps.alarms.model import AlarmEvent
 from tps.api.context import ApiContext
 from tps.api.graphql.results import format_result
 from tps.api.graphql.schema import MAX_WINDOW, AverageValue
@@ -52,6 +54,8 @@ MIN_CAPACITY = 1024
 
 FeedKey = tuple[str, str | None]
 """(kind, stream filter) of a feed."""
+ALARMS: FeedKey = ("alarm", None)
+"""Where the index files ``alarmEvents`` subscriptions (they live in AlarmFanout)."""
 GroupKey = tuple[str, str | None, str]
 
 
@@ -204,6 +208,7 @@ class SubscriptionManager:
         self._index: dict[tuple[int, str], tuple[FeedKey, GroupKey]] = {}
         self._unsubscribe: Callable[[], None] | None = None
         self._poller: StorePoller | None = None
+        self._alarms = AlarmFanout(self._schema, api.alarm_hub, self._render)
         self._seed_slot: asyncio.Semaphore | None = None
         self._work: deque[Iterator[None]] = deque()
         self._draining = False
@@ -224,6 +229,10 @@ class SubscriptionManager:
             raise TooManySubscriptions("TPS_MAX_SUBSCRIPTIONS", self._max,
                                        len(self._index) + 1, "open subscriptions:")
         self.remove(owner, sub_id)
+        if spec.kind == "alarm":
+            if self._alarms.add(owner, sub_id, subscriber, spec):
+                self._index[member] = (ALARMS, spec.group_key)
+            return
         self._ensure_source()
         key: FeedKey = (spec.kind, spec.stream)
         feed = self._feeds.get(key)
@@ -243,6 +252,9 @@ class SubscriptionManager:
         if where is None:
             return
         key, group_key = where
+        if key == ALARMS:
+            self._alarms.remove(owner, sub_id, group_key)
+            return
         feed = self._feeds[key]
         group = feed.groups[group_key]
         del group.members[(owner, sub_id)]
@@ -300,7 +312,9 @@ class SubscriptionManager:
         self._feeds.clear()
         self._index.clear()
         self._work.clear()
+        self._alarms.close()
         self._stop_source()
+        self._alarms.close()
 
     # -- average windows --
 
@@ -450,7 +464,7 @@ class SubscriptionManager:
                         self.delivered += 1
                     yield
 
-    def _render(self, spec: SubscriptionSpec, event: Reading | AverageValue) -> str:
+    def _render(self, spec: SubscriptionSpec, event: Any) -> str:
         document = spec.parsed.document
         assert document is not None
         result = execute(
@@ -462,3 +476,75 @@ class SubscriptionManager:
         )
         assert isinstance(result, ExecutionResult)
         return json.dumps(format_result(result), separators=(",", ":"))
+
+
+class AlarmFanout:
+    """``alarmEvents`` subscriptions: alarm events from the keeper's hub (IO loop only,
+    except the hub listener, which only hands events to the loop).
+
+    Grouped like readings: one execution per event per distinct document, the JSON
+    reused for every member. In a process without a keeper (role ``api``) the
+    subscription fails with a message saying where alarm events are published.
+    """
+
+    def __init__(self, schema: GraphQLSchema, hub: AlarmHub | None,
+                 render: Callable[[SubscriptionSpec, Any], str]) -> None:
+        self._schema = schema
+        self._hub = hub
+        self._render = render
+        self._groups: dict[GroupKey, _Group] = {}
+        self._unsubscribe: Callable[[], None] | None = None
+        self.delivered = 0
+
+    def add(self, owner: int, sub_id: str, subscriber: Subscriber, spec: SubscriptionSpec
+            ) -> bool:
+        """Start sending alarm events matching ``spec`` to ``subscriber``; False when
+        this process has no alarm events (the subscriber was told)."""
+        if self._hub is None:
+            subscriber.fail(sub_id, "alarmEvents: alarm events are published by the process "
+                            "that evaluates limits (role all or ingest), not this one")
+            return False
+        if self._unsubscribe is None:
+            loop = IOLoop.current()
+
+            def listener(events: Sequence[AlarmEvent]) -> None:
+                # Runs on the alarm keeper's thread: only hand over.
+                loop.add_callback(self.dispatch, tuple(events))
+
+            self._unsubscribe = self._hub.subscribe(listener)
+        group = self._groups.get(spec.group_key)
+        if group is None:
+            group = self._groups[spec.group_key] = _Group(spec)
+        group.members[(owner, sub_id)] = (subscriber, sub_id)
+        return True
+
+    def remove(self, owner: int, sub_id: str, group_key: GroupKey) -> None:
+        """Stop a subscription of group ``group_key`` (the manager's index knows it)."""
+        group = self._groups.get(group_key)
+        if group is not None and group.members.pop((owner, sub_id), None) is not None \
+                and not group.members:
+            del self._groups[group_key]
+        if not self._groups:
+            self.close()
+
+    def close(self) -> None:
+        """Detach from the hub."""
+        self._groups.clear()
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+
+    def __len__(self) -> int:
+        return sum(len(group.members) for group in self._groups.values())
+
+    def dispatch(self, events: Sequence[AlarmEvent]) -> None:
+        """Send each event to the groups whose stream filter it matches. IO loop only."""
+        for event in events:
+            for group in list(self._groups.values()):
+                stream = group.spec.stream
+                if stream is not None and stream != event.alarm.stream:
+                    continue
+                payload = self._render(group.spec, event)
+                for subscriber, sub_id in list(group.members.values()):
+                    subscriber.deliver(sub_id, payload)
+                    self.delivered += 1

@@ -36,9 +36,9 @@ from tps.api.graphql.fanout import SubscriptionManager
 from tps.api.graphql.handshake import DEFAULT_SUBPROTOCOL, choose_subprotocol
 from tps.api.graphql.offload import HeavyRequests, dump_chunks
 from tps.api.graphql.results import format_error, format_result
-from tps.api.graphql.schema import RequestContext, build_schema
+from tps.api.graphql.schema import FLAT_LISTS, RequestContext, build_schema
 from tps.api.requests import JsonTooDeep, loads_bounded
-from tps.compat.graphql_core import coerce_variables
+from tps.compat.graphql_core import coerce_variables, flat_list_context
 from tps.compat.tornado import (
     bound_send_buffer,
     socket_busy,
@@ -78,6 +78,7 @@ class GraphQLService:
         self.ctx = ctx
         self.schema = schema or build_schema().graphql_schema
         self.cache = DocumentCache(self.schema)
+        self._context_class = flat_list_context(FLAT_LISTS)
         self.subscriptions = SubscriptionManager(self.schema, ctx)
         settings = ctx.settings
         self.budget = Budget(settings.max_request_rows, settings.max_aliases)
@@ -138,6 +139,7 @@ class GraphQLService:
             context_value=RequestContext(self.ctx, authorized, home),
             variable_values=variables,
             operation_name=operation_name,
+            execution_context_class=self._context_class,
         )
         if isawaitable(result):
             return self._finish(result)
