@@ -81,7 +81,7 @@ class ControlHandler(JsonErrorsMixin):
 
     ctx: ApiContext
     body_limit = CONTROL_BODY_BYTES
-    """Largest body this resource's POST accepts."""
+    """Largest body this resource's POST or PUT accepts (other methods: 1 KiB)."""
 
     def initialize(self, ctx: ApiContext) -> None:
         """Receive the API context from the route table."""
@@ -103,7 +103,7 @@ class ControlHandler(JsonErrorsMixin):
         method = self.request.method or "GET"
         if method not in ("GET", "HEAD", "OPTIONS"):
             self.require_token()
-        limit = self.body_limit if method == "POST" else CONTROL_BODY_BYTES
+        limit = self.body_limit if method in ("POST", "PUT", "PATCH") else CONTROL_BODY_BYTES
         declared = self.request.headers.get("Content-Length", "")
         if declared.strip().isdigit() and int(declared) > limit:
             raise ApiError(413, f"body larger than {limit} bytes")

@@ -32,6 +32,7 @@ from tps.history.buckets import Aggregate, combine
 from tps.history.planner import Buckets, Piece, Raw
 from tps.history.types import CoverageRange, RollupWrite, coverage_range
 from tps.model import Reading, Statistics
+from tps.redact import redact_url
 from tps.store import influxql
 from tps.store.base import StreamArrays
 from tps.store.lineprotocol import encode_readings, encode_rollups, is_storable
@@ -77,6 +78,8 @@ class InfluxStore:
         if not db:
             raise ValueError("InfluxDB database name must not be empty")
         self.url = url.rstrip("/")
+        self.shown_url = redact_url(self.url)
+        """The URL as messages and logs show it (no credentials or query values)."""
         self.db = db
         self.timeout = timeout
         self._https = parts.scheme == "https"
@@ -97,7 +100,7 @@ class InfluxStore:
         self._ping_url = f"{base}/ping"
 
     def __repr__(self) -> str:
-        return f"InfluxStore({self.url!r}, {self.db!r})"
+        return f"InfluxStore({self.shown_url!r}, {self.db!r})"
 
     # --- the Store interface -------------------------------------------------------
 
@@ -112,14 +115,14 @@ class InfluxStore:
             # 2.x/3.x refuse CREATE DATABASE (buckets are made elsewhere); the bucket
             # may still exist and be writable, so check it before giving up.
             logger.info("InfluxDB at %s refused CREATE DATABASE %r (%s); checking that "
-                        "it exists instead", self.url, self.db, exc)
+                        "it exists instead", self.shown_url, self.db, exc)
         probe = influxql.select_measurements(None, None, None, newest=True, limit=1)
         try:
             self._query(probe, missing_ok=False)
         except StoreUnavailable:
             raise
         except StoreError as exc:
-            raise StoreError(f"InfluxDB database {self.db!r} at {self.url} is not usable "
+            raise StoreError(f"InfluxDB database {self.db!r} at {self.shown_url} is not usable "
                              f"and could not be created: {exc}") from None
 
     def ping(self) -> bool:
@@ -175,7 +178,7 @@ class InfluxStore:
         if status == 404 and "not found" in self._message(error, data):
             # The database was dropped (or never made) under us: make it and retry once.
             logger.warning("InfluxDB database %r at %s is missing; creating it and "
-                           "retrying the write", self.db, self.url)
+                           "retrying the write", self.db, self.shown_url)
             self.ensure_ready()
             status, error, data = self._request("POST", self._write_url, body, _LINE_PROTOCOL)
         self._check(status, error, data, "write")
@@ -251,7 +254,7 @@ class InfluxStore:
                 raise
             except StoreError as exc:
                 logger.warning("InfluxDB at %s refused a subquery (%s); averaging the "
-                               "newest readings in TPS from now on", self.url, exc)
+                               "newest readings in TPS from now on", self.shown_url, exc)
                 self._subqueries = False
             else:
                 if not rows or rows[0]["mean"] is None:
@@ -406,11 +409,11 @@ class InfluxStore:
         try:
             results = json.loads(data)["results"]
         except (ValueError, KeyError, TypeError) as exc:
-            raise StoreError(f"InfluxDB at {self.url} sent an unreadable query answer: "
+            raise StoreError(f"InfluxDB at {self.shown_url} sent an unreadable query answer: "
                              f"{data[:200]!r}") from exc
         if not isinstance(results, list) or len(results) != len(statements):
             logger.warning("InfluxDB at %s answered %s results for %d statements; asking one "
-                           "statement per request from now on", self.url,
+                           "statement per request from now on", self.shown_url,
                            len(results) if isinstance(results, list) else "no",
                            len(statements))
             self._multi_statements = False
@@ -468,7 +471,7 @@ class InfluxStore:
             answer = json.loads(data)
             result = answer["results"][0]
         except (ValueError, KeyError, IndexError, TypeError) as exc:
-            raise StoreError(f"InfluxDB at {self.url} sent an unreadable query answer: "
+            raise StoreError(f"InfluxDB at {self.shown_url} sent an unreadable query answer: "
                              f"{data[:200]!r}") from exc
         message = result.get("error")
         if message:
@@ -499,14 +502,14 @@ class InfluxStore:
                 data = response.read()
             except TimeoutError as exc:
                 self._drop_connection()
-                raise StoreUnavailable(f"InfluxDB at {self.url} did not answer within "
+                raise StoreUnavailable(f"InfluxDB at {self.shown_url} did not answer within "
                                        f"{self.timeout:g} s") from exc
             except (OSError, http.client.HTTPException) as exc:
                 self._drop_connection()
                 stale = isinstance(exc, ConnectionError | http.client.BadStatusLine)
                 if reused and stale and attempt == 1:
                     continue
-                raise StoreUnavailable(f"InfluxDB at {self.url} is unreachable: "
+                raise StoreUnavailable(f"InfluxDB at {self.shown_url} is unreachable: "
                                        f"{exc or type(exc).__name__}") from exc
             if response.will_close:
                 self._drop_connection()
