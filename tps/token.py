@@ -44,10 +44,10 @@ def load_or_create_token(settings: Settings) -> tuple[str, Path | None]:
     if settings.control_token:
         if len(settings.control_token) < MIN_TOKEN_CHARS:
             logger.warning(
-                "TPS_CONTROL_TOKEN is only %d characters long; anyone who guesses it controls "
-                "the streams. Use at least %d random characters (e.g. python -c 'import "
-                "secrets; print(secrets.token_urlsafe(32))'), or unset it to have TPS "
-                "generate one", len(settings.control_token), MIN_TOKEN_CHARS)
+                "TPS_CONTROL_TOKEN is shorter than %d characters (%d); anyone who guesses it "
+                "controls the streams. Use at least %d random characters (e.g. python -c "
+                "'import secrets; print(secrets.token_urlsafe(32))'), or unset it to have TPS "
+                "generate one", MIN_TOKEN_CHARS, len(settings.control_token), MIN_TOKEN_CHARS)
         return settings.control_token, None
     data_dir = settings.data_dir
     path = token_path(data_dir)

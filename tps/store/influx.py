@@ -40,6 +40,8 @@ from tps.store.lineprotocol import encode_readings, encode_rollups, is_storable
 logger = logging.getLogger(__name__)
 
 _LINE_PROTOCOL = "text/plain; charset=utf-8"
+CHUNK_ROWS = 10_000
+"""Rows per chunk when a measurements answer is larger (see ``InfluxStore._query``)."""
 _FORM = "application/x-www-form-urlencoded"
 
 MAX_POINTS_PER_REQUEST = 50_000
@@ -233,7 +235,9 @@ class InfluxStore:
             return []
         statement = influxql.select_measurements(
             after_ns, before_ns, stream, newest=last is not None, limit=count)
-        readings = [r for series in self._query(statement) for r in _readings(series, stream)]
+        chunk = CHUNK_ROWS if count > CHUNK_ROWS else None
+        readings = [r for series in self._query(statement, chunk_size=chunk)
+                    for r in _readings(series, stream)]
         # InfluxDB orders ties by series key (the escaped name); TPS promises the
         # plain name, and the rows of a DESC query are reversed anyway.
         readings.sort(key=_time_then_stream)
@@ -459,26 +463,40 @@ class InfluxStore:
     # --- HTTP -------------------------------------------------------------------
 
     def _query(self, statement: str, *, with_db: bool = True,
-               missing_ok: bool = True) -> list[Series]:
-        """POST one statement; its series. "database not found" reads as no data."""
+               missing_ok: bool = True, chunk_size: int | None = None) -> list[Series]:
+        """POST one statement; its series. "database not found" reads as no data.
+
+        With ``chunk_size`` the server answers in chunks of that many rows (one JSON
+        document per line), parsed one by one: one ``json.loads`` of a 100,000-row
+        answer is a single C call that holds the interpreter lock for tens of ms, and
+        the IO loop waits that long. A server that ignores ``chunked`` answers one
+        document, which parses the same way.
+        """
         params = {"q": statement, "epoch": "ns"}
         if with_db:
             params["db"] = self.db
+        if chunk_size is not None:
+            params.update(chunked="true", chunk_size=str(chunk_size))
         status, error, data = self._request(
             "POST", self._query_url, urlencode(params).encode(), _FORM)
         self._check(status, error, data, "query")
-        try:
-            answer = json.loads(data)
-            result = answer["results"][0]
-        except (ValueError, KeyError, IndexError, TypeError) as exc:
-            raise StoreError(f"InfluxDB at {self.shown_url} sent an unreadable query answer: "
-                             f"{data[:200]!r}") from exc
-        message = result.get("error")
-        if message:
-            if missing_ok and str(message).startswith("database not found"):
-                return []
-            raise StoreError(f"InfluxDB refused query: {message}")
-        series: list[Series] = result.get("series") or []
+        documents = data.split(b"\n") if chunk_size is not None else [data]
+        series: list[Series] = []
+        for document in documents:
+            if not document.strip():
+                continue
+            try:
+                answer = json.loads(document)
+                result = answer["results"][0]
+            except (ValueError, KeyError, IndexError, TypeError) as exc:
+                raise StoreError(f"InfluxDB at {self.shown_url} sent an unreadable query "
+                                 f"answer: {document[:200]!r}") from exc
+            message = result.get("error")
+            if message:
+                if missing_ok and str(message).startswith("database not found"):
+                    return []
+                raise StoreError(f"InfluxDB refused query: {message}")
+            series.extend(result.get("series") or [])
         return series
 
     def _request(
