@@ -243,6 +243,8 @@ def test_allowed_hosts_match_names_without_port() -> None:
 
 def test_json_nesting_is_bounded() -> None:
     assert loads_bounded('{"a": [[1]]}') == {"a": [[1]]}
+    for scalar in ("null", "1", '"x"', "true"):
+        assert loads_bounded(scalar) == json.loads(scalar)
     for text in ("[" * 100_000, "[" * 40 + "]" * 40, '{"a":' * 40 + "1" + "}" * 40):
         with pytest.raises(JsonTooDeep):
             loads_bounded(text)

@@ -45,6 +45,8 @@ def loads_bounded(data: str | bytes, max_depth: int = MAX_JSON_DEPTH) -> Any:
 def too_deep(value: Any, max_depth: int = MAX_JSON_DEPTH) -> bool:
     """True when ``value`` (decoded JSON) nests lists/objects deeper than ``max_depth``;
     iterative, and it only walks containers."""
+    if not isinstance(value, dict | list):
+        return False
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
         item, depth = stack.pop()
