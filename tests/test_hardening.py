@@ -413,10 +413,10 @@ def test_row7_a_second_process_cannot_use_the_same_data_dir(
 ) -> None:
     """A second TPS on the same data dir deleted the first's spool segment."""
     first = _own(tmp_path, {"TPS_FEEDS": f"base={sim.url('base')}"}, "first").start()
+    second = _own(tmp_path, {"TPS_FEEDS": f"base={sim.url('base')}",
+                             "TPS_DATA_DIR": str(first.data_dir)}, "second")
     try:
         with watched(first):
-            second = _own(tmp_path, {"TPS_FEEDS": f"base={sim.url('base')}",
-                                     "TPS_DATA_DIR": str(first.data_dir)}, "second")
             second.start(wait=False)
             assert second.proc is not None
             assert second.proc.wait(30) == 2
@@ -425,6 +425,7 @@ def test_row7_a_second_process_cannot_use_the_same_data_dir(
             assert f"pid {first.proc.pid if first.proc else 0}" in lines[0], lines
             assert "TPS_DATA_DIR" in lines[0]
     finally:
+        second.close()  # still running only if the lock did not stop it
         first.close()
 
 
