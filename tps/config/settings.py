@@ -77,6 +77,15 @@ class Settings:
     shutdown_timeout: float = 10.0
     max_frame_bytes: int = 1 << 20
     subscriber_queue: int = 1000
+    # --- cluster mode (issue 12) ---
+    nats_url: tuple[str, ...] = ()
+    instance: str | None = None
+    lease_ttl: float = 10.0
+
+    @property
+    def clustered(self) -> bool:
+        """True when ``TPS_NATS_URL`` names NATS servers (cluster mode)."""
+        return bool(self.nats_url)
 
     def with_feeds(self, feeds: tuple[FeedConfig, ...]) -> Settings:
         """A copy with another feed list."""
@@ -169,6 +178,31 @@ def _http_url(name: str, raw: str) -> str | None:
 
 def _path(_: str, raw: str) -> Path:
     return Path(raw).expanduser()
+
+
+def _nats_urls(name: str, raw: str) -> tuple[str, ...]:
+    urls = _list(name, raw)
+    for url in urls:
+        parts = urlsplit(url)
+        if parts.scheme not in ("nats", "tls") or not parts.hostname:
+            raise ConfigError(name, f"expected nats:// or tls:// URLs, got {url!r}")
+        try:
+            parts.port  # noqa: B018 - raises ValueError on a bad port
+        except ValueError:
+            raise ConfigError(name, f"bad port in {url!r}") from None
+    return urls
+
+
+_INSTANCE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
+
+def _instance(name: str, raw: str) -> str | None:
+    if not raw:
+        return None
+    if not _INSTANCE_NAME.fullmatch(raw) or raw.startswith(".") or raw.endswith("."):
+        raise ConfigError(name, f"instance name {raw!r} must match [A-Za-z0-9_.-], be 1 to "
+                          "64 long and not start or end with a dot")
+    return raw
 
 
 def validate_feed_name(name: str, setting: str = "name") -> str:
@@ -266,6 +300,13 @@ SETTINGS: tuple[SettingSpec, ...] = (
     SettingSpec("max_frame_bytes", _int_range(1024, 1 << 30), "Largest feed frame accepted."),
     SettingSpec("subscriber_queue", _int_range(1, 1_000_000), "Messages queued per "
                 "GraphQL subscription before a slow consumer is disconnected."),
+    # --- cluster mode (issue 12) ---
+    SettingSpec("nats_url", _nats_urls, "Comma-separated NATS server URLs (`nats://host:4222`). "
+                "Set: cluster mode (shared registry, feed leases, readings on JetStream)."),
+    SettingSpec("instance", _instance, "This instance's name in the cluster. Unset: the host "
+                "name plus a short random suffix."),
+    SettingSpec("lease_ttl", _float_range(1, 300), "Seconds after which a silent instance's "
+                "feeds are taken over by the others (cluster mode)."),
 )
 _BY_ATTR = {spec.attr: spec for spec in SETTINGS}
 ENV_NAMES = frozenset(spec.env for spec in SETTINGS)
