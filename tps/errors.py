@@ -68,3 +68,15 @@ class InvalidArgument(TPSError):
         super().__init__(f"{argument}: {problem}")
         self.argument = argument
         self.problem = problem
+
+
+# --- cluster mode (issue 12) ---
+
+
+class ClusterUnavailable(StoreUnavailable):
+    """NATS or JetStream did not answer (no connection, no stream leader yet, timeout).
+
+    A subclass of StoreUnavailable: in cluster mode JetStream is where a reading
+    counts as stored, so the writer retries it with backoff like a store outage, and
+    the control plane answers 503.
+    """
