@@ -72,6 +72,7 @@ def test_a_published_batch_is_on_jetstream_and_a_retry_is_stored_once(
     subject, data, msg_id = link.call(first, 5)
     assert subject == "tps.readings.a"
     assert data == encode_readings([r for r in readings if r.stream == "a"])
+    assert msg_id == f"a:{T0}:{T0 + 8}:5"
     publisher.write(readings)  # the writer retrying after an ambiguous failure
     assert stream_messages(link) == 2
 
@@ -136,16 +137,16 @@ def test_writers_share_the_consumer_and_ack_only_what_the_store_took(link: NatsL
 
 def test_two_consumers_never_get_the_same_message(link: NatsLink) -> None:
     ReadingsPublisher(link).ensure_ready()
-    got: queue.Queue[tuple[int, FetchedBatch]] = queue.Queue()
-    consumers = [ReadingsConsumer(link, lambda b, i=i: got.put((i, b)), batch_size=20,
-                                  linger=0.01, max_messages=5).start() for i in range(2)]
+    got: queue.Queue[FetchedBatch] = queue.Queue()
+    consumers = [ReadingsConsumer(link, got.put, batch_size=20, linger=0.01,
+                                  max_messages=5).start() for _ in range(2)]
     try:
         publisher = ReadingsPublisher(link)
         for k in range(40):
             publisher.write(batch(8, ("a", "b", "c", "d"), start=k * 100))
         seen: list[int] = []
         while len(seen) < 320:
-            _, fetched = got.get(timeout=10)
+            fetched = got.get(timeout=10)
             seen.extend(r.time_ns for r in fetched.readings)
             fetched.ack()
         assert len(seen) == len(set(seen)) == 320
