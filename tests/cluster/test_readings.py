@@ -66,8 +66,8 @@ def test_a_published_batch_is_on_jetstream_and_a_retry_is_stored_once(
 
     async def first() -> tuple[str, bytes, str]:
         msg = await link.js.get_msg(READINGS_STREAM, seq=1)
-        assert msg.headers is not None
-        return msg.subject, msg.data, msg.headers[MSG_ID]
+        assert msg.headers is not None and msg.subject and msg.data
+        return msg.subject, msg.data, str(msg.headers[MSG_ID])
 
     subject, data, msg_id = link.call(first, 5)
     assert subject == "tps.readings.a"
