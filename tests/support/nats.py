@@ -141,7 +141,8 @@ class NatsCluster:
         self.wait_healthy(timeout)
         return self
 
-    def start_node(self, node: NatsNode | int, wait: bool = True, timeout: float = 30.0) -> None:
+    def start_node(self, node: NatsNode | int | str, wait: bool = True,
+                   timeout: float = 30.0) -> None:
         """(Re)start one node on its ports with its store; optionally wait until healthy."""
         node = self._node(node)
         if node.running:
@@ -173,14 +174,14 @@ class NatsCluster:
                                    + "\n".join(self._node(n).log()[-2000:] for n in sick))
             time.sleep(0.1)
 
-    def kill(self, node: NatsNode | int) -> None:
+    def kill(self, node: NatsNode | int | str) -> None:
         """``kill -9`` one node (crash simulation); its store stays for a restart."""
         node = self._node(node)
         if node.proc is not None and node.proc.poll() is None:
             node.proc.kill()
             node.proc.wait(10)
 
-    def stop(self, node: NatsNode | int) -> None:
+    def stop(self, node: NatsNode | int | str) -> None:
         """Stop one node cleanly (SIGTERM, then SIGKILL after 10 s)."""
         node = self._node(node)
         if node.proc is None or node.proc.poll() is not None:
@@ -203,6 +204,24 @@ class NatsCluster:
                 continue
             if isinstance(meta, dict) and meta.get("leader"):
                 return str(meta["leader"])
+        return None
+
+    def stream_leader(self, stream: str) -> str | None:
+        """Name of the node leading JetStream stream ``stream`` (e.g. ``KV_tps-leases``)."""
+        for node in self.nodes:
+            if not node.running:
+                continue
+            url = f"http://127.0.0.1:{node.monitor_port}/jsz?accounts=true&streams=true"
+            try:
+                with urllib.request.urlopen(url, timeout=1) as resp:
+                    jsz = json.load(resp)
+            except (OSError, ValueError):
+                continue
+            for account in jsz.get("account_details") or []:
+                for detail in account.get("stream_detail") or []:
+                    leader = (detail.get("cluster") or {}).get("leader")
+                    if detail.get("name") == stream and leader:
+                        return str(leader)
         return None
 
     def close(self) -> None:

@@ -209,6 +209,12 @@ class NatsLink:
         try:
             self._loop.run_forever()
         finally:
+            # nats-py leaves helper tasks of its subscriptions behind after close():
+            # cancel them so the loop closes without "Task was destroyed" warnings.
+            pending = asyncio.all_tasks(self._loop)
+            for task in pending:
+                task.cancel()
+            self._loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
             self._loop.close()
 
     async def _connect_forever(self) -> None:
