@@ -323,7 +323,7 @@ class ReadingsConsumer:
                 break
             try:
                 fetched = await sub.fetch(self._max_messages, timeout=wait)
-            except nats.errors.TimeoutError:
+            except TimeoutError:  # nats-py raises its own or asyncio's, both TimeoutError
                 if deadline is None:
                     return msgs  # idle: come back to the loop (stop can cancel us)
                 break
