@@ -653,6 +653,7 @@ class Coordinator:
             name: {"role": info.role, "alive": name in alive, "http": info.http}
             for name, info in self._liveness.known().items()
         }
+        instances[self.instance] = {"role": self.role, "alive": True, "http": self._info.http}
         owners: dict[str, str | None] = {}
         for name, entry in self._registry.streams().items():
             holder = self._holders.get(name)
