@@ -347,4 +347,7 @@ def test_the_loss_of_a_nats_node_moves_and_stops_no_stream(
     assert ledger.stops() == stops, ledger.spans
     assert settled(ledger, STREAMS, group)
     assert all(m.coordinator.snapshot().lost == 0 for m in group)
+    # And the survivors' watches work again: a crash is still noticed and taken over.
+    group[2].crash()
+    wait_until(lambda: settled(ledger, STREAMS, group[:2]), ttl + 5, "a and b to take over")
     ledger.assert_never_read_twice()

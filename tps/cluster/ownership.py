@@ -56,13 +56,15 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import nats.js.errors
-from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
+from nats.aio.subscription import Subscription
+from nats.js.kv import KeyValue
 
 from tps.cluster.assign import assign
 from tps.cluster.jetstream import TRANSIENT_ERRORS, ensure_bucket
 from tps.cluster.link import LinkStatus, NatsLink
 from tps.cluster.names import INSTANCE_BUCKET, LEASE_BUCKET, decode_token, encode_token
 from tps.cluster.registry import ClusterRegistry
+from tps.cluster.watch import KvUpdate, watch_bucket
 from tps.config.settings import FeedConfig
 
 logger = logging.getLogger(__name__)
@@ -305,6 +307,7 @@ class Coordinator:
         self._liveness = Liveness(instance, ttl)
         self._leases: KeyValue | None = None
         self._instances: KeyValue | None = None
+        self._watches: list[Subscription] = []
         self._holders: dict[str, Lease] = {}
         self._mine: dict[str, int] = {}  # stream -> revision of our lease
         self._reading: dict[str, FeedConfig] = {}
@@ -384,11 +387,11 @@ class Coordinator:
             self._ttl = lease_ttl  # the cluster's TTL wins: it is what the server enforces
             self._liveness.ttl = lease_ttl
         await self._heartbeat()
-        instance_watch = await self._instances.watchall()
-        lease_watch = await self._leases.watchall()
         synced = [asyncio.Event(), asyncio.Event()]
-        self._link.submit_task(lambda: self._watch_instances(instance_watch, synced[0]))
-        self._link.submit_task(lambda: self._watch_leases(lease_watch, synced[1]))
+        self._watches = [
+            await watch_bucket(js, INSTANCE_BUCKET, self._instance_changed, synced[0].set),
+            await watch_bucket(js, LEASE_BUCKET, self._lease_changed, synced[1].set),
+        ]
         if not self._registry.synced:
             await self._registry.open()
         self._registry.subscribe(lambda _entry, _name: self._wake.set())
@@ -398,50 +401,41 @@ class Coordinator:
         logger.info("Cluster member %s (role %s) ready: lease TTL %g s", self.instance,
                     self.role, self._ttl)
 
-    async def _watch_instances(self, watcher: KeyValue.KeyWatcher, synced: asyncio.Event
-                               ) -> None:
-        async for update in watcher:
-            if update is None:
-                synced.set()
-                continue
-            name = decode_token(update.key)
-            if update.operation in (KV_DEL, KV_PURGE) or not update.value:
-                if name != self.instance:
-                    self._liveness.gone(name)
-                    logger.info("Instance %s left the cluster", name)
-            else:
-                try:
-                    info = InstanceInfo.from_json(update.value)
-                except ValueError as exc:
-                    logger.error("Ignoring heartbeat key %s: %s", update.key, exc)
-                    continue
-                if name == self.instance:
-                    if info.incarnation == self._incarnation:
-                        self._liveness.echo()
-                    else:
-                        logger.error("Another process calls itself %s (TPS_INSTANCE must be "
-                                     "unique); its leases and ours will fight", name)
-                    continue
-                if not self._liveness.is_alive(name):
-                    logger.info("Instance %s (role %s) joined the cluster", name, info.role)
-                self._liveness.heard(info, _age(update.created))
-            self._wake.set()
+    def _instance_changed(self, update: KvUpdate) -> None:
+        name = decode_token(update.key)
+        if update.value is None:
+            if name != self.instance:
+                self._liveness.gone(name)
+                logger.info("Instance %s left the cluster", name)
+        else:
+            try:
+                info = InstanceInfo.from_json(update.value)
+            except ValueError as exc:
+                logger.error("Ignoring heartbeat key %s: %s", update.key, exc)
+                return
+            if name == self.instance:
+                if info.incarnation == self._incarnation:
+                    self._liveness.echo()
+                else:
+                    logger.error("Another process calls itself %s (TPS_INSTANCE must be "
+                                 "unique); its leases and ours will fight", name)
+                return
+            if not self._liveness.is_alive(name):
+                logger.info("Instance %s (role %s) joined the cluster", name, info.role)
+            self._liveness.heard(info, _age(update.created))
+        self._wake.set()
 
-    async def _watch_leases(self, watcher: KeyValue.KeyWatcher, synced: asyncio.Event) -> None:
-        async for update in watcher:
-            if update is None:
-                synced.set()
-                continue
-            stream = decode_token(update.key)
-            if update.operation in (KV_DEL, KV_PURGE) or not update.value:
-                self._holders.pop(stream, None)
-            else:
-                try:
-                    self._holders[stream] = Lease.from_json(update.value, update.revision or 0)
-                except ValueError as exc:
-                    logger.error("Ignoring lease key %s: %s", update.key, exc)
-                    continue
-            self._wake.set()
+    def _lease_changed(self, update: KvUpdate) -> None:
+        stream = decode_token(update.key)
+        if update.value is None:
+            self._holders.pop(stream, None)
+        else:
+            try:
+                self._holders[stream] = Lease.from_json(update.value, update.revision)
+            except ValueError as exc:
+                logger.error("Ignoring lease key %s: %s", update.key, exc)
+                return
+        self._wake.set()
 
     async def _round(self) -> None:
         now = time.monotonic()

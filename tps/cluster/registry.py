@@ -32,11 +32,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import nats.js.errors
-from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
+from nats.aio.subscription import Subscription
+from nats.js.kv import KeyValue
 
 from tps.cluster.jetstream import ensure_bucket
 from tps.cluster.link import NatsLink, unavailable
 from tps.cluster.names import REGISTRY_BUCKET, decode_token, encode_token
+from tps.cluster.watch import KvUpdate, watch_bucket
 from tps.config.settings import PROTOCOLS, FeedConfig
 from tps.errors import StreamExists, UnknownStream
 
@@ -130,6 +132,7 @@ class ClusterRegistry:
         self._link = link
         self._instance = instance
         self._kv: KeyValue | None = None
+        self._watch: Subscription | None = None
         self._view: Mapping[str, RegistryEntry] = {}
         self._synced = asyncio.Event()
         self._listeners: list[Listener] = []
@@ -161,35 +164,31 @@ class ClusterRegistry:
         kv, _ = await ensure_bucket(self._link.js, REGISTRY_BUCKET,
                                     description="TPS stream registry")
         self._kv = kv
-        watcher = await kv.watchall()
-        self._link.submit_task(lambda: self._watch(watcher))
+        self._watch = await watch_bucket(self._link.js, REGISTRY_BUCKET, self._changed,
+                                         self._synced.set)
         await self._synced.wait()
 
-    async def _watch(self, watcher: KeyValue.KeyWatcher) -> None:
-        async for update in watcher:
-            if update is None:
-                self._synced.set()
-                continue
-            name = decode_token(update.key)
-            entry: RegistryEntry | None = None
-            if update.operation not in (KV_DEL, KV_PURGE) and update.value:
-                try:
-                    entry = decode_entry(update.key, update.value, update.revision or 0)
-                except ValueError as exc:
-                    self.malformed += 1
-                    logger.error("Ignoring registry key %s: %s", update.key, exc)
-                    continue
-            view = dict(self._view)
-            if entry is None:
-                view.pop(name, None)
-            else:
-                view[name] = entry
-            self._view = view
-            for listener in self._listeners:
-                try:
-                    listener(entry, name)
-                except Exception:
-                    logger.exception("Registry listener failed")
+    def _changed(self, update: KvUpdate) -> None:
+        name = decode_token(update.key)
+        entry: RegistryEntry | None = None
+        if update.value:
+            try:
+                entry = decode_entry(update.key, update.value, update.revision)
+            except ValueError as exc:
+                self.malformed += 1
+                logger.error("Ignoring registry key %s: %s", update.key, exc)
+                return
+        view = dict(self._view)
+        if entry is None:
+            view.pop(name, None)
+        else:
+            view[name] = entry
+        self._view = view
+        for listener in self._listeners:
+            try:
+                listener(entry, name)
+            except Exception:
+                logger.exception("Registry listener failed")
 
     @property
     def kv(self) -> KeyValue:
