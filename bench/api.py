@@ -32,6 +32,7 @@ import tornado.web
 
 from tests.support.graphql_server import ApiServer, make_context
 from tests.support.influxdb import InfluxServer, from_environment
+from tps.actors.query import QueryPool
 from tps.api.graphql.cache import DocumentCache
 from tps.api.graphql.schema import build_schema
 from tps.config import Settings
@@ -174,7 +175,9 @@ def main(argv: list[str] | None = None) -> None:
                      wrk(server.port, "/graphql", STATISTICS, "windows", c, d)))
         rows.append(("temperatureStatistics, 1 h, concurrency 1",
                      wrk(server.port, "/graphql", STATISTICS, "same", 1, d)))
-        ctx.queries.answer_ttl = 0.0
+        pool = ctx.queries
+        assert isinstance(pool, QueryPool)
+        pool.answer_ttl = 0.0
         rows.append(("temperatureStatistics, 1 h, answer reuse off",
                      wrk(server.port, "/graphql", STATISTICS, "same", c, d)))
     finally:

@@ -23,8 +23,9 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from tests.support.graphql_server import ApiServer, make_context, wait_until
+from tests.support.graphql_server import ApiServer, make_context
 from tests.support.influxdb import InfluxServer, from_environment
+from tests.support.wait import wait_until
 from tps.live import LiveHub
 from tps.model import Reading
 from tps.store.influx import InfluxStore

@@ -14,7 +14,6 @@ import os
 import secrets
 import shutil
 import subprocess
-import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ import pytest
 
 from tests.support.influxdb import InfluxServer
 from tests.support.service import SimulatorProcess, TpsProcess
+from tests.support.wait import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 BROWSER_DIR = ROOT / "tests" / "browser"
@@ -67,17 +67,20 @@ def stream_list(tps: TpsProcess) -> list[dict[str, Any]]:
 
 def wait_until_all_streams_receive(tps: TpsProcess, timeout: float = 20.0) -> None:
     """Block until every configured stream has received readings."""
-    deadline = time.monotonic() + timeout
     seen: list[dict[str, Any]] = []
-    while time.monotonic() < deadline:
+
+    def receiving() -> bool:
+        nonlocal seen
         try:
             seen = stream_list(tps)
         except OSError:
             seen = []
-        if {s["name"] for s in seen if s.get("received", 0) > 0} >= set(STREAMS):
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"streams not receiving within {timeout}s: {seen}\n{tps.log()[-3000:]}")
+        return {s["name"] for s in seen if s.get("received", 0) > 0} >= set(STREAMS)
+
+    try:
+        wait_until(receiving, timeout, what="every stream receiving", step=0.2)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}: {seen}\n{tps.log()[-3000:]}") from None
 
 
 @pytest.fixture

@@ -13,8 +13,10 @@ import pytest
 
 from tests.support.influxdb import InfluxServer, free_port
 from tests.support.service import SimulatorProcess
-from tests.test_rest import TOKEN, Stack, wait_for
-from tps.config.settings import Settings
+from tests.support.wait import wait_until
+from tests.test_rest import TOKEN, Stack
+from tps.actors.supervisor import supervisor_proxy
+from tps.config.settings import FeedConfig, Settings
 from tps.control_cli import iso8601_to_ns, main, ns_to_iso8601
 from tps.token import load_or_create_token
 
@@ -121,8 +123,8 @@ def test_streams_add_list_stop_start_rm_drive_a_running_server(
     url = ["--url", server.url]
     assert main(["streams", "add", "cli-a", simulator.url("cli-a"), *url]) == 0
     assert "added cli-a" in capsys.readouterr().out
-    wait_for(lambda: any(s.name == "cli-a" and s.received > 0 for s in server.board.streams()),
-             5.0, "cli-a receives")
+    wait_until(lambda: any(s.name == "cli-a" and s.received > 0 for s in server.board.streams()),
+               5.0, "cli-a receives", step=0.05)
 
     assert main(["streams", "list", *url]) == 0
     table = capsys.readouterr().out.splitlines()
@@ -175,12 +177,11 @@ def test_an_unreachable_server_is_reported_in_one_line(
 def test_tail_prints_new_readings(
     server: Stack, simulator: SimulatorProcess, capsys: pytest.CaptureFixture[str],
 ) -> None:
-    proxy = server.ref.proxy()
-    from tps.config.settings import FeedConfig
-
+    proxy = supervisor_proxy(server.ref)
     proxy.add_stream(FeedConfig("tailed", simulator.url("tailed"))).get(timeout=5)
     try:
-        wait_for(lambda: server.stored("tailed") >= 3, 5.0, "tailed readings stored")
+        wait_until(lambda: server.stored("tailed") >= 3, 5.0, "tailed readings stored",
+                   step=0.05)
         assert main(["tail", "--url", server.url, "--stream", "tailed", "--count", "2",
                      "--interval", "0.5"]) == 0
         lines = capsys.readouterr().out.splitlines()

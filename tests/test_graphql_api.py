@@ -23,9 +23,9 @@ from tests.support.graphql_server import (
     RecordingMetrics,
     StallingProxy,
     make_context,
-    wait_until,
 )
 from tests.support.influxdb import InfluxServer
+from tests.support.wait import wait_until
 from tps.live import LiveHub
 from tps.model import Reading, datetime_to_ns
 from tps.store.influx import InfluxStore
@@ -427,7 +427,8 @@ def test_store_unavailable_is_an_error_and_the_service_recovers(
         assert "store unavailable" in message
         assert _error(client.post(SEED_CURRENT))
         proxy = StallingProxy(influx.http_port, port=port)  # InfluxDB is back
-        assert wait_until(lambda: client.post(SEED_STATISTICS)[1].get("data") is not None, 5)
+        wait_until(lambda: client.post(SEED_STATISTICS)[1].get("data") is not None, 5,
+                   what="statistics once InfluxDB is back")
         assert _data(client.post(SEED_STATISTICS))["temperatureStatistics"]["max"] is not None
     finally:
         client.close()

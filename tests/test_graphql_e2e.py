@@ -21,6 +21,7 @@ from gql.transport.websockets import WebsocketsTransport
 
 from tests.support.influxdb import InfluxServer
 from tests.support.service import SimulatorProcess, TpsProcess
+from tests.support.wait import wait_until
 from tps.model import datetime_to_ns, ns_to_datetime
 
 
@@ -45,29 +46,49 @@ def service(tmp_path: Path, influx: InfluxServer, influx_db: str,
         tps.close()
 
 
+SEED_CURRENT = "query {\n  currentTemperature {\n    time\n    value\n   }\n}\n"
+
+
 def _wait_for_data(tps: TpsProcess, timeout: float = 20) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        body = tps.graphql("query {\n  currentTemperature {\n    time\n    value\n   }\n}\n")
-        if (body.get("data") or {}).get("currentTemperature"):
-            return body
-        time.sleep(0.1)
-    raise AssertionError(f"no reading arrived:\n{tps.log()}")
+    bodies: list[dict[str, Any]] = []
+
+    def answered() -> bool:
+        bodies.append(tps.graphql(SEED_CURRENT))
+        return bool((bodies[-1].get("data") or {}).get("currentTemperature"))
+
+    try:
+        wait_until(answered, timeout, what="a reading", step=0.1)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}:\n{tps.log()}") from None
+    return bodies[-1]
+
+
+def _stored_after(influx: InfluxServer, db: str, time_ns: int) -> bool:
+    """True once InfluxDB holds a reading newer than ``time_ns``: the writer writes each
+    stream in order, so everything up to ``time_ns`` is stored by then."""
+    series = influx.query(f'SELECT COUNT("value") FROM "temperature" WHERE time > {time_ns}', db)
+    return bool(series) and int(series[0]["values"][0][1]) > 0  # type: ignore[index]
 
 
 def test_seed_and_challenge_queries_against_the_running_service(
     service: TpsProcess, influx: InfluxServer, influx_db: str
 ) -> None:
     first = _wait_for_data(service)["data"]["currentTemperature"]
-    time.sleep(1.0)
-    challenge = service.graphql("{ currentTemperature { timestamp value } }")
-    current = challenge["data"]["currentTemperature"]
+    answers: list[dict[str, Any]] = []
+
+    def moved() -> bool:
+        answers.append(service.graphql("{ currentTemperature { timestamp value } }"))
+        return bool(answers[-1]["data"]["currentTemperature"]["timestamp"] != first["time"])
+
+    wait_until(moved, 5, what="currentTemperature to move", step=0.1)
+    current = answers[-1]["data"]["currentTemperature"]
     assert current["timestamp"] != first["time"], "currentTemperature did not move"
 
-    # A window fully in the past, so the writer has flushed all of it.
-    before_ns = time.time_ns() - 500_000_000
-    after_ns = before_ns - 1_000_000_000
-    time.sleep(0.8)
+    # A window fully in the past (the first second of readings), once it is all written.
+    after_ns = datetime_to_ns(datetime.fromisoformat(first["time"]))
+    before_ns = after_ns + 1_000_000_000
+    wait_until(lambda: _stored_after(influx, influx_db, before_ns), 10,
+               what="the window written to InfluxDB", step=0.1)
     after, before = ns_to_datetime(after_ns).isoformat(), ns_to_datetime(before_ns).isoformat()
     stats = service.graphql(
         f'{{ temperatureStatistics(after: "{after}", before: "{before}") '
@@ -114,14 +135,11 @@ def test_add_stream_and_remove_stream_mutations(
         "mutation($url: String!) { addStream(input: {name: \"sat-2\", url: $url}) "
         "{ name url protocol } }", {"url": simulator.url("sat-2")}, token="e2e-token")
     assert added["data"]["addStream"]["name"] == "sat-2", added
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        body = service.graphql('{ currentTemperature(stream: "sat-2") { value } }')
-        if body["data"]["currentTemperature"]:
-            break
-        time.sleep(0.1)
-    else:
-        raise AssertionError(f"sat-2 never delivered:\n{service.log()}")
+    try:
+        wait_until(lambda: service.graphql('{ currentTemperature(stream: "sat-2") { value } }')
+                   ["data"]["currentTemperature"], 15, what="sat-2 delivering", step=0.1)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}:\n{service.log()}") from None
     duplicate = service.graphql(
         "mutation($url: String!) { addStream(input: {name: \"sat-2\", url: $url}) { name } }",
         {"url": simulator.url("sat-2")}, token="e2e-token")
@@ -159,7 +177,8 @@ def test_a_gql_subscription_receives_every_reading_the_reader_stored(
     assert len(got) > 20
     first = datetime_to_ns(datetime.fromisoformat(got[0]["time"]))
     last = datetime_to_ns(datetime.fromisoformat(got[-1]["time"]))
-    time.sleep(1.0)  # let the writer flush
+    wait_until(lambda: _stored_after(influx, influx_db, last), 10,
+               what="the writer to store the subscription's readings", step=0.1)
     series = influx.query(
         f"SELECT \"value\" FROM \"temperature\" WHERE \"stream\" = 'sat-1' "
         f"AND time >= {first} AND time <= {last + 999}", influx_db)

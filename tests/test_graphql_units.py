@@ -17,15 +17,12 @@ from graphql import get_introspection_query
 
 from tps.api.context import ApiContext, TokenAuth
 from tps.api.graphql.cache import DocumentCache, ParsedDocument
+from tps.api.graphql.connection import SubscriptionConnection
+from tps.api.graphql.fanout import RollingWindow, SubscriptionManager
+from tps.api.graphql.handshake import choose_subprotocol, token_from_payload
 from tps.api.graphql.schema import build_schema, check_range, check_stream, check_window
-from tps.api.graphql.subscriptions import (
-    RollingWindow,
-    SubscriptionConnection,
-    SubscriptionManager,
-    choose_subprotocol,
-    subscription_spec,
-    token_from_payload,
-)
+from tps.api.graphql.store_poller import NewReadings
+from tps.api.graphql.subscription_spec import subscription_spec
 from tps.config import Settings
 from tps.errors import InvalidArgument
 from tps.live import LiveHub
@@ -123,6 +120,20 @@ def test_rolling_window_keeps_the_newest_values_and_ignores_repeats() -> None:
     assert window.mean() == pytest.approx((3 + 4 + 6) / 3)
 
 
+# --- the api role's store poller ---------------------------------------------------
+
+
+def test_store_poller_delivers_each_new_reading_once_per_stream_batch() -> None:
+    news = NewReadings(start_ns=10)
+    first = news.take([Reading("a", 5, 0.5), Reading("a", 11, 1.0), Reading("b", 12, 2.0),
+                       Reading("a", 13, 3.0)])
+    assert first == [[Reading("a", 11, 1.0), Reading("a", 13, 3.0)], [Reading("b", 12, 2.0)]]
+    # The next poll overlaps the last one (lookback) and brings a late reading of b.
+    assert news.after() == 13 - 5_000_000_000
+    again = news.take([Reading("a", 13, 3.0), Reading("b", 9, 9.0), Reading("b", 14, 4.0)])
+    assert again == [[Reading("b", 14, 4.0)]]
+
+
 # --- protocol helpers ----------------------------------------------------------------
 
 
@@ -190,7 +201,7 @@ def _connection(protocol: str, wire: Wire, hub: LiveHub, queue: int = 1000
 def _on_loop(fn: Callable[[], None]) -> None:
     async def main() -> None:
         fn()
-        await asyncio.sleep(0.05)  # let hub callbacks run
+        await asyncio.sleep(0)  # one loop turn: callbacks fn scheduled have run
 
     asyncio.run(main())
 
@@ -276,3 +287,56 @@ def test_a_consumer_that_stops_flushing_is_told_and_disconnected() -> None:
     # The ack and 4 readings fill the bound of 5 waiting messages; the next overflows.
     assert [m["type"] for m in wire.sent].count("next") == 4
     assert "too slow" in wire.sent[-1]["payload"][0]["message"]
+
+
+# --- average windows seeded while readings arrive ------------------------------------
+
+
+class _Payloads:
+    """A subscriber that keeps every payload it is sent."""
+
+    def __init__(self) -> None:
+        self.payloads: list[dict[str, Any]] = []
+
+    def deliver(self, sub_id: str, payload: str) -> None:
+        self.payloads.append(json.loads(payload))
+
+    def fail(self, sub_id: str, message: str) -> None:
+        raise AssertionError(message)
+
+
+class _GatedStore:
+    """A query pool whose store answers (with no readings) only once ``gate`` is set."""
+
+    def __init__(self) -> None:
+        self.gate = asyncio.Event()
+
+    async def run(self, fn: Any, timeout: float | None = None, key: Any = None) -> Any:
+        await self.gate.wait()
+        return []
+
+
+def test_readings_arriving_while_an_average_window_is_seeded_each_get_their_event() -> None:
+    hub = LiveHub()
+    hub.publish([Reading("s", i, float(i)) for i in range(3)])  # 0, 1, 2: too few to seed
+    store = _GatedStore()
+    ctx = ApiContext(settings=Settings(), auth=TokenAuth("tok"), queries=store, metrics=None,
+                     hub=hub)
+    manager = SubscriptionManager(SCHEMA, ctx)
+    text = 'subscription { averageTemperature(windowSize: 4, stream: "s") { value } }'
+    spec = subscription_spec(SCHEMA, text, DocumentCache(SCHEMA).get(text), None, None)
+    subscriber = _Payloads()
+
+    async def main() -> None:
+        manager.add(1, "1", subscriber, spec)  # the store seed now waits for the gate
+        hub.publish([Reading("s", 3, 3.0)])
+        hub.publish([Reading("s", 4, 4.0)])
+        await asyncio.sleep(0)  # the hub's hand-overs reach the loop: both wait
+        assert subscriber.payloads == []
+        store.gate.set()
+        for _ in range(3):
+            await asyncio.sleep(0)
+
+    asyncio.run(main())
+    means = [p["data"]["averageTemperature"]["value"] for p in subscriber.payloads]
+    assert means == [1.5, 2.5]  # 0..3, then 1..4

@@ -22,7 +22,7 @@ import pytest
 
 from tests.support.influxdb import InfluxServer, free_port
 from tps.config.settings import Settings
-from tps.errors import StoreError, StoreUnavailable
+from tps.errors import PartialWrite, StoreError, StoreUnavailable
 from tps.model import Reading
 from tps.store import InfluxStore, SqliteStore, open_store
 
@@ -138,6 +138,8 @@ def test_a_rejected_write_is_store_error_with_influxdb_message(
     with pytest.raises(StoreError, match="field type conflict") as caught:
         store.write([Reading("a", T0 + 1, 1.5)])
     assert not isinstance(caught.value, StoreUnavailable)
+    # InfluxDB keeps the rest of a batch and says how many points it dropped.
+    assert isinstance(caught.value, PartialWrite) and caught.value.dropped == 1
     store.close()
 
 
@@ -300,6 +302,18 @@ def test_a_huge_batch_is_sent_in_several_requests(scripted: Scripted) -> None:
     store = InfluxStore(scripted.url, "tps")
     store.write([Reading("a", T0 + i, 1.0) for i in range(120_000)])
     assert [body.count(b"\n") + 1 for body in scripted.bodies] == [50_000, 50_000, 20_000]
+    store.close()
+
+
+def test_a_partial_write_in_one_request_still_sends_the_others(scripted: Scripted) -> None:
+    partial: dict[str, object] = {"error": "partial write: points beyond retention policy "
+                                           "dropped=7"}
+    scripted.answers += [(400, partial), (204, {}), (400, partial)]
+    store = InfluxStore(scripted.url, "tps")
+    with pytest.raises(PartialWrite) as caught:
+        store.write([Reading("a", T0 + i, 1.0) for i in range(120_000)])
+    assert caught.value.dropped == 14
+    assert len(scripted.bodies) == 3, "every request was sent"
     store.close()
 
 

@@ -7,8 +7,8 @@ import time
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from tps.actors.board import StatsBoard
 from tps.actors.stats import StreamState, StreamStats, SupervisorStats, WriterStats
-from tps.actors.supervisor import StatsBoard
 from tps.api.metrics import Metrics
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
@@ -56,8 +56,9 @@ def test_values_are_read_at_scrape_time_not_copied_at_start() -> None:
     writer.oldest_unwritten_ns = time.time_ns() - 2_000_000_000
     writer.spool_enabled, writer.spool_bytes, writer.spool_segments = True, 4096, 2
     writer.spool_replayed, writer.spool_truncated = 11, 1
-    board.supervisor().restarts["reader:a"] = 3
-    board.supervisor().failed.add("reader:b")
+    for _ in range(3):
+        board.supervisor().count_restart("reader:a")
+    board.supervisor().mark_failed("reader:b")
     samples = scrape(metrics)
     assert samples[("tps_readings_received_total", (("stream", "a"),))] == 99
     assert samples[("tps_points_written_total", ())] == 500

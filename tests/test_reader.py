@@ -1,5 +1,5 @@
 """StreamReader: reads real feed servers, survives every kind of bad server, loses no
-good reading. Also the plain policy classes it uses (backoff, rate-limited log)."""
+good reading. Also the plain policy class it uses (backoff)."""
 
 from __future__ import annotations
 
@@ -16,8 +16,9 @@ import pytest
 
 from tests.support import peers
 from tests.support.peers import RawFeedServer, free_port, node_peer, simulator_process
+from tests.support.wait import wait_until
 from tps.actors.messages import InjectFailure
-from tps.actors.reader import RateLimitedLog, StreamReader
+from tps.actors.reader import StreamReader
 from tps.actors.stats import StreamState, StreamStats
 from tps.config.settings import FeedConfig
 from tps.feeds.poller import FeedPoller
@@ -54,21 +55,11 @@ class Running:
     """A started reader with its sink and stats."""
 
     def __init__(self, ref: pykka.ActorRef[StreamReader], sink: Collector,
-                 stats: StreamStats) -> None:
+                 stats: StreamStats, poller: FeedPoller | None) -> None:
         self.ref = ref
         self.sink = sink
         self.stats = stats
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 5.0,
-               what: str = "condition") -> float:
-    """Poll ``condition``; returns the seconds it took, fails the test after ``timeout``."""
-    start = time.monotonic()
-    while not condition():
-        if time.monotonic() - start > timeout:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.01)
-    return time.monotonic() - start
+        self.poller = poller
 
 
 @pytest.fixture(params=["own-thread", "shared-poller"])
@@ -89,7 +80,7 @@ def start_reader(request: pytest.FixtureRequest) -> Iterator[Callable[..., Runni
             kwargs.setdefault("poller", poller)
         ref = StreamReader.start(feed, sink, stats, **kwargs)
         refs.append(ref)
-        return Running(ref, sink, stats)
+        return Running(ref, sink, stats, poller)
 
     yield start
     for ref in refs:
@@ -293,7 +284,10 @@ def test_a_server_closing_mid_frame_loses_no_complete_reading(
 def test_an_unreachable_host_keeps_the_reader_retrying_and_responsive(
     start_reader: Callable[..., Running]
 ) -> None:
-    reader = start_reader(f"ws://127.0.0.1:{free_port()}/graphql")
+    # Delays 0.05, 0.5, then 5 s: after the third retry the reader waits 5 s for its
+    # next attempt, and a reader that slept through it could not stop within 1 s.
+    backoff = Backoff(initial=0.05, factor=10, cap=30, jitter=0.0)
+    reader = start_reader(f"ws://127.0.0.1:{free_port()}/graphql", backoff=backoff)
     wait_until(lambda: reader.stats.reconnects >= 3, what="retries")
     assert reader.stats.state is not StreamState.SUBSCRIBED
     assert reader.stats.last_error == "connection refused"
@@ -418,6 +412,42 @@ def test_a_restarted_reader_continues_the_streams_timestamps(
     assert sink.readings[0].time_ns == future + 1
 
 
+def test_on_stopped_is_called_once_after_the_socket_is_released(
+    start_reader: Callable[..., Running], simulator: Simulator
+) -> None:
+    seen: list[tuple[StreamState, int]] = []
+
+    def on_stopped() -> None:
+        held = reader.poller.watching() if reader.poller is not None else 0
+        seen.append((reader.stats.state, held))
+
+    reader = start_reader(simulator.url(), on_stopped=on_stopped)
+    wait_until(lambda: reader.stats.received >= 3, what="readings")
+    assert seen == []
+    reader.ref.stop(timeout=5)
+    assert seen == [(StreamState.STOPPED, 0)], "once, stopped, socket back from the poller"
+    wait_until(lambda: not simulator.connections, what="the server to see the close")
+
+
+def test_losing_the_connection_is_handled_on_the_actors_own_thread(
+    start_reader: Callable[..., Running], caplog: pytest.LogCaptureFixture
+) -> None:
+    """In shared-poller mode the poller thread only reads: reconnecting (state, backoff,
+    timers, the socket's close) is the actor's job, whichever mode reads."""
+    caplog.set_level(logging.INFO, logger="tps.actors.reader")
+    sim = Simulator(SimulatorConfig(port=0, interval=0.005, count=5)).start()
+    try:
+        reader = start_reader(sim.url(), "graphql-transport-ws",
+                              backoff=Backoff(initial=5, cap=5))
+        wait_until(lambda: reader.stats.state is StreamState.BACKOFF, what="the loss")
+    finally:
+        sim.stop()
+    lost = [r for r in caplog.records if "reconnecting in" in r.getMessage()]
+    assert lost
+    assert all((r.threadName or "").startswith("StreamReader-") for r in lost), [
+        r.threadName for r in lost]
+
+
 # --- plain policy classes -------------------------------------------------------------------
 
 
@@ -444,12 +474,3 @@ def test_backoff_reset_starts_over() -> None:
 def test_backoff_rejects_nonsense() -> None:
     with pytest.raises(ValueError):
         Backoff(initial=0)
-
-
-def test_rate_limited_log_allows_one_per_interval_and_counts_the_rest() -> None:
-    log = RateLimitedLog(interval=10)
-    assert log.allow("bad_value", now=0) == 0
-    assert log.allow("bad_value", now=1) is None
-    assert log.allow("bad_value", now=2) is None
-    assert log.allow("not_json", now=2) == 0
-    assert log.allow("bad_value", now=10.5) == 2

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tps.config.registry import StreamRegistry, check_feed
-from tps.config.settings import FeedConfig
+from tps.config.registry import StreamRegistry
+from tps.config.settings import FeedConfig, check_feed
 from tps.errors import InvalidArgument
 
 A = FeedConfig("a", "ws://127.0.0.1:1/graphql")

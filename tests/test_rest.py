@@ -14,7 +14,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -29,9 +29,12 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.influxdb import InfluxServer
 from tests.support.service import SimulatorProcess
+from tests.support.wait import wait_until
+from tps.actors.board import StatsBoard
 from tps.actors.query import QueryPool
+from tps.actors.reader import StreamReader
 from tps.actors.stats import WriterStats
-from tps.actors.supervisor import StatsBoard, Supervisor
+from tps.actors.supervisor import Supervisor, supervisor_proxy
 from tps.actors.writer import WriterHandle
 from tps.api import health, metrics, openapi, rest
 from tps.api.context import ApiContext, TokenAuth
@@ -45,14 +48,6 @@ from tps.store import open_store
 TOKEN = "s3cret-token-for-tests-0123456789"
 WRONG = "x" * len(TOKEN)
 ALLOWED_ORIGIN = "http://dashboard.example"
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 5.0, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout} s: {what}")
-        time.sleep(0.05)
 
 
 # --- a Tornado server on its own thread -----------------------------------------------
@@ -133,6 +128,12 @@ def call(method: str, url: str, body: Any = None, token: str | None = None,
     return Answer(status, got, parsed)
 
 
+def readers_of(stack: Stack, name: str) -> list[pykka.ActorRef[Any]]:
+    """The live reader actors of stream ``name``."""
+    return [ref for ref in pykka.ActorRegistry.get_by_class(StreamReader)
+            if ref.proxy().feed.get(timeout=5).name == name]
+
+
 # --- the real stack -----------------------------------------------------------------
 
 
@@ -170,7 +171,8 @@ class Stack:
         self.metrics = Metrics.from_board(self.board)
         self.ctx = ApiContext(
             settings=self.settings, auth=TokenAuth(TOKEN), queries=self.queries,
-            metrics=self.metrics, supervisor=self.ref.proxy(), hub=self.hub,
+            metrics=self.metrics, supervisor=supervisor_proxy(self.ref), board=self.board,
+            hub=self.hub,
         )
         self.server = ApiServer(self.ctx, graphql).start()
         self.url = self.server.url
@@ -221,24 +223,26 @@ def test_a_stream_added_over_rest_is_ingested_and_stop_start_delete_work(
     def state() -> str:
         return str(call("GET", stack.url + "/api/streams/rest-a").body["state"])
 
-    wait_for(lambda: state() == "subscribed", 3.0, "subscribed within 3 s")
-    wait_for(lambda: stack.stored("rest-a") > 0, 3.0 - (time.monotonic() - t0) + 0.5,
-             "readings in InfluxDB within 3 s")
+    wait_until(lambda: state() == "subscribed", 3.0, "subscribed within 3 s", step=0.05)
+    wait_until(lambda: stack.stored("rest-a") > 0, 3.0 - (time.monotonic() - t0) + 0.5,
+               "readings in InfluxDB within 3 s", step=0.05)
     assert "rest-a" in stack.registry_names()
 
+    stats = next(s for s in stack.board.streams() if s.name == "rest-a")
     stopped = call("POST", stack.url + "/api/streams/rest-a/stop", token=TOKEN)
     assert stopped.status == 200 and stopped.body["state"] == "stopped"
+    # The answer came once the reader had stopped: nothing can deliver any more.
+    assert readers_of(stack, "rest-a") == [], "a reader still runs after the stop"
     assert stack.writer.flush(5.0)
     frozen = stack.stored("rest-a")
-    time.sleep(1.0)
-    assert stack.stored("rest-a") == frozen, "no new points while stopped"
+    assert frozen == stats.received, "no new points while stopped"
     assert json.loads(stack.registry_path.read_text())["streams"][0]["running"] is False
 
     started = call("POST", stack.url + "/api/streams/rest-a/start", token=TOKEN)
     assert started.status == 200
-    wait_for(lambda: stack.stored("rest-a") > frozen, 5.0, "points resume after start")
+    wait_until(lambda: stack.stored("rest-a") > frozen, 5.0, "points resume after start",
+               step=0.05)
 
-    stats = next(s for s in stack.board.streams() if s.name == "rest-a")
     gone = call("DELETE", stack.url + "/api/streams/rest-a", token=TOKEN)
     assert gone.status == 204 and gone.body == ""
     assert stack.stored("rest-a") == stats.received, "DELETE flushed what the reader read"
@@ -357,7 +361,7 @@ def test_metrics_parse_and_match_what_influxdb_holds(
 ) -> None:
     assert call("POST", stack.url + "/api/streams",
                 {"name": "counted", "url": simulator.url("counted")}, token=TOKEN).status == 201
-    wait_for(lambda: stack.stored("counted") >= 10, 10.0, "some readings stored")
+    wait_until(lambda: stack.stored("counted") >= 10, 10.0, "some readings stored", step=0.05)
     assert call("POST", stack.url + "/api/streams/counted/stop", token=TOKEN).status == 200
     assert stack.writer.flush(5.0)
     stack.metrics.observe_query("temperatureStatistics", 0.003)
@@ -384,16 +388,16 @@ def test_ready_turns_503_within_5_s_of_influxdb_stopping_and_200_after_it_return
     assert call("GET", stack.url + "/ready").status == 200
     influx.stop()
     try:
-        stopped_at = time.monotonic()
-        wait_for(lambda: call("GET", stack.url + "/ready").status == 503, 5.0, "/ready 503")
-        assert time.monotonic() - stopped_at < 5.0
+        wait_until(lambda: call("GET", stack.url + "/ready").status == 503, 5.0,
+                   "/ready 503 within 5 s", step=0.05)
         answer = call("GET", stack.url + "/ready")
         assert answer.body["ready"] is False
         assert "store unreachable" in answer.body["reasons"][0]
         assert call("GET", stack.url + "/health").body["status"] == "degraded"
     finally:
         influx.start()
-    wait_for(lambda: call("GET", stack.url + "/ready").status == 200, 10.0, "/ready 200 again")
+    wait_until(lambda: call("GET", stack.url + "/ready").status == 200, 10.0, "/ready 200 again",
+               step=0.05)
 
 
 def test_api_role_without_a_supervisor_answers_503_with_a_clear_message(
@@ -418,10 +422,13 @@ def test_rest_calls_stay_fast_while_a_reader_is_in_backoff(stack: Stack) -> None
     # not wait on it.
     assert call("POST", stack.url + "/api/streams",
                 {"name": "dead-end", "url": "ws://127.0.0.1:9/"}, token=TOKEN).status == 201
-    started = time.monotonic()
+    stats = next(s for s in stack.board.streams() if s.name == "dead-end")
+    # From the third failure on, the reader waits 1.6 s or more before it retries.
+    wait_until(lambda: stats.reconnects >= 3, 10.0, "the reader backing off", step=0.01)
+    reconnects = stats.reconnects
     for _ in range(5):
         assert call("GET", stack.url + "/api/streams").status == 200
-    assert time.monotonic() - started < 2.0
+    assert stats.reconnects == reconnects, "the answers waited for a reconnect attempt"
     assert call("DELETE", stack.url + "/api/streams/dead-end", token=TOKEN).status == 204
     assert pykka.ActorRegistry.get_by_class_name("Supervisor")
 
@@ -433,8 +440,8 @@ def test_an_injected_reader_failure_is_restarted_and_other_streams_never_pause(
         assert call("POST", stack.url + "/api/streams",
                     {"name": name, "url": simulator.url(name)}, token=TOKEN).status == 201
     stats = {s.name: s for s in stack.board.streams()}
-    wait_for(lambda: stats["victim"].received > 0 and stats["bystander"].received > 0, 5.0,
-             "both streams receive")
+    wait_until(lambda: stats["victim"].received > 0 and stats["bystander"].received > 0, 5.0,
+               "both streams receive", step=0.05)
     proxy = stack.ref.proxy()
     proxy.inject_failure("victim").get(timeout=5)
     last_count, last_change, longest_pause = -1, time.monotonic(), 0.0
@@ -447,10 +454,11 @@ def test_an_injected_reader_failure_is_restarted_and_other_streams_never_pause(
         time.sleep(0.02)
     assert longest_pause < 1.0, f"the other stream paused for {longest_pause:.2f} s"
     assert stats["bystander"].restarts == 0
-    wait_for(lambda: stats["victim"].restarts == 1 and stats["victim"].state == "subscribed",
-             5.0, "victim restarted and subscribed")
+    wait_until(lambda: stats["victim"].restarts == 1 and stats["victim"].state == "subscribed",
+               5.0, "victim restarted and subscribed", step=0.05)
     before = stats["victim"].received
-    wait_for(lambda: stats["victim"].received > before, 3.0, "victim receives again")
+    wait_until(lambda: stats["victim"].received > before, 3.0, "victim receives again",
+               step=0.05)
     assert stack.board.supervisor().restarts == {"reader:victim": 1}
     for name in ("victim", "bystander"):
         assert call("DELETE", f"{stack.url}/api/streams/{name}", token=TOKEN).status == 204
@@ -473,7 +481,8 @@ def test_runtime_stream_changes_survive_a_restart_of_the_stack(
         streams = {s["name"]: s for s in call("GET", second.url + "/api/streams").body["streams"]}
         assert set(streams) == {"kept-running", "kept-stopped"}
         assert streams["kept-stopped"]["state"] == "stopped"
-        wait_for(lambda: second.board.streams()[0].received > 0, 5.0, "ingest resumes")
+        wait_until(lambda: second.board.streams()[0].received > 0, 5.0, "ingest resumes",
+                   step=0.05)
         assert second.board.streams()[1].received == 0
     finally:
         second.close()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,6 +9,7 @@ import pytest
 
 from tests.support.influxdb import InfluxServer
 from tests.support.service import SimulatorProcess, TpsProcess
+from tests.support.wait import wait_until
 
 
 @pytest.fixture
@@ -33,9 +33,9 @@ def test_ingest_process_writes_what_the_api_process_serves(
     try:
         for process in processes:
             process.start()
-        deadline = time.monotonic() + 20
         values: dict[str, float] = {}
-        while time.monotonic() < deadline and len(values) < 2:
+
+        def both_served() -> bool:
             for stream in ("sat-a", "sat-b"):
                 body = api.graphql('query($s: String) { currentTemperature(stream: $s) '
                                    '{ value stream timestamp } }', {"s": stream})
@@ -43,7 +43,12 @@ def test_ingest_process_writes_what_the_api_process_serves(
                 if current:
                     assert current["stream"] == stream
                     values[stream] = current["value"]
-            time.sleep(0.2)
+            return len(values) == 2
+
+        try:
+            wait_until(both_served, 20, what="both streams served by the api process", step=0.2)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}:\n{api.log()}") from None
         assert set(values) == {"sat-a", "sat-b"}, api.log()
 
         # The api process has no readers: it answers from the store the ingest processes

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -88,8 +89,8 @@ def test_segments_wholly_behind_the_checkpoint_are_deleted(tmp_path: Path) -> No
     for i in range(100):
         last = spool.append(batch(10, i * 10))
     assert last is not None
+    spool.sync()  # appends only touch memory; the files exist once written
     assert len(segment_files(tmp_path)) > 3
-    spool.sync()
     spool.checkpoint(last)
     assert len(segment_files(tmp_path)) == 1
     assert spool.segments == 1
@@ -241,3 +242,59 @@ def test_disk_full_at_start_opens_the_spool_failed_and_recovers_later(
     assert spool.sync() is True and not spool.failed
     assert spool.append(batch(1, 100)) is not None
     spool.close()
+
+
+def test_append_touches_no_file_and_does_not_wait_for_a_slow_disk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Feed threads append under the writer's lock: a disk that takes seconds to write
+    must not hold them up (the record waits in memory for the syncer)."""
+    spool = Spool(tmp_path, segment_bytes=4096)
+    real_write = os.write
+    writing, release = threading.Event(), threading.Event()
+
+    def slow_write(fd: int, data: bytes | memoryview) -> int:
+        writing.set()
+        release.wait(10)
+        return real_write(fd, data)
+
+    spool.append(batch(3, 0))
+    monkeypatch.setattr(os, "write", slow_write)
+    syncer = threading.Thread(target=spool.sync)
+    syncer.start()
+    try:
+        assert writing.wait(5)
+        appended = threading.Event()
+
+        def append_more() -> None:
+            for i in range(1, 50):  # rolls to new segments too
+                assert spool.append(batch(10, i * 10)) is not None
+            appended.set()
+
+        threading.Thread(target=append_more).start()
+        assert appended.wait(5), "append waited for the disk"
+    finally:
+        release.set()
+        syncer.join(10)
+    monkeypatch.undo()
+    spool.close()
+    expected = batch(3, 0) + [r for i in range(1, 50) for r in batch(10, i * 10)]
+    assert replay(Spool(tmp_path)) == expected
+
+
+def test_a_checkpoint_ahead_of_the_disk_never_hides_new_records(tmp_path: Path) -> None:
+    """The store may acknowledge records that were still in memory (a crash then loses
+    them from the disk, but they are stored); whatever the next process appends must
+    still count as unwritten."""
+    spool = Spool(tmp_path, segment_bytes=4096)
+    last = None
+    for i in range(40):  # several segments, none of them written to disk yet
+        last = spool.append(batch(10, i * 10))
+    assert last is not None
+    spool.checkpoint(last)
+    del spool  # a crash: the pending records never reach the disk
+    reopened = Spool(tmp_path)
+    position = reopened.append(batch(2, 1000))
+    assert position is not None and position > last
+    reopened.close()
+    assert replay(Spool(tmp_path)) == batch(2, 1000)

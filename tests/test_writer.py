@@ -16,10 +16,12 @@ from pathlib import Path
 import pytest
 
 from tests.support.influxdb import InfluxServer
+from tests.support.wait import wait_until
 from tps.actors.stats import WriterStats
 from tps.actors.writer import WriterHandle
 from tps.config.settings import Settings
-from tps.errors import StoreError, StoreUnavailable
+from tps.errors import PartialWrite, StoreError, StoreUnavailable
+from tps.ingest.backoff import Backoff
 from tps.model import Reading
 from tps.store.base import Store
 from tps.store.influx import InfluxStore
@@ -64,15 +66,6 @@ def readings(n: int, start: int = 0, stream: str = "s1") -> list[Reading]:
     return [Reading(stream, T0 + start + i, float(start + i)) for i in range(n)]
 
 
-def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return condition()
-
-
 MakeWriter = Callable[..., tuple[WriterHandle, WriterStats]]
 
 
@@ -80,14 +73,15 @@ MakeWriter = Callable[..., tuple[WriterHandle, WriterStats]]
 def make_writer(tmp_path: Path) -> Iterator[MakeWriter]:
     handles: list[WriterHandle] = []
 
-    def make(store: RecordingStore | Callable[[], Store], **overrides: object
+    def make(store: RecordingStore | Callable[[], Store],
+             backoff: Callable[[], Backoff] | None = None, **overrides: object
              ) -> tuple[WriterHandle, WriterStats]:
         base = Settings(data_dir=tmp_path, batch_size=10, flush_interval=60.0,
                         buffer_limit=1000, spool=False, spool_sync_interval=0.02)
         settings = replace(base, **overrides)  # type: ignore[arg-type]
         stats = WriterStats()
         factory = store.factory if isinstance(store, RecordingStore) else store
-        handle = WriterHandle(settings, factory, stats)
+        handle = WriterHandle(settings, factory, stats, backoff=backoff)
         handle.start()
         handles.append(handle)
         return handle, stats
@@ -105,8 +99,8 @@ def test_a_full_batch_is_written_without_waiting_for_the_interval(
     assert handle.answers_within(2)  # started: its first drain has happened
     for r in readings(25):
         handle.submit([r])
-    assert wait_until(lambda: store.count() == 20, 5)
-    time.sleep(0.2)
+    wait_until(lambda: store.count() == 20, 5, what="two full batches")
+    assert handle.answers_within(2)  # every doorbell before this call is handled
     assert store.writes == [10, 10]  # the partial batch waits for the interval
     assert stats.buffered == 5 and stats.batches_written == 2
 
@@ -115,7 +109,7 @@ def test_a_partial_batch_is_written_at_the_flush_interval(make_writer: MakeWrite
     store = RecordingStore()
     handle, stats = make_writer(store, batch_size=1000, flush_interval=0.1)
     handle.submit(readings(5))
-    assert wait_until(lambda: store.count() == 5, 3)
+    wait_until(lambda: store.count() == 5, 3, what="the partial batch")
     assert stats.points_written == 5 and stats.oldest_unwritten_ns is None
 
 
@@ -126,10 +120,10 @@ def test_failing_store_is_retried_with_backoff_while_the_mailbox_stays_responsiv
     store.fail = StoreUnavailable("connection refused (test)")
     handle, stats = make_writer(store, flush_interval=0.05)
     handle.submit(readings(30))
-    assert wait_until(lambda: stats.write_failures >= 2, 5)
-    started = time.monotonic()
+    wait_until(lambda: stats.write_failures >= 2, 5, what="two failed writes")
+    # The next retry is ~1 s away: an actor that slept through its backoff could not
+    # answer within half a second.
     assert handle.answers_within(0.5)
-    assert time.monotonic() - started < 0.5
     assert not stats.store_reachable and stats.buffered == 30
     assert "Store unreachable while writing" in caplog.text
     store.fail = None
@@ -141,13 +135,13 @@ def test_failing_store_is_retried_with_backoff_while_the_mailbox_stays_responsiv
 def test_a_flush_request_does_not_wait_out_a_long_backoff(make_writer: MakeWriter) -> None:
     store = RecordingStore()
     store.fail = StoreUnavailable("down (test)")
-    handle, stats = make_writer(store, flush_interval=0.05)
+    handle, stats = make_writer(store, flush_interval=0.05,
+                                backoff=lambda: Backoff(initial=60, cap=60))
     handle.submit(readings(6))
-    assert wait_until(lambda: stats.write_failures >= 3, 10)  # next retry in ~4 s
+    wait_until(lambda: stats.write_failures >= 1, 10, what="a failed write")
     store.fail = None
-    started = time.monotonic()
-    assert handle.flush(1.5)
-    assert time.monotonic() - started < 1.5 and store.count() == 6
+    assert handle.flush(1.5), "the flush waited for the 60 s backoff"
+    assert store.count() == 6
 
 
 def test_memory_only_full_buffer_drops_the_oldest_and_counts_them(
@@ -191,7 +185,7 @@ def test_crash_and_restart_of_the_writer_actor_loses_nothing(
     handle, _ = make_writer(store, spool=spool)
     handle.submit(readings(33))
     handle.inject_failure("boom (test)")
-    assert wait_until(lambda: not handle.is_alive(), 3)
+    wait_until(lambda: not handle.is_alive(), 3, what="the actor to die")
     handle.submit(readings(4, 100))  # arrives while no actor runs
     store.fail = None
     handle.start(on_failure=failures.append)
@@ -210,7 +204,7 @@ def test_injected_failure_reaches_the_on_failure_callback(make_writer: MakeWrite
         seen.set()
 
     handle.inject_failure("first (test)")  # the fixture's actor had no callback
-    assert wait_until(lambda: not handle.is_alive(), 3)
+    wait_until(lambda: not handle.is_alive(), 3, what="the actor to die")
     handle.start(on_failure=on_failure)
     handle.inject_failure("injected (test)")
     assert seen.wait(3)
@@ -222,7 +216,7 @@ def test_store_down_at_start_is_retried_not_a_crash(make_writer: MakeWriter) -> 
     store.fail_ready = True
     handle, stats = make_writer(store)
     handle.submit(readings(5))
-    assert wait_until(lambda: not stats.store_reachable, 3)
+    wait_until(lambda: not stats.store_reachable, 3, what="the store marked down")
     assert handle.is_alive()
     store.fail_ready = False
     assert handle.flush(10)
@@ -236,7 +230,7 @@ def test_a_refused_write_is_retried_never_dropped(
     store.fail = StoreError("InfluxDB refused write (HTTP 401): authorization failed (test)")
     handle, stats = make_writer(store, flush_interval=0.05)
     handle.submit(readings(4))
-    assert wait_until(lambda: stats.write_failures >= 3, 10)
+    wait_until(lambda: stats.write_failures >= 3, 10, what="three refused writes")
     assert stats.dropped == 0 and stats.buffered == 4
     assert "check the InfluxDB credentials" in caplog.text
     store.fail = None
@@ -248,12 +242,10 @@ def test_a_partial_write_counts_what_influxdb_refused_and_moves_on(
     make_writer: MakeWriter,
 ) -> None:
     store = RecordingStore()
-    store.fail = StoreError(
-        "InfluxDB refused write (HTTP 400): partial write: points beyond retention "
-        "policy dropped=3 (test)")
+    store.fail = PartialWrite("points beyond retention policy (test)", dropped=3)
     handle, stats = make_writer(store, flush_interval=0.05)
     handle.submit(readings(4))
-    assert wait_until(lambda: stats.dropped == 3, 5)
+    wait_until(lambda: stats.dropped == 3, 5, what="the refused readings counted")
     store.fail = None
     handle.submit(readings(2, 10))
     assert handle.flush(5)
@@ -319,12 +311,13 @@ def test_influxdb_stopped_for_10_s_mid_stream_then_restarted_loses_nothing(
     thread = threading.Thread(target=feed, args=(handle, stop, 200, sent, "outage-1"))
     thread.start()
     try:
-        time.sleep(1.5)
+        time.sleep(1.5)  # feeding with the store up
         private_influx.stop()
-        time.sleep(10)
-        assert not stats.store_reachable
+        down_at = time.monotonic()
+        wait_until(lambda: not stats.store_reachable, 10, what="the outage noticed")
+        time.sleep(max(0.0, 10 - (time.monotonic() - down_at)))  # a 10 s outage
         private_influx.start()
-        time.sleep(1.5)
+        time.sleep(1.5)  # feeding with the store back
     finally:
         stop.set()
         thread.join(5)

@@ -99,7 +99,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     """Simulator with three feeds + the whole service on the embedded store."""
     from tps.demo import run_demo
 
-    return run_demo(args)
+    return run_demo(settings_from_args(args), feeds=args.feeds, sim_port=args.sim_port,
+                    interval=args.interval, wait=wait_for_signal)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,6 +1,7 @@
 """Operator commands against a running TPS: ``tps streams``, ``tps tail``, ``tps ts``.
 
-Standard library HTTP only, so the commands work from any Python without extras.
+Standard library HTTP only, so the commands work from any Python without extras; the
+table's columns come from :mod:`tps.api.stream_shape`.
 The control token comes from ``--token``, else ``TPS_CONTROL_TOKEN``, else the
 ``control-token`` file in the data dir (``--data-dir`` / ``TPS_DATA_DIR``). Every
 command returns an exit code: 0 done, 1 the server refused or is unreachable, 2 bad
@@ -23,6 +24,8 @@ from pathlib import Path
 from typing import IO, Any
 from urllib.parse import quote
 
+from tps.api.stream_shape import STREAM_FIELDS
+from tps.config.settings import PROTOCOLS
 from tps.token import read_token_file
 
 Command = Callable[[argparse.Namespace], int]
@@ -149,12 +152,17 @@ def _client(args: argparse.Namespace) -> ControlClient:
 # --- commands ------------------------------------------------------------------------
 
 
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
 def _print_table(streams: list[dict[str, Any]], out: IO[str]) -> None:
-    rows = [("NAME", "STATE", "RECEIVED", "REJECTED", "LAST", "RECONNECTS", "URL")]
+    columns = [spec for spec in STREAM_FIELDS if spec.column is not None]
+    rows = [tuple(str(spec.column) for spec in columns)]
     for s in streams:
-        last = "-" if s.get("last_value") is None else f"{s['last_value']:g}"
-        rows.append((s["name"], s["state"], str(s["received"]), str(s["rejected"]), last,
-                     str(s.get("reconnects", 0)), s["url"]))
+        rows.append(tuple(_cell(s.get(spec.name)) for spec in columns))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         out.write("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
@@ -264,8 +272,7 @@ def add_subcommands(subparsers: Any) -> None:
     add = actions.add_parser("add", help="add a stream (starts at once)")
     add.add_argument("name")
     add.add_argument("feed_url", metavar="url", help="ws:// or wss:// feed URL")
-    add.add_argument("--protocol", default="auto",
-                     choices=("auto", "graphql-ws", "graphql-transport-ws", "json"))
+    add.add_argument("--protocol", default="auto", choices=PROTOCOLS)
     add.add_argument("--query", help="subscription document (default: the temperature one)")
     add.add_argument("--stopped", action="store_true", help="register without starting")
     for action, text in (("rm", "stop and forget a stream"), ("stop", "pause a stream"),

@@ -7,12 +7,11 @@ set), then prints where to look.
 
 from __future__ import annotations
 
-import argparse
 import logging
+from collections.abc import Callable
 from dataclasses import replace
 
-from tps.cli import settings_from_args, wait_for_signal
-from tps.config import FeedConfig
+from tps.config import FeedConfig, Settings
 from tps.feeds.simulator import Simulator, SimulatorConfig
 from tps.logging_setup import configure_logging
 from tps.service import Service
@@ -20,15 +19,26 @@ from tps.service import Service
 logger = logging.getLogger(__name__)
 
 
-def run_demo(args: argparse.Namespace) -> int:
-    """Run the demo until SIGINT/SIGTERM; returns the exit code."""
-    settings = settings_from_args(args)
+def run_demo(
+    settings: Settings,
+    *,
+    feeds: int,
+    sim_port: int,
+    interval: float,
+    wait: Callable[[], object],
+) -> int:
+    """Run the demo until ``wait()`` returns (the CLI waits for SIGINT/SIGTERM).
+
+    ``feeds`` simulated satellites on ``sim_port`` (0: any), one reading every
+    ``interval`` seconds each, unless ``settings`` name feeds of their own.
+    Returns the exit code.
+    """
     configure_logging(settings.log_level, settings.log_format)
-    simulator = Simulator(SimulatorConfig(port=args.sim_port, interval=args.interval)).start()
+    simulator = Simulator(SimulatorConfig(port=sim_port, interval=interval)).start()
     if not settings.feeds:
-        feeds = tuple(FeedConfig(name=f"sat{i}", url=simulator.url(f"sat{i}"))
-                      for i in range(1, args.feeds + 1))
-        settings = replace(settings, feeds=feeds, role="all")
+        simulated = tuple(FeedConfig(name=f"sat{i}", url=simulator.url(f"sat{i}"))
+                          for i in range(1, feeds + 1))
+        settings = replace(settings, feeds=simulated, role="all")
     service = Service(settings)
     try:
         service.start()
@@ -44,7 +54,7 @@ TPS demo is running: {len(settings.feeds)} simulated satellite feeds, store: {
   Control token  {service.token}
 Press Ctrl-C to stop.
 """, flush=True)
-        wait_for_signal()
+        wait()
     finally:
         service.stop()
         simulator.stop()

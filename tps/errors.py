@@ -70,6 +70,19 @@ class InvalidArgument(TPSError):
         self.problem = problem
 
 
+# --- issue 13 (ingest) ------------------------------------------------------------
+
+
+class PartialWrite(StoreError):
+    """The store kept a batch except ``dropped`` readings it will never accept (InfluxDB:
+    outside the retention policy, a field type conflict). Retrying cannot help; the
+    rest of the batch is stored."""
+
+    def __init__(self, message: str, dropped: int) -> None:
+        super().__init__(message)
+        self.dropped = dropped
+
+
 # --- cluster mode (issue 12) ---
 
 

@@ -13,14 +13,14 @@ import gc
 import logging
 import socket
 from collections.abc import Sequence
-from typing import Any
 
 import pykka
 
+from tps.actors.board import StatsBoard
 from tps.actors.query import QueryPool
 from tps.actors.reader import StreamReader
 from tps.actors.stats import WriterStats
-from tps.actors.supervisor import StatsBoard, Supervisor
+from tps.actors.supervisor import Supervisor, SupervisorProxy, supervisor_proxy
 from tps.actors.writer import WriterHandle
 from tps.api.app import HttpFrontend, bind
 from tps.api.context import ApiContext, TokenAuth
@@ -47,11 +47,18 @@ class Service:
         self.writer_stats: WriterStats | None = None
         self.queries: QueryPool | None = None
         self.supervisor_ref: pykka.ActorRef[Supervisor] | None = None
-        self.supervisor: Any = None
+        self._supervisor: SupervisorProxy | None = None
         self.http: pykka.ActorRef[HttpFrontend] | None = None
         self.feed_poller: FeedPoller | None = None
         self.http_port: int = settings.http_port
         self.token: str = ""
+
+    @property
+    def supervisor(self) -> SupervisorProxy:
+        """The supervisor's typed proxy (once :meth:`start` has run)."""
+        if self._supervisor is None:
+            raise RuntimeError("the service has not started")
+        return self._supervisor
 
     def _store(self) -> Store:
         return open_store(self.settings)
@@ -106,13 +113,14 @@ class Service:
             queries=self.queries, registry=registry, hub=self.hub, board=board,
             reader_factory=reader_factory,
         )
-        self.supervisor = self.supervisor_ref.proxy()
+        self._supervisor = supervisor_proxy(self.supervisor_ref)
 
         metrics = Metrics.from_board(board)
         ctx = ApiContext(
             settings=settings, auth=TokenAuth(self.token), queries=self.queries,
-            metrics=metrics, supervisor=self.supervisor if role != "api" else None,
-            hub=self.hub, token_path=str(token_path) if token_path else None,
+            metrics=metrics, supervisor=self._supervisor if role != "api" else None,
+            board=board if role != "api" else None, hub=self.hub,
+            token_path=str(token_path) if token_path else None,
         )
         self.http = HttpFrontend.start(ctx, sockets)
         # Everything built so far (schema, modules, actors) lives as long as the process:
@@ -134,14 +142,15 @@ class Service:
     def stop(self) -> bool:
         """Stop readers, flush the writer (bounded), stop everything; True if all written."""
         clean = True
-        if self.supervisor is not None:
+        supervisor = self._supervisor
+        if supervisor is not None:
             try:
-                clean = bool(self.supervisor.shutdown(self.settings.shutdown_timeout).get(
+                clean = bool(supervisor.shutdown(self.settings.shutdown_timeout).get(
                     timeout=self.settings.shutdown_timeout + 10))
             except Exception:
                 logger.exception("Supervisor shutdown failed; stopping remaining actors")
                 clean = False
-            self._log_final_counts()
+            self._log_final_counts(supervisor)
         if self.http is not None:
             self.http.stop(timeout=10)
         if self.supervisor_ref is not None:
@@ -150,11 +159,11 @@ class Service:
             self.feed_poller.stop()
         return clean
 
-    def _log_final_counts(self) -> None:
+    def _log_final_counts(self, supervisor: SupervisorProxy) -> None:
         # One line per stream, so an operator (and the SIGTERM test) can reconcile what
         # was received with what the store holds.
         try:
-            streams = self.supervisor.list_streams().get(timeout=5)
+            streams = supervisor.list_streams().get(timeout=5)
         except Exception:  # noqa: BLE001 - best effort at shutdown
             return
         for stats in streams:

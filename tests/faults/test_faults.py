@@ -16,13 +16,14 @@ import signal
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.support.influxdb import InfluxServer
 from tests.support.service import SimulatorProcess, TpsProcess
+from tests.support.wait import eventually, wait_until
 from tps.feeds.simulator import read_emit_log
 from tps.ingest.spool import Spool, encode_record
 from tps.model import Reading
@@ -44,18 +45,6 @@ def writer_lines(tps: TpsProcess) -> str:
     """The writer's and spool's log lines (for assertion messages)."""
     return "\n".join(line for line in tps.log().splitlines()
                      if "actors.writer" in line or "ingest.spool" in line)[-3000:]
-
-
-def wait_until(condition: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if condition():
-                return True
-        except (OSError, RuntimeError, KeyError):
-            pass
-        time.sleep(0.2)
-    return False
 
 
 def stored_values(influx: InfluxServer, db: str, stream: str) -> list[tuple[int, float]]:
@@ -101,7 +90,7 @@ def test_kill_9_loses_no_reading_emitted_more_than_250_ms_before_the_kill(
     tps = TpsProcess(tmp_path, env)
     try:
         tps.start()
-        time.sleep(4)
+        time.sleep(4)  # four seconds of ingest, mostly only in the spool
         kill_ns = time.time_ns()
         tps.kill()
         before_restart = {name: influx.count(influx_db, name) for name in names}
@@ -115,7 +104,7 @@ def test_kill_9_loses_no_reading_emitted_more_than_250_ms_before_the_kill(
         def replayed() -> bool:
             return all(influx.count(influx_db, n) >= len(must_have[n]) for n in names)
 
-        assert wait_until(replayed, 20), tps.log()[-3000:]
+        assert eventually(replayed, 20, step=0.2), tps.log()[-3000:]
         assert tps.signal(signal.SIGTERM) == 0
     finally:
         tps.close()
@@ -140,7 +129,7 @@ def test_influxdb_outage_longer_than_memory_holds_loses_nothing_and_drains(
     tps = TpsProcess(tmp_path, env)
     try:
         tps.start()
-        time.sleep(2)
+        time.sleep(2)  # ingest with the store up
         influx.stop()
         assert tps.proc is not None
         rss_start = rss_bytes(tps.proc.pid)
@@ -152,7 +141,7 @@ def test_influxdb_outage_longer_than_memory_holds_loses_nothing_and_drains(
             spool_bytes = max(spool_bytes, metric(tps, "tps_spool_bytes"))
             peak_rss = max(peak_rss, rss_bytes(tps.proc.pid))
         influx.start()
-        time.sleep(2)
+        time.sleep(2)  # the store back while the feeds go on
         close_ns = time.time_ns()
         fast.close()  # the feeds stop; what was on the wire at that instant may be cut
         emitted = read_emit_log(tmp_path / "fast.log")
@@ -163,7 +152,7 @@ def test_influxdb_outage_longer_than_memory_holds_loses_nothing_and_drains(
         def drained() -> bool:
             return all(influx.count("outage", n) >= len(must_have[n]) for n in names)
 
-        assert wait_until(drained, 30), (
+        assert eventually(drained, 30, step=0.2), (
             total, sum(influx.count("outage", n) for n in names), writer_lines(tps))
         dropped = metric(tps, "tps_readings_dropped_total")
         stored = {n: [v for _, v in stored_values(influx, "outage", n)] for n in names}
@@ -196,7 +185,8 @@ def test_a_torn_last_spool_record_is_reported_and_every_complete_record_replayed
     tps = TpsProcess(tmp_path, env)
     try:
         tps.start()
-        assert wait_until(lambda: influx.count(influx_db, "torn") == 300, 15), tps.log()
+        assert eventually(lambda: influx.count(influx_db, "torn") == 300, 15, step=0.2), \
+            tps.log()
         assert metric(tps, "tps_spool_truncated_total") == 1
         assert tps.signal(signal.SIGTERM) == 0
     finally:
@@ -221,7 +211,7 @@ def test_disk_full_for_the_spool_keeps_tps_running_reports_it_and_recovers(
     filler = mount / "filler"
     try:
         tps.start()
-        time.sleep(1)
+        time.sleep(1)  # ingest before the disk fills
         fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
         try:
             while True:
@@ -231,15 +221,19 @@ def test_disk_full_for_the_spool_keeps_tps_running_reports_it_and_recovers(
         finally:
             os.close(fd)
         # Reported: the spool's own log line, and the error counter.
-        assert wait_until(lambda: "(disk full)" in tps.log(), 20), writer_lines(tps)
+        assert eventually(lambda: "(disk full)" in tps.log(), 20, step=0.2), writer_lines(tps)
         assert metric(tps, "tps_spool_errors_total") > 0
         during = sum(influx.count(influx_db, n) for n in names)
-        time.sleep(1.5)
-        assert sum(influx.count(influx_db, n) for n in names) > during  # still ingesting
+        wait_until(lambda: sum(influx.count(influx_db, n) for n in names) > during, 10,
+                   what="readings stored while the disk is full", step=0.2)  # still ingesting
         filler.unlink()
-        assert wait_until(lambda: "writable again" in tps.log(), 5), writer_lines(tps)
+        assert eventually(lambda: "writable again" in tps.log(), 5, step=0.2), writer_lines(tps)
         errors = metric(tps, "tps_spool_errors_total")
-        time.sleep(1)
+        spooled = metric(tps, "tps_spool_bytes")
+        # The spool works again: it takes readings (a failed spool refuses them), and the
+        # syncer, which counts an error on every failed try, writes them meanwhile.
+        wait_until(lambda: metric(tps, "tps_spool_bytes") > spooled + 1000, 10,
+                   what="the spool to take readings again", step=0.2)
         assert metric(tps, "tps_spool_errors_total") == errors  # recovered
         stop_ns = time.time_ns()
         assert tps.signal(signal.SIGTERM) == 0

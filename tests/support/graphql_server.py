@@ -14,7 +14,6 @@ import http.client
 import json
 import socket
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -40,6 +39,9 @@ class RecordingMetrics:
 
     def observe_query(self, operation: str, seconds: float) -> None:
         self.observed.append((operation, seconds))
+
+    def render(self) -> bytes:
+        return b""
 
 
 class ApiServer:
@@ -159,7 +161,6 @@ def make_context(
     pool_size: int = 4,
     pool_timeout: float = 15.0,
     subscriber_queue: int = 1000,
-    supervisor: Any = None,
     answer_ttl: float = 0.0,
 ) -> ApiContext:
     """An ApiContext over a real InfluxDB (through ``store_url``) with a started pool."""
@@ -172,7 +173,7 @@ def make_context(
     pool = QueryPool(factory, pool_size, timeout=pool_timeout, answer_ttl=answer_ttl)
     pool.start()
     ctx = ApiContext(settings=settings, auth=TokenAuth(TOKEN), queries=pool,
-                     metrics=RecordingMetrics(), supervisor=supervisor, hub=hub)
+                     metrics=RecordingMetrics(), hub=hub)
     ctx.on_close.append(pool.stop)
     return ctx
 
@@ -255,12 +256,3 @@ class StallingProxy:
                 with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)
 
-
-def wait_until(condition: Callable[[], bool], timeout: float = 10, step: float = 0.02) -> bool:
-    """Poll ``condition`` until true or ``timeout``; returns the last value."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(step)
-    return condition()

@@ -15,11 +15,12 @@ import signal
 import socket
 import subprocess
 import tempfile
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
+
+from tests.support.wait import wait_until
 
 INSTALL_HINT = (
     "influxd not found: install Debian's InfluxDB 1.x with "
@@ -70,19 +71,18 @@ class InfluxServer:
         return self
 
     def wait_ready(self, timeout: float = 30.0) -> None:
-        """Block until ``/ping`` answers 204."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        """Block until ``/ping`` answers 204 (raise at once if influxd exits)."""
+
+        def pinged() -> bool:
             if self.proc is not None and self.proc.poll() is not None:
                 raise RuntimeError(f"influxd exited with {self.proc.returncode}; see {self.tmp}")
             try:
                 with urllib.request.urlopen(self.url + "/ping", timeout=1) as resp:
-                    if resp.status == 204:
-                        return
+                    return bool(resp.status == 204)
             except (OSError, urllib.error.URLError):
-                pass
-            time.sleep(0.1)
-        raise RuntimeError(f"InfluxDB at {self.url} did not answer /ping in {timeout}s")
+                return False
+
+        wait_until(pinged, timeout, what=f"InfluxDB at {self.url} to answer /ping", step=0.1)
 
     def stop(self) -> None:
         """Stop the process (SIGTERM, then SIGKILL); data stays for a restart."""

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.support.influxdb import free_port
+from tests.support.wait import wait_until
 
 
 class TpsProcess:
@@ -48,18 +49,22 @@ class TpsProcess:
 
     def wait_healthy(self, timeout: float = 30.0) -> None:
         """Block until ``GET /health`` answers (any status), or raise with the log."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+
+        def answers() -> bool:
             if self.proc is not None and self.proc.poll() is not None:
                 raise RuntimeError(f"{self.name} exited {self.proc.returncode}:\n{self.log()}")
             try:
                 urllib.request.urlopen(self.url + "/health", timeout=1).close()
-                return
             except urllib.error.HTTPError:
-                return
+                return True
             except OSError:
-                time.sleep(0.1)
-        raise RuntimeError(f"{self.name} not healthy in {timeout}s:\n{self.log()}")
+                return False
+            return True
+
+        try:
+            wait_until(answers, timeout, what=f"{self.name} to answer /health", step=0.1)
+        except AssertionError as exc:
+            raise RuntimeError(f"{exc}:\n{self.log()}") from None
 
     def log(self) -> str:
         """Everything the process printed so far."""

@@ -105,7 +105,7 @@ class QueryActor(pykka.ThreadingActor):
         store = self._store
         outcome: Any
         if store is None:
-            outcome = StoreUnavailable("store unavailable: query actor has no store")
+            outcome = StoreUnavailable("query actor has no store")
         else:
             try:
                 outcome = message.fn(store)
@@ -252,7 +252,7 @@ class QueryPool:
 
         chosen = self._choose()
         if chosen is None:
-            deliver(StoreUnavailable("store unavailable: the query pool is not running"))
+            deliver(StoreUnavailable("the query pool is not running"))
             return
         index, generation, ticket, ref = chosen
 
@@ -264,7 +264,7 @@ class QueryPool:
             ref.tell(RunQuery(fn, done))
         except pykka.ActorDeadError:
             self._release(index, generation, ticket)
-            deliver(StoreUnavailable("store unavailable: query actor stopped"))
+            deliver(StoreUnavailable("query actor stopped"))
 
     async def run(
         self,
@@ -343,7 +343,7 @@ class QueryPool:
             return await asyncio.wait_for(future, limit)
         except TimeoutError:
             raise StoreUnavailable(
-                f"store unavailable: no answer within {limit:g} s"
+                f"no answer within {limit:g} s"
             ) from None
 
 

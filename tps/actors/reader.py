@@ -4,16 +4,25 @@ The actor never blocks its mailbox for long. A ``_Connect`` opens the socket (co
 timeout 1 s); after a lost connection it waits in the BACKOFF state for a delayed
 ``_Connect`` (``tell_later``) - it never sleeps.
 
-While connected, frames are read in one of two ways:
+One open connection is one :class:`_Link`: the socket, its codec, the stream's stamper,
+when the server was last heard from. The actor owns it, and only the actor changes the
+connection's life: connecting, closing, backoff, timers, state. While connected,
+frames are read in one of two ways:
 
 - with a shared :class:`~tps.feeds.poller.FeedPoller` (how the service runs readers):
-  the poller's single epoll thread calls ``_on_readable`` when the socket has data and
-  ``_on_tick`` twice a second; a lock keeps that thread and the actor's own apart. One
-  thread for all feeds is what keeps hundreds of slow feeds cheap (bench/scale.py);
+  the actor *lends* the link to the poller's single epoll thread, which then reads
+  frames, hands accepted readings to the sink, counts them and probes a quiet server.
+  Whatever ends the connection there - the server closing it, silence, a read that
+  crashed - makes the poller thread give the link back (``unregister``) and tell the
+  actor (``_Lost``, ``_Crashed``); the actor closes it and decides what happens next.
+  To stop, the actor takes the link back itself: ``unregister`` returns once the
+  poller thread is out of the link's callbacks, so the socket can be closed safely.
+  One thread for all feeds is what keeps hundreds of slow feeds cheap (bench/scale.py);
 - without one: the actor drives itself with ``_Poll`` messages, each reading for up to
   ``POLL_HOLD`` while its mailbox stays empty.
 
-Either way, everything accepted in one read goes to the sink as one batch.
+Either way, everything accepted in one read goes to the sink as one batch, and a link
+is used by one thread at a time, so nothing here needs a lock.
 
 Framing and parsing live in :mod:`tps.feeds.protocol`; this module only decides when to
 read, what to count and when to reconnect.
@@ -21,9 +30,9 @@ read, what to count and when to reconnect.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import select
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,9 +45,10 @@ import websocket
 from tps.actors.messages import InjectFailure, ReadingSink
 from tps.actors.stats import StreamState, StreamStats
 from tps.actors.timer import tell_later
+from tps.compat.websocket_client import buffered, enable_read_ahead
 from tps.config.settings import FeedConfig
 from tps.errors import FrameError
-from tps.feeds.poller import FeedPoller
+from tps.feeds.poller import FeedPoller, Registration
 from tps.feeds.protocol import (
     PLAIN,
     Codec,
@@ -52,6 +62,7 @@ from tps.feeds.protocol import (
 )
 from tps.ingest.backoff import Backoff
 from tps.model import Reading
+from tps.ratelimit import RateLimitedLog
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +86,8 @@ HEALTHY_AFTER = 10.0
 """A connection that stayed subscribed this long resets the reconnect backoff."""
 REJECT_LOG_INTERVAL = 10.0
 """At most one log line per rejection reason per this many seconds."""
+CLOSE_TIMEOUT = 0.2
+"""Seconds a close waits for the server's close frame."""
 
 _DATA_OPCODES = (websocket.ABNF.OPCODE_TEXT, websocket.ABNF.OPCODE_BINARY)
 
@@ -94,31 +107,219 @@ class _Poll:
 
 
 @dataclass(frozen=True, slots=True)
-class _Crashed:
-    """Reading on the shared poller thread failed unexpectedly: crash like any actor."""
+class _Lost:
+    """The shared poller gave the link back: the connection is over (poller -> actor)."""
 
+    generation: int
     reason: str
 
 
-class RateLimitedLog:
-    """Decides whether a repeated event may be logged: at most once per ``interval``
-    seconds per key, reporting how many were suppressed in between."""
+@dataclass(frozen=True, slots=True)
+class _Crashed:
+    """Reading on the shared poller thread failed unexpectedly; the poller gave the link
+    back, and the actor crashes like any actor would (poller -> actor)."""
 
-    def __init__(self, interval: float = REJECT_LOG_INTERVAL) -> None:
-        self.interval = interval
-        self._last: dict[str, float] = {}
-        self._suppressed: dict[str, int] = {}
+    generation: int
+    reason: str
 
-    def allow(self, key: str, now: float | None = None) -> int | None:
-        """None if this event should be suppressed; else the count suppressed since the
-        last logged one (0 for the first)."""
-        now = time.monotonic() if now is None else now
-        last = self._last.get(key)
-        if last is not None and now - last < self.interval:
-            self._suppressed[key] = self._suppressed.get(key, 0) + 1
-            return None
-        self._last[key] = now
-        return self._suppressed.pop(key, 0)
+
+GiveBack = Callable[[_Lost | _Crashed], None]
+"""How a lent link tells its actor that the poller thread is done with it."""
+
+
+class _Link:
+    """One open connection and what reading it needs.
+
+    Owned by the reader actor; between :meth:`lend` and the poller thread giving it
+    back (or the actor's :meth:`take_back`) only the poller thread touches it. It
+    writes the stream's reading counters (``received``, ``rejected``, ``last_*``) and
+    marks the stream subscribed; the connection's life stays with the actor.
+    """
+
+    def __init__(self, name: str, ws: websocket.WebSocket, codec: Codec, stamper: Stamper,
+                 sink: ReadingSink, stats: StreamStats, rejects: RateLimitedLog,
+                 silence_timeout: float) -> None:
+        sock = ws.sock
+        if sock is None:
+            raise websocket.WebSocketConnectionClosedException("connection closed on open")
+        self.name = name
+        self.ws = ws
+        self.codec = codec
+        self.fd: int = sock.fileno()
+        self.subscribed_at: float | None = None
+        self.last_heard = time.monotonic()
+        self._stamper = stamper
+        self._sink = sink
+        self._stats = stats
+        self._rejects = rejects
+        self._silence_timeout = silence_timeout
+        self._probe_sent = False
+        # Wait for the first frame with poll(), not the socket timeout: an idle feed then
+        # costs no exception per wait (hundreds of idle readers add up).
+        self._poll = select.poll()
+        self._poll.register(self.fd, select.POLLIN)
+        enable_read_ahead(ws)
+        self._buffered = buffered(ws)
+        self._poller: FeedPoller | None = None
+        self._registration: Registration | None = None
+        self._give_back: GiveBack | None = None
+        self._generation = 0
+
+    # --- ownership ---------------------------------------------------------------------
+
+    def lend(self, poller: FeedPoller, give_back: GiveBack, generation: int) -> None:
+        """Let ``poller``'s thread read this link until it gives it back (telling the
+        actor through ``give_back``) or the actor calls :meth:`take_back`."""
+        # A short timeout: a frame that arrives in pieces is finished on a later wake
+        # (websocket-client keeps the partial frame) instead of holding the thread
+        # every feed shares.
+        self.ws.settimeout(SHARED_READ_TIMEOUT)
+        self._poller = poller
+        self._give_back = give_back
+        self._generation = generation
+        # Everything is in place first: the callbacks may run before register returns.
+        self._registration = Registration(self.fd, self._on_readable, self._on_tick)
+        poller.register(self._registration)
+
+    def take_back(self) -> None:
+        """End a loan (actor thread); on return the poller thread is done with the link."""
+        if self._poller is not None and self._registration is not None:
+            self._poller.unregister(self._registration)
+
+    def close(self) -> None:
+        """Close the socket (the owner, never while lent)."""
+        _close_socket(self.ws, self.name)
+
+    # --- on the poller thread, while lent -------------------------------------------------
+
+    def _on_readable(self) -> None:
+        try:
+            lost = self.read(0)
+        except Exception as exc:  # noqa: BLE001 - reported to the actor, which crashes
+            self._hand_back(_Crashed(self._generation, f"reading failed: {exc!r}"))
+            return
+        if lost is not None:
+            self._hand_back(_Lost(self._generation, lost))
+
+    def _on_tick(self) -> None:
+        """Periodic check without data: notice a server gone silent."""
+        try:
+            lost = self.check_silence(time.monotonic())
+        except Exception as exc:  # noqa: BLE001 - reported to the actor, which crashes
+            self._hand_back(_Crashed(self._generation, f"silence check failed: {exc!r}"))
+            return
+        if lost is not None:
+            self._hand_back(_Lost(self._generation, lost))
+
+    def _hand_back(self, message: _Lost | _Crashed) -> None:
+        assert self._poller is not None and self._registration is not None
+        assert self._give_back is not None
+        self._poller.unregister(self._registration)  # at once: this is the poller thread
+        self._give_back(message)
+
+    # --- reading (whichever thread holds the link) -------------------------------------
+
+    def read(self, wait_ms: int) -> str | None:
+        """Read what arrives within ``wait_ms``; why the connection is over, or None."""
+        ws = self.ws
+        handle = self.codec.handle
+        stamp = self._stamper.stamp
+        name = self.name
+        poll = self._poll.poll
+        pending = self._buffered
+        batch: list[Reading] = []
+        lost: str | None = None
+        heard = False
+        deadline = time.monotonic() + POLL_BUDGET
+        ready = pending() or poll(wait_ms)
+        try:
+            while ready:
+                opcode, data = ws.recv_data(control_frame=True)
+                heard = True
+                if opcode in _DATA_OPCODES:
+                    try:
+                        outcome = handle(data)
+                    except ServerEndedError as exc:
+                        self._reject(exc)
+                        lost = str(exc)
+                        break
+                    except FrameError as exc:
+                        self._reject(exc)
+                    else:
+                        if isinstance(outcome, Sample):
+                            batch.append(Reading(name, stamp(outcome.time_ns, time.time_ns()),
+                                                 outcome.value))
+                        else:
+                            self._control(outcome)
+                elif opcode == websocket.ABNF.OPCODE_CLOSE:
+                    lost = f"server closed the connection{_close_detail(data)}"
+                    break
+                if time.monotonic() >= deadline:
+                    break
+                if not pending() and not poll(0):
+                    break
+        except websocket.WebSocketTimeoutException:
+            pass
+        except (websocket.WebSocketException, OSError) as exc:
+            lost = _describe(exc)
+        if batch:
+            self._deliver(batch)
+        now = time.monotonic()
+        if heard:
+            self.last_heard = now
+            self._probe_sent = False
+        return lost if lost is not None else self.check_silence(now)
+
+    def check_silence(self, now: float) -> str | None:
+        """Probe a quiet server; why the connection is over when it stayed silent."""
+        silent = now - self.last_heard
+        if silent >= self._silence_timeout:
+            return f"no frames for {silent:.1f} s (server silent)"
+        if silent >= self._silence_timeout / 3 and not self._probe_sent:
+            self._probe()
+        return None
+
+    def mark_subscribed(self) -> None:
+        """The subscription is live (first data, an ack, or plain JSON's open)."""
+        if self._stats.state is not StreamState.SUBSCRIBED:
+            self._stats.state = StreamState.SUBSCRIBED
+            self.subscribed_at = time.monotonic()
+            logger.info("Stream %s subscribed", self.name)
+
+    def _deliver(self, batch: list[Reading]) -> None:
+        self._sink(batch)
+        # Counted only after the sink accepted them: "received" means handed on.
+        stats = self._stats
+        stats.received += len(batch)
+        last = batch[-1]
+        stats.last_value = last.value
+        stats.last_time_ns = last.time_ns
+        if stats.state is not StreamState.SUBSCRIBED:
+            self.mark_subscribed()
+
+    def _control(self, outcome: Control) -> None:
+        if outcome.reply is not None:
+            self.ws.send(outcome.reply)
+        if outcome.kind == "ack" and not isinstance(self.codec, TransportCodec):
+            # Legacy: the start went out with the init, so the ack means subscribed.
+            self.mark_subscribed()
+
+    def _probe(self) -> None:
+        """Ask a quiet server for a sign of life (its answer counts as a frame)."""
+        self._probe_sent = True
+        try:
+            if isinstance(self.codec, TransportCodec):
+                self.ws.send(TransportCodec.PING)
+            else:
+                self.ws.ping()
+        except (websocket.WebSocketException, OSError) as exc:
+            logger.debug("Stream %s: probe failed: %s", self.name, exc)
+
+    def _reject(self, exc: FrameError) -> None:
+        self._stats.reject(exc.reason)
+        self._rejects.log(logger, logging.WARNING, exc.reason,
+                          "Stream %s rejected a frame (%s): %s", self.name,
+                          exc.reason, exc)
 
 
 class StreamReader(pykka.ThreadingActor):
@@ -126,7 +327,8 @@ class StreamReader(pykka.ThreadingActor):
 
     States (``stats.state``): connecting -> subscribed; backoff after a loss; stopped
     on stop; failed if an unexpected exception kills the actor (``on_failure`` is then
-    called so a supervisor can restart it).
+    called so a supervisor can restart it). ``on_stopped`` is called once at the end of
+    a stop, after the socket is closed and no poller thread holds it any more.
     """
 
     def __init__(
@@ -140,6 +342,7 @@ class StreamReader(pykka.ThreadingActor):
         backoff: Backoff | None = None,
         silence_timeout: float = SILENCE_TIMEOUT,
         poller: FeedPoller | None = None,
+        on_stopped: Callable[[], None] | None = None,
     ) -> None:
         super().__init__()
         self.feed = feed
@@ -147,25 +350,17 @@ class StreamReader(pykka.ThreadingActor):
         self.stats = stats
         self.max_frame_bytes = max_frame_bytes
         self.failure_callback = on_failure
+        self.stopped_callback = on_stopped
         self.backoff = backoff or Backoff()
         self.silence_timeout = silence_timeout
         # Continue after the stream's previous timestamp when a supervisor restarts us,
         # so times stay strictly increasing across restarts too.
         self._stamper = Stamper(stats.last_time_ns or 0)
-        self._rejects = RateLimitedLog()
+        self._rejects = RateLimitedLog(REJECT_LOG_INTERVAL)
         self._generation = 0
-        self._ws: websocket.WebSocket | None = None
-        self._codec: Codec | None = None
-        self._poller: Any = None
+        self._link: _Link | None = None
         self._cancel_timer: Callable[[], None] | None = None
-        self._subscribed_at: float | None = None
-        self._last_heard = 0.0
-        self._probe_sent = False
-        # With a shared poller, frames are read on its thread while the socket is
-        # connected; this lock keeps that thread and the actor's own off each other.
         self._shared = poller
-        self._io = threading.RLock()
-        self._fd: int | None = None
 
     # --- pykka hooks ---------------------------------------------------------------
 
@@ -175,22 +370,37 @@ class StreamReader(pykka.ThreadingActor):
         self.actor_ref.tell(_Connect(self._generation))
 
     def on_receive(self, message: Any) -> Any:
-        """Handle the reader's own connect/poll messages and fault injection."""
+        """Handle the reader's own messages and fault injection."""
+        current = getattr(message, "generation", None) == self._generation
         if isinstance(message, _Poll):
-            if message.generation == self._generation and self._ws is not None:
+            if current and self._link is not None:
                 self._poll()
+        elif isinstance(message, _Lost):
+            if current and self._link is not None:
+                self._lose(message.reason)
         elif isinstance(message, _Connect):
-            if message.generation == self._generation and self._ws is None:
+            if current and self._link is None:
                 self._connect()
-        elif isinstance(message, InjectFailure | _Crashed):
+        elif isinstance(message, _Crashed):
+            if current:
+                raise RuntimeError(message.reason)
+        elif isinstance(message, InjectFailure):
             raise RuntimeError(message.reason)
         return None
 
     def on_stop(self) -> None:
-        """Close the socket and cancel any pending reconnect."""
-        self._close()
-        self.stats.state = StreamState.STOPPED
-        logger.info("Stream %s stopped", self.feed.name)
+        """Close the socket and cancel any pending reconnect; then ``on_stopped``."""
+        try:
+            self._close()
+            self.stats.state = StreamState.STOPPED
+            logger.info("Stream %s stopped", self.feed.name)
+        finally:
+            if self.stopped_callback is not None:
+                try:
+                    self.stopped_callback()
+                except Exception:
+                    logger.exception("Stream %s: the on_stopped callback failed",
+                                     self.feed.name)
 
     def on_failure(
         self,
@@ -209,10 +419,6 @@ class StreamReader(pykka.ThreadingActor):
     # --- connection lifecycle -------------------------------------------------------
 
     def _connect(self) -> None:
-        with self._io:
-            self._connect_locked()
-
-    def _connect_locked(self) -> None:
         self._cancel_timer = None
         self.stats.state = StreamState.CONNECTING
         offer = offered_subprotocols(self.feed.protocol)
@@ -236,55 +442,48 @@ class StreamReader(pykka.ThreadingActor):
             # operator must see, but no reason to crash and restart the actor forever.
             self._retry(_describe(exc), connected=False)
             return
-        self._ws = ws
         try:
             chosen = (ws.getheaders() or {}).get("sec-websocket-protocol")
-            self._codec = codec_for(chosen, self.feed.query, self.max_frame_bytes, offer)
+            codec = codec_for(chosen, self.feed.query, self.max_frame_bytes, offer)
             ws.settimeout(POLL_WAIT)
-            for frame in self._codec.opening_frames():
+            for frame in codec.opening_frames():
                 ws.send(frame)
+            link = _Link(self.feed.name, ws, codec, self._stamper, self.sink, self.stats,
+                         self._rejects, self.silence_timeout)
         except FrameError as exc:
+            _close_socket(ws, self.feed.name)
             self.stats.reject(exc.reason)
             self._lose(str(exc))
             return
         except (websocket.WebSocketException, OSError) as exc:
+            _close_socket(ws, self.feed.name)
             self._lose(_describe(exc))
             return
-        self._poller = select.poll()
-        if ws.sock is not None:
-            self._poller.register(ws.sock.fileno(), select.POLLIN)
-        _read_ahead(ws)
-        self._last_heard = time.monotonic()
-        self._probe_sent = False
-        self.stats.negotiated_protocol = self._codec.protocol
+        self._link = link
+        self.stats.negotiated_protocol = codec.protocol
         logger.info("Stream %s connected to %s with protocol %s",
-                    self.feed.name, self.feed.url, self._codec.protocol)
-        if self._codec.protocol == PLAIN:
+                    self.feed.name, self.feed.url, codec.protocol)
+        if codec.protocol == PLAIN:
             # Plain JSON has no handshake: the data simply starts flowing.
-            self._mark_subscribed()
-        if self._shared is not None and ws.sock is not None:
-            # A short timeout: a frame that arrives in pieces is finished on a later
-            # wake (websocket-client keeps the partial frame) instead of holding the
-            # thread every feed shares.
-            ws.settimeout(SHARED_READ_TIMEOUT)
-            self._fd = ws.sock.fileno()
-            self._shared.register(self._fd, self._on_readable, self._on_tick)
+            link.mark_subscribed()
+        if self._shared is not None:
+            link.lend(self._shared, self._given_back, self._generation)
         else:
             self.actor_ref.tell(_Poll(self._generation))
 
-    def _mark_subscribed(self) -> None:
-        if self.stats.state is not StreamState.SUBSCRIBED:
-            self.stats.state = StreamState.SUBSCRIBED
-            self._subscribed_at = time.monotonic()
-            logger.info("Stream %s subscribed", self.feed.name)
+    def _given_back(self, message: _Lost | _Crashed) -> None:
+        """The poller thread is done with our link (runs on the poller thread)."""
+        with contextlib.suppress(pykka.ActorDeadError):  # stopped meanwhile: nothing to do
+            self.actor_ref.tell(message)
 
     def _lose(self, reason: str) -> None:
         """The connection is gone (or useless): close it and reconnect after backoff."""
         self._retry(reason, connected=True)
 
     def _retry(self, reason: str, *, connected: bool) -> None:
-        if (self._subscribed_at is not None
-                and time.monotonic() - self._subscribed_at >= HEALTHY_AFTER):
+        link = self._link
+        if (link is not None and link.subscribed_at is not None
+                and time.monotonic() - link.subscribed_at >= HEALTHY_AFTER):
             self.backoff.reset()
         self._close()
         delay = self.backoff.next_delay()
@@ -297,190 +496,48 @@ class StreamReader(pykka.ThreadingActor):
         self._cancel_timer = tell_later(delay, self.actor_ref, _Connect(self._generation))
 
     def _close(self) -> None:
-        with self._io:
-            self._close_locked()
-
-    def _close_locked(self) -> None:
-        # A new generation makes every poll or connect message still in flight a no-op.
+        # A new generation makes every message still in flight for the old link a no-op.
         self._generation += 1
-        if self._shared is not None and self._fd is not None:
-            self._shared.unregister(self._fd)  # before the close frees the number
-            self._fd = None
-        self._subscribed_at = None
         if self._cancel_timer is not None:
             self._cancel_timer()
             self._cancel_timer = None
-        if self._ws is not None:
-            ws, self._ws = self._ws, None
-            self._poller = None
-            try:
-                ws.settimeout(0.2)
-                ws.close(timeout=0.2)
-            except (websocket.WebSocketException, OSError) as exc:
-                logger.debug("Stream %s: unclean close: %s", self.feed.name, exc)
+        link, self._link = self._link, None
+        if link is not None:
+            link.take_back()  # before the close frees the socket's number
+            link.close()
 
-    # --- reading ---------------------------------------------------------------------
+    # --- reading on our own thread ---------------------------------------------------------
 
     def _poll(self) -> None:
         # Stay in this message while the connection lives and nothing else waits in the
         # mailbox: one mailbox round trip per POLL_HOLD instead of one per frame, which
         # is most of a slow feed's cost when hundreds of them run. A waiting message is
         # seen after at most one wait (POLL_WAIT + POLL_BUDGET).
+        link = self._link
+        assert link is not None
         until = time.monotonic() + POLL_HOLD
         inbox = self.actor_inbox
-        while self._read(POLL_WAIT_MS):
+        while True:
+            lost = link.read(POLL_WAIT_MS)
+            if lost is not None:
+                self._lose(lost)
+                return
             if not inbox.empty() or time.monotonic() >= until:
                 self.actor_ref.tell(_Poll(self._generation))
                 return
 
-    def _on_readable(self) -> None:
-        """The shared poller saw data on our socket (runs on the poller's thread)."""
-        with self._io:
-            if self._ws is None:
-                return
-            try:
-                self._read(0)
-            except Exception as exc:  # noqa: BLE001 - reported to the actor, which crashes
-                self._close_locked()
-                self.actor_ref.tell(_Crashed(f"reading failed: {exc!r}"))
 
-    def _on_tick(self) -> None:
-        """Periodic check from the shared poller: notice a server gone silent."""
-        with self._io:
-            ws, codec = self._ws, self._codec
-            if ws is not None and codec is not None:
-                self._check_silence(ws, codec, time.monotonic())
-
-    def _read(self, wait_ms: int) -> bool:
-        """Read what arrives within ``wait_ms``; False once the connection is given up."""
-        ws = self._ws
-        codec = self._codec
-        assert ws is not None and codec is not None
-        handle = codec.handle
-        stamp = self._stamper.stamp
-        name = self.feed.name
-        poller = self._poller
-        tls_pending = getattr(ws.sock, "pending", None)  # TLS may hold decrypted bytes
-        frames = ws.frame_buffer
-
-        def pending() -> bool:
-            return bool(frames.recv_buffer) or (tls_pending is not None and tls_pending() > 0)
-
-        batch: list[Reading] = []
-        lost: str | None = None
-        heard = False
-        deadline = time.monotonic() + POLL_BUDGET
-        # Wait for the first frame with poll(), not the socket timeout: an idle feed then
-        # costs no exception per wait (hundreds of idle readers add up).
-        ready = pending() or poller.poll(wait_ms)
-        try:
-            while ready:
-                opcode, data = ws.recv_data(control_frame=True)
-                heard = True
-                if opcode in _DATA_OPCODES:
-                    try:
-                        outcome = handle(data)
-                    except ServerEndedError as exc:
-                        self._reject(exc)
-                        lost = str(exc)
-                        break
-                    except FrameError as exc:
-                        self._reject(exc)
-                    else:
-                        if isinstance(outcome, Sample):
-                            batch.append(Reading(name, stamp(outcome.time_ns, time.time_ns()),
-                                                 outcome.value))
-                        else:
-                            self._control(ws, outcome)
-                elif opcode == websocket.ABNF.OPCODE_CLOSE:
-                    lost = f"server closed the connection{_close_detail(data)}"
-                    break
-                if time.monotonic() >= deadline:
-                    break
-                if not pending() and not poller.poll(0):
-                    break
-        except websocket.WebSocketTimeoutException:
-            pass
-        except (websocket.WebSocketException, OSError) as exc:
-            lost = _describe(exc)
-        if batch:
-            self._deliver(batch)
-        now = time.monotonic()
-        if heard:
-            self._last_heard = now
-            self._probe_sent = False
-        if lost is not None:
-            self._lose(lost)
-            return False
-        return self._check_silence(ws, codec, now)
-
-    def _check_silence(self, ws: websocket.WebSocket, codec: Codec, now: float) -> bool:
-        """Probe a quiet server, give up on a silent one; False once given up."""
-        silent = now - self._last_heard
-        if silent >= self.silence_timeout:
-            self._lose(f"no frames for {silent:.1f} s (server silent)")
-            return False
-        if silent >= self.silence_timeout / 3 and not self._probe_sent:
-            self._probe(ws, codec)
-        return self._ws is ws
-
-    def _deliver(self, batch: list[Reading]) -> None:
-        self.sink(batch)
-        # Counted only after the sink accepted them: "received" means handed on.
-        self.stats.received += len(batch)
-        last = batch[-1]
-        self.stats.last_value = last.value
-        self.stats.last_time_ns = last.time_ns
-        if self.stats.state is not StreamState.SUBSCRIBED:
-            self._mark_subscribed()
-
-    def _control(self, ws: websocket.WebSocket, outcome: Control) -> None:
-        if outcome.reply is not None:
-            ws.send(outcome.reply)
-        if outcome.kind == "ack" and not isinstance(self._codec, TransportCodec):
-            # Legacy: the start went out with the init, so the ack means subscribed.
-            self._mark_subscribed()
-
-    def _probe(self, ws: websocket.WebSocket, codec: Codec) -> None:
-        """Ask a quiet server for a sign of life (its answer counts as a frame)."""
-        self._probe_sent = True
-        try:
-            if isinstance(codec, TransportCodec):
-                ws.send(TransportCodec.PING)
-            else:
-                ws.ping()
-        except (websocket.WebSocketException, OSError) as exc:
-            logger.debug("Stream %s: probe failed: %s", self.feed.name, exc)
-
-    def _reject(self, exc: FrameError) -> None:
-        self.stats.reject(exc.reason)
-        suppressed = self._rejects.allow(exc.reason)
-        if suppressed is None:
-            return
-        more = f" ({suppressed} more like it suppressed)" if suppressed else ""
-        logger.warning("Stream %s rejected a frame (%s): %s%s",
-                       self.feed.name, exc.reason, exc, more)
-
-
-READ_AHEAD = 4096
-"""Bytes asked of the socket per read; what is left over after a frame waits for the next."""
-
-
-def _read_ahead(ws: websocket.WebSocket) -> None:
-    """Make ``ws`` read the socket in chunks instead of twice per frame.
-
-    websocket-client asks the socket for exactly the bytes of a frame's header, then of
-    its payload (two system calls, each with a poll under a timeout). Its frame buffer
-    keeps any surplus for the next frame, so asking for a chunk serves many small
-    frames with one read - most of a feed's cost at high rates and with many feeds.
-    """
-    frames = ws.frame_buffer
-    receive: Callable[[int], bytes] = ws._recv  # its closed-socket handling is needed here
-
-    def recv(_wanted: int) -> bytes:
-        return receive(READ_AHEAD)
-
-    frames.recv = recv
+def _close_socket(ws: websocket.WebSocket, name: str) -> None:
+    """Say goodbye (waiting briefly for the server's close frame) and close the socket."""
+    try:
+        ws.settimeout(CLOSE_TIMEOUT)
+        ws.close(timeout=CLOSE_TIMEOUT)
+    except (websocket.WebSocketException, OSError) as exc:
+        logger.debug("Stream %s: unclean close: %s", name, exc)
+    finally:
+        # close() leaves the socket open when it thinks the connection already ended.
+        with contextlib.suppress(OSError):
+            ws.shutdown()  # type: ignore[no-untyped-call]
 
 
 def _describe(exc: BaseException) -> str:

@@ -1,9 +1,29 @@
 """Counters shared between an actor and its observers.
 
-Actors update these from their own thread; the API, /health and /metrics read them
-from any thread without messaging the actor, so a busy actor never delays a status
-request. Single int/float attribute writes are atomic under the GIL; the dicts are only
-ever mutated by the owning actor.
+The API, /health and /metrics read these from any thread without messaging anyone, so
+a busy actor never delays a status request. Reading needs no lock because of two rules:
+
+- every field has one writer at a time (below: who), and a single attribute write is
+  atomic under the GIL;
+- a container field (``rejected_by_reason``, ``restarts``, ``failed``) is never changed
+  in place: its writer builds a new one and swaps it in (copy-on-write), so a reader
+  may iterate whatever container it got without it changing size underneath.
+
+Who writes what:
+
+- :class:`StreamStats`: the stream's reader while it runs - its actor thread, or the
+  shared ``FeedPoller`` thread while the actor has lent it the connection (a hand-off
+  through ``FeedPoller.register``/``unregister``, so there is still one writer at a
+  time: the poller counts ``received``/``rejected`` and marks ``subscribed``, the actor
+  does everything else). The supervisor writes ``state``, ``last_error`` and
+  ``restarts`` only while no reader runs for the stream (before it starts one, after
+  one stopped or crashed).
+- :class:`WriterStats`: the ingest pipeline's fields (``buffered``,
+  ``oldest_unwritten_ns``, ``points_written``, ``batches_written``, ``dropped``, the
+  spool figures) only under the pipeline's lock (``tps/ingest/pipeline.py``); the
+  store's fields (``write_failures``, ``write_retries``, ``store_reachable``,
+  ``last_error``) only by the writer actor.
+- :class:`SupervisorStats`: the supervisor actor, through its methods.
 """
 
 from __future__ import annotations
@@ -35,6 +55,7 @@ class StreamStats:
     received: int = 0
     rejected: int = 0
     rejected_by_reason: dict[str, int] = field(default_factory=dict)
+    """Replaced on every change, never mutated: iterate the one you got."""
     last_value: float | None = None
     last_time_ns: int | None = None
     reconnects: int = 0
@@ -43,8 +64,10 @@ class StreamStats:
 
     def reject(self, reason: str) -> None:
         """Count one rejected frame under ``reason``."""
+        counts = dict(self.rejected_by_reason)
+        counts[reason] = counts.get(reason, 0) + 1
+        self.rejected_by_reason = counts
         self.rejected += 1
-        self.rejected_by_reason[reason] = self.rejected_by_reason.get(reason, 0) + 1
 
 
 @dataclass
@@ -71,7 +94,25 @@ class WriterStats:
 
 @dataclass
 class SupervisorStats:
-    """Counters of the supervisor."""
+    """Counters of the supervisor (written only through the methods below, which
+    replace the containers instead of changing them)."""
 
     restarts: dict[str, int] = field(default_factory=dict)
     failed: set[str] = field(default_factory=set)
+
+    def count_restart(self, key: str) -> int:
+        """Count one restart of child ``key``; returns its restarts so far."""
+        counts = dict(self.restarts)
+        counts[key] = counts.get(key, 0) + 1
+        self.restarts = counts
+        return counts[key]
+
+    def mark_failed(self, key: str) -> None:
+        """Record that the supervisor gave up restarting ``key``."""
+        if key not in self.failed:
+            self.failed = {*self.failed, key}
+
+    def clear_failed(self, key: str) -> None:
+        """``key`` runs again (or is gone)."""
+        if key in self.failed:
+            self.failed = self.failed - {key}

@@ -1,11 +1,28 @@
 """The Supervisor actor: starts, stops and restarts the pipeline's children.
 
 Children are the batching writer, the query actors and one StreamReader per stream.
-A child that crashes only *tells* the supervisor (``ChildFailed``) from its failure
-callback; the supervisor decides, with :class:`RestartPolicy`, whether to restart it
-after an exponential backoff (a ``RestartChild`` told later by a timer thread - the
-supervisor never sleeps, so it keeps answering the API) or, after too many restarts
-in a window, to mark it failed and leave every other child running.
+A child that crashes only *tells* the supervisor from its failure callback; the
+supervisor decides, with :class:`RestartPolicy`, whether to restart it after an
+exponential backoff (a ``RestartChild`` told later by a timer thread) or, after too
+many restarts in a window, to mark it failed and leave every other child running.
+
+The supervisor never waits inside its mailbox, so it always answers the control plane:
+
+- stopping a reader is a request; the reader reports from the end of its ``on_stop``
+  (the ``on_stopped`` callback it is built with) and the supervisor carries on then. A
+  start asked for meanwhile is performed once the old reader is gone, so two readers
+  of one stream never overlap;
+- the writer flush that follows a removal runs on a helper thread, which reports back
+  with a message;
+- only :meth:`Supervisor.shutdown`, the end of the process, waits (bounded).
+
+Callers that must answer an operator only once a change has taken effect (the REST
+and GraphQL control plane) ask :meth:`Supervisor.settled` and await the future it
+returns, off the supervisor's thread.
+
+After every change the supervisor publishes a
+:class:`~tps.actors.board.SupervisionView` on the :class:`~tps.actors.board.StatsBoard`,
+which ``/health``, ``/ready`` and ``/metrics`` read without asking it anything.
 
 The supervisor also owns the stream registry: every runtime change to the set of
 streams goes through it and is persisted before the call returns.
@@ -16,45 +33,64 @@ what happens next.
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
-import threading
 import time
-from collections import deque
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections import Counter, deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
 
 import pykka
+from pykka.typing import ActorMemberMixin, proxy_method
 
+from tps.actors.board import (
+    QUERY_PREFIX,
+    READER_PREFIX,
+    WRITER,
+    ReaderView,
+    StatsBoard,
+    SupervisionView,
+    health_summary,
+)
 from tps.actors.messages import ChildFailed, InjectFailure, ReadingSink, RestartChild
-from tps.actors.stats import StreamState, StreamStats, SupervisorStats, WriterStats
+from tps.actors.stats import StreamState, StreamStats, WriterStats
 from tps.actors.timer import tell_later
-from tps.config.registry import StreamRegistry, check_feed
-from tps.config.settings import FeedConfig, Settings
+from tps.config.registry import StreamRegistry
+from tps.config.settings import FeedConfig, Settings, check_feed
 from tps.errors import ConfigError, StreamError, StreamExists, UnknownStream
 from tps.live import LiveHub
 
 logger = logging.getLogger(__name__)
 
-WRITER = "writer"
-READER_PREFIX = "reader:"
-QUERY_PREFIX = "query:"
 
-ReaderFactory = Callable[..., "pykka.ActorRef[Any]"]
-"""Starts a reader: ``factory(feed, sink, stats, *, max_frame_bytes, on_failure) -> ref``.
+class ReaderFactory(Protocol):
+    """Starts one reader actor (``StreamReader.start``, perhaps with a poller bound)."""
 
-A pykka actor class (``StreamReader``) is accepted too; its ``start`` is used.
-"""
+    def __call__(
+        self,
+        feed: FeedConfig,
+        sink: ReadingSink,
+        stats: StreamStats,
+        *,
+        max_frame_bytes: int,
+        on_failure: Callable[[BaseException], None],
+        on_stopped: Callable[[], None],
+    ) -> pykka.ActorRef[Any]:
+        """The started reader; it calls ``on_stopped`` once, at the end of its ``on_stop``."""
 
 
 class WriterLike(Protocol):
     """What the supervisor needs from :class:`tps.actors.writer.WriterHandle`."""
 
-    def start(self, on_failure: Callable[..., None]) -> Any:
+    def start(self, on_failure: Callable[[BaseException], None]) -> Any:
         """Start (or restart after a crash) the writer actor."""
 
     def flush(self, timeout: float) -> bool:
-        """Write what is buffered; False when it did not finish within ``timeout``."""
+        """Write what is buffered; False when it did not finish within ``timeout``.
+
+        Blocks its caller: the supervisor calls it from a helper thread only.
+        """
 
     def stop(self, timeout: float) -> bool:
         """Flush and stop; False when the flush did not finish within ``timeout``."""
@@ -124,48 +160,44 @@ class RestartPolicy:
         self._failures.pop(key, None)
 
 
-class StatsBoard:
-    """Every stats object, readable from any thread (for /metrics and /health).
+# --- messages the supervisor tells itself (from callbacks, timers and helper threads) --
 
-    The supervisor creates the stream stats and registers them here; readers update
-    them; the HTTP thread reads them without messaging any actor, so a busy actor
-    never delays a scrape.
-    """
 
-    def __init__(
-        self, writer: WriterStats | None = None, supervisor: SupervisorStats | None = None
-    ) -> None:
-        self._lock = threading.Lock()
-        self._streams: dict[str, StreamStats] = {}
-        self._writer = writer
-        self._supervisor = supervisor or SupervisorStats()
+@dataclass(frozen=True, slots=True)
+class _ReaderStopped:
+    """Reader number ``serial`` of stream ``name`` finished its ``on_stop``."""
 
-    def streams(self) -> list[StreamStats]:
-        """Stats of every registered stream."""
-        with self._lock:
-            return list(self._streams.values())
+    name: str
+    serial: int
 
-    def writer(self) -> WriterStats | None:
-        """The writer's stats (None in a process without a writer)."""
-        return self._writer
 
-    def supervisor(self) -> SupervisorStats:
-        """The supervisor's restart and failure counters."""
-        return self._supervisor
+@dataclass(frozen=True, slots=True)
+class _ReaderCrashed:
+    """Reader number ``serial`` of stream ``name`` died with an exception."""
 
-    def attach_writer(self, stats: WriterStats | None) -> None:
-        """Set the writer's stats when the board was built before the writer."""
-        self._writer = stats
+    name: str
+    serial: int
+    error: str
 
-    def add_stream(self, stats: StreamStats) -> None:
-        """Register a stream's stats (supervisor only)."""
-        with self._lock:
-            self._streams[stats.name] = stats
 
-    def drop_stream(self, name: str) -> None:
-        """Forget a removed stream's stats (supervisor only)."""
-        with self._lock:
-            self._streams.pop(name, None)
+@dataclass(frozen=True, slots=True)
+class _StopOverdue:
+    """Reader number ``serial`` of stream ``name`` was asked to stop a while ago."""
+
+    name: str
+    serial: int
+
+
+@dataclass(frozen=True, slots=True)
+class _RemovalFlushed:
+    """The writer flush after stream ``name`` was removed has finished."""
+
+    name: str
+    received: int
+    flushed: bool
+
+
+# --- bookkeeping ------------------------------------------------------------------------
 
 
 @dataclass
@@ -176,8 +208,37 @@ class _Reader:
     stats: StreamStats
     want_running: bool
     ref: pykka.ActorRef[Any] | None = None
+    serial: int = 0
+    """Which reader ``ref`` is (every reader started gets a new number)."""
     generation: int = 0
-    cancel_restart: Callable[[], None] | None = None
+    """Bumped by every start and stop: a restart timer of an older generation is stale."""
+    start_pending: bool = False
+    """Start a reader as soon as the previous one has stopped."""
+
+
+@dataclass
+class _Stopping:
+    """A reader asked to stop that has not reported back yet."""
+
+    ref: pykka.ActorRef[Any]
+    serial: int
+    stats: StreamStats
+    why: str
+    asked_at: float
+    done: pykka.Future[bool]
+    """pykka's stop future: set once ``on_stop`` returned (never waited on, only peeked)."""
+    then: list[Callable[[], None]] = field(default_factory=list)
+    """What to do once it has stopped (a removal forgets and flushes the stream)."""
+    cancel_overdue: Callable[[], None] | None = None
+    warned: bool = False
+
+
+@dataclass
+class _Settling:
+    """A control-plane caller waiting until ``names`` have no stop or flush in progress."""
+
+    names: set[str]
+    future: concurrent.futures.Future[None]
 
 
 def _error_text(args: tuple[Any, ...]) -> str:
@@ -188,6 +249,23 @@ def _error_text(args: tuple[Any, ...]) -> str:
     return "unknown error" if not args else repr(args[0])
 
 
+def _resolved(future: pykka.Future[Any]) -> bool:
+    """True when ``future`` has its value (peeks without waiting)."""
+    try:
+        future.get(timeout=0)
+    except pykka.Timeout:
+        return False
+    except Exception:  # noqa: BLE001 - set with an exception is resolved too
+        return True
+    return True
+
+
+def _default_reader_factory() -> ReaderFactory:
+    from tps.actors.reader import StreamReader  # only processes that ingest need it
+
+    return StreamReader.start
+
+
 class Supervisor(pykka.ThreadingActor):
     """Supervises the writer, the query pool and one reader per stream.
 
@@ -196,9 +274,13 @@ class Supervisor(pykka.ThreadingActor):
     nothing, and adding a stream raises :class:`StreamError`).
 
     ``sink`` is the one sink every reader writes into (the service composes it from
-    ``WriterHandle.submit`` and ``LiveHub.publish``); ``sink_for(name)`` instead gives
-    each stream its own. ``registry=None`` runs the configured feeds without
-    persisting changes. ``board`` receives every stats object for /metrics.
+    ``WriterHandle.submit`` and ``LiveHub.publish``). ``registry=None`` runs the
+    configured feeds without persisting changes. ``board`` receives every stats object
+    and the published view for /health, /ready and /metrics. ``stop_timeout`` is how
+    long a reader may take to stop before it is reported (and, at shutdown, left
+    behind); ``flush_timeout`` bounds the flush after a removal.
+
+    Use it through :class:`SupervisorProxy` (:func:`supervisor_proxy`).
     """
 
     def __init__(
@@ -206,41 +288,35 @@ class Supervisor(pykka.ThreadingActor):
         settings: Settings,
         *,
         sink: ReadingSink | None = None,
-        sink_for: Callable[[str], ReadingSink] | None = None,
         writer: WriterLike | None = None,
         queries: QueryPoolLike | None = None,
         registry: StreamRegistry | None = None,
         hub: LiveHub | None = None,
         board: StatsBoard | None = None,
-        reader_factory: ReaderFactory | type[pykka.Actor] | None = None,
+        reader_factory: ReaderFactory | None = None,
         policy: RestartPolicy | None = None,
         stop_timeout: float = 3.0,
         flush_timeout: float = 2.0,
     ) -> None:
         super().__init__()
         self._settings = settings
-        if sink_for is None and sink is not None:
-            shared = sink
-
-            def sink_for(_: str) -> ReadingSink:
-                return shared
-
-        self._sink_for = sink_for
+        self._sink = sink
         self._writer = writer
         self._queries = queries
         self._registry = registry
         self._hub = hub
         self.board = board or StatsBoard()
-        if self.board.writer() is None and writer is not None:
-            # WriterHandle exposes its stats; a board built without them still reports them.
-            self.board.attach_writer(getattr(writer, "stats", None))
         self._reader_factory = reader_factory
         self._policy = policy or RestartPolicy()
         self._stop_timeout = stop_timeout
         self._flush_timeout = flush_timeout
         self._readers: dict[str, _Reader] = {}
+        self._stopping: dict[str, _Stopping] = {}
+        self._flushes: Counter[str] = Counter()
+        self._settling: list[_Settling] = []
+        self._flusher: concurrent.futures.ThreadPoolExecutor | None = None
+        self._serial = 0
         self._writer_generation = 0
-        self._writer_failed = False
         self._query_failed: set[int] = set()
         self._timers: dict[str, Callable[[], None]] = {}
         self._shut_down = False
@@ -250,11 +326,12 @@ class Supervisor(pykka.ThreadingActor):
     def on_start(self) -> None:
         """Start the writer, the query pool and the readers of every running stream."""
         if self._writer is not None:
-            self._writer.start(self._reporter(WRITER))
+            self._writer.start(self._writer_reporter)
         if self._queries is not None:
             self._queries.start(self._query_reporter)
-        if self._sink_for is None:
+        if self._sink is None:
             logger.info("Supervisor started without readers (role=%s)", self._settings.role)
+            self._publish()
             return
         entries = [(feed, True) for feed in self._settings.feeds]
         if self._registry is not None:
@@ -269,9 +346,10 @@ class Supervisor(pykka.ThreadingActor):
                 )
                 self._registry = None
         for feed, running in entries:
-            self._track(feed, running)
+            reader = self._track(feed, running)
             if running:
-                self._start_reader(self._readers[feed.name])
+                self._start_reader(reader)
+        self._publish()
         logger.info(
             "Supervisor started %d of %d streams (role=%s)",
             sum(1 for _, running in entries if running),
@@ -285,16 +363,25 @@ class Supervisor(pykka.ThreadingActor):
             self.shutdown()
 
     def on_receive(self, message: Any) -> Any:
-        """Handle failure reports from children and delayed restarts."""
-        if isinstance(message, ChildFailed):
+        """Handle reports from children, timers and the flush helper."""
+        if isinstance(message, _ReaderStopped):
+            self._reader_stopped(message)
+        elif isinstance(message, _ReaderCrashed):
+            self._reader_crashed(message)
+        elif isinstance(message, _StopOverdue):
+            self._stop_overdue(message)
+        elif isinstance(message, _RemovalFlushed):
+            self._removal_flushed(message)
+        elif isinstance(message, ChildFailed):
             self._child_failed(message)
         elif isinstance(message, RestartChild):
             self._restart_child(message)
         else:
             logger.warning("Supervisor ignored an unexpected message %r", message)
+        self._publish()
         return None
 
-    # --- public API (via proxy; every call returns quickly) --------------------------
+    # --- public API (via SupervisorProxy; every call returns quickly) ---------------
 
     def list_streams(self) -> list[StreamStats]:
         """Stats of every stream, in registration order."""
@@ -310,7 +397,7 @@ class Supervisor(pykka.ThreadingActor):
         Raises InvalidArgument (a bad field, naming it), StreamExists, or StreamError
         when this process does not ingest.
         """
-        if self._sink_for is None:
+        if self._sink is None:
             raise StreamError(
                 f"this process runs role={self._settings.role} and ingests no streams"
             )
@@ -321,59 +408,74 @@ class Supervisor(pykka.ThreadingActor):
         self._persist(lambda registry: registry.put(feed, started))
         if started:
             self._start_reader(reader)
+        self._publish()
         logger.info(
             "Stream %r added (%s, protocol %s); %s",
             feed.name,
             feed.url,
             feed.protocol,
-            "reader started" if started else "left stopped",
+            _start_outcome(reader) if started else "left stopped",
         )
         return reader.stats
 
     def remove_stream(self, name: str) -> StreamStats:
-        """Stop the reader, flush what it read (bounded), forget the stream (persisted)."""
+        """Forget stream ``name`` (persisted) and stop its reader.
+
+        Once the reader has stopped, the stream leaves the live hub and the writer is
+        asked to flush what it read; :meth:`settled` covers both.
+        """
         reader = self._reader(name)
         reader.want_running = False
-        self._stop_reader(reader, "removed by operator")
+        stopping = self._stop_reader(reader, "removed by operator")
         del self._readers[name]
         self.board.drop_stream(name)
-        self.board.supervisor().failed.discard(READER_PREFIX + name)
+        self._clear_failed(READER_PREFIX + name)
         self._policy.forget(READER_PREFIX + name)
         self._persist(lambda registry: registry.remove(name))
-        if self._hub is not None:
-            self._hub.forget(name)
-        flushed = self._flush_writer()
-        logger.info(
-            "Stream %r removed by operator after %d readings; %s",
-            name,
-            reader.stats.received,
-            "its readings are flushed" if flushed else "its readings stay queued for writing",
-        )
+
+        def forget_and_flush() -> None:
+            if self._hub is not None:
+                self._hub.forget(name)
+            self._flush_after_removal(name, reader.stats)
+
+        if stopping is None:
+            forget_and_flush()
+        else:
+            stopping.then.append(forget_and_flush)
+        self._publish()
         return reader.stats
 
     def stop_stream(self, name: str) -> StreamStats:
-        """Pause stream ``name`` (persisted); idempotent."""
+        """Pause stream ``name`` (persisted); idempotent. Its reader stops shortly after."""
         reader = self._reader(name)
         reader.want_running = False
-        self._stop_reader(reader, "stopped by operator")
-        reader.stats.state = StreamState.STOPPED
-        self.board.supervisor().failed.discard(READER_PREFIX + name)
+        if self._stop_reader(reader, "stopped by operator") is None:
+            reader.stats.state = StreamState.STOPPED  # no reader: the stats are ours
+        self._clear_failed(READER_PREFIX + name)
         self._persist(lambda registry: registry.set_running(name, False))
+        self._publish()
         logger.info("Stream %r stopped by operator; it stays registered", name)
         return reader.stats
 
     def start_stream(self, name: str) -> StreamStats:
         """Resume stream ``name`` (persisted); also revives a failed reader. Idempotent."""
         reader = self._reader(name)
-        if reader.want_running and reader.ref is not None and reader.ref.is_alive():
+        if reader.want_running and (
+            reader.start_pending or (reader.ref is not None and reader.ref.is_alive())
+        ):
             return reader.stats
         reader.want_running = True
         self._cancel_timer(READER_PREFIX + name)
         self._policy.forget(READER_PREFIX + name)
-        self.board.supervisor().failed.discard(READER_PREFIX + name)
+        self._clear_failed(READER_PREFIX + name)
         self._persist(lambda registry: registry.set_running(name, True))
+        if reader.ref is not None:
+            # Dead but not yet reported: its crash report (sent once its socket is
+            # closed) ends it, and the new reader starts then.
+            self._stop_reader(reader, "replaced by an operator start")
         self._start_reader(reader)
-        logger.info("Stream %r started by operator", name)
+        self._publish()
+        logger.info("Stream %r started by operator; %s", name, _start_outcome(reader))
         return reader.stats
 
     def set_all(self, running: bool) -> list[StreamStats]:
@@ -385,46 +487,34 @@ class Supervisor(pykka.ThreadingActor):
                 self.stop_stream(name)
         return self.list_streams()
 
+    def settled(self, names: Sequence[str] | None = None) -> concurrent.futures.Future[None]:
+        """A future that completes once ``names`` (default: every stream) have no reader
+        stopping and no flush after a removal in progress.
+
+        Ask it right after a change (the mailbox is FIFO, so it sees that change) and
+        await the future off the supervisor's thread: the control plane answers an
+        operator once the change has taken effect, and the supervisor waits for nothing.
+        """
+        future: concurrent.futures.Future[None] = concurrent.futures.Future()
+        wanted = self._busy_names() if names is None else set(names)
+        busy = {name for name in wanted if self._busy(name)}
+        if busy and not self._shut_down:
+            self._settling.append(_Settling(busy, future))
+        else:
+            future.set_result(None)
+        return future
+
     def writer_stats(self) -> WriterStats | None:
         """The writer's counters (None when this process has no writer)."""
         return self.board.writer()
 
-    def supervisor_stats(self) -> SupervisorStats:
-        """Restart and failure counters."""
-        return self.board.supervisor()
-
     def health(self) -> dict[str, Any]:
-        """Which children are alive, failed or restarting; stream states."""
-        failed = self.board.supervisor().failed
-        restarts = self.board.supervisor().restarts
-        actors: dict[str, dict[str, Any]] = {}
-        if self._writer is not None:
-            actors[WRITER] = {
-                "alive": self._writer.is_alive(),
-                "failed": WRITER in failed,
-                "restarts": restarts.get(WRITER, 0),
-            }
-        for name, reader in self._readers.items():
-            key = READER_PREFIX + name
-            actors[key] = {
-                "alive": reader.ref is not None and reader.ref.is_alive(),
-                "running": reader.want_running,
-                "failed": key in failed,
-                "restarts": restarts.get(key, 0),
-            }
-        if self._queries is not None:
-            actors["queries"] = {
-                "alive": not self._query_failed,
-                "failed": sorted(f"{QUERY_PREFIX}{i}" for i in self._query_failed),
-                "restarts": sum(n for k, n in restarts.items() if k.startswith(QUERY_PREFIX)),
-            }
-        return {
-            "alive": not self._shut_down,
-            "role": self._settings.role,
-            "actors": actors,
-            "streams": {name: str(r.stats.state) for name, r in self._readers.items()},
-            "failed": sorted(failed),
-        }
+        """Which children are alive, failed or restarting; stream states.
+
+        The same summary ``/health`` builds from the board without asking.
+        """
+        self._publish()
+        return health_summary(self.board)
 
     def inject_failure(self, name: str, reason: str = "injected failure") -> None:
         """Make the reader of ``name`` crash through its real failure path (tests, drills)."""
@@ -435,27 +525,38 @@ class Supervisor(pykka.ThreadingActor):
         reader.ref.tell(InjectFailure(reason))
 
     def shutdown(self, timeout: float | None = None) -> bool:
-        """Stop readers, flush and stop the writer (bounded), stop the query pool.
+        """Stop readers, flush and stop the writer, stop the query pool: the one call
+        that waits, each step bounded (readers: ``stop_timeout`` in all; the writer:
+        ``timeout``, default ``settings.shutdown_timeout``).
 
-        True when the writer flushed everything within ``timeout`` (default
-        ``settings.shutdown_timeout``). Idempotent.
+        True when the writer flushed everything within ``timeout``. Idempotent.
         """
         if self._shut_down:
             return True
         self._shut_down = True
         for key in list(self._timers):
             self._cancel_timer(key)
-        futures = []
-        for reader in self._readers.values():
+        if self._flusher is not None:
+            self._flusher.shutdown(wait=False, cancel_futures=True)
+        waiting: list[tuple[str, pykka.Future[bool]]] = []
+        for name, reader in self._readers.items():
             reader.generation += 1
+            reader.start_pending = False
             if reader.ref is not None:
-                futures.append((reader, reader.ref.stop(block=False)))
-        for reader, future in futures:
+                waiting.append((name, reader.ref.stop(block=False)))
+                reader.ref = None
+        for name, stopping in self._stopping.items():
+            if stopping.cancel_overdue is not None:
+                stopping.cancel_overdue()
+            waiting.append((name, stopping.done))
+        self._stopping.clear()
+        deadline = time.monotonic() + self._stop_timeout
+        for name, future in waiting:
             try:
-                future.get(timeout=self._stop_timeout)
+                future.get(timeout=max(0.0, deadline - time.monotonic()))
             except pykka.Timeout:
-                logger.warning("Reader of stream %r did not stop in time", reader.feed.name)
-            reader.ref = None
+                logger.warning("Reader of stream %r did not stop within %.1f s of the "
+                               "shutdown; leaving it behind", name, self._stop_timeout)
         flushed = True
         if self._writer is not None and self._writer.is_alive():
             budget = self._settings.shutdown_timeout if timeout is None else timeout
@@ -468,47 +569,187 @@ class Supervisor(pykka.ThreadingActor):
                 )
         if self._queries is not None:
             self._queries.stop()
+        for settling in self._settling:
+            settling.future.set_result(None)
+        self._settling.clear()
+        self._publish()
         logger.info("Supervisor shut down its children (writer flushed: %s)", flushed)
         return flushed
 
-    # --- supervision ----------------------------------------------------------------
+    # --- children reporting ----------------------------------------------------------
 
-    def _reporter(self, key: str) -> Callable[..., None]:
-        """The failure callback handed to a child: it only tells the supervisor."""
-        ref = self.actor_ref
-
-        def report(*args: Any) -> None:
-            try:
-                ref.tell(ChildFailed(key, _error_text(args)))
-            except pykka.ActorDeadError:
-                logger.debug("%s failed after the supervisor stopped: %s", key, args)
-
-        return report
+    def _writer_reporter(self, error: BaseException) -> None:
+        """The writer's failure callback: it only tells the supervisor."""
+        self._tell_self(ChildFailed(WRITER, _error_text((error,))))
 
     def _query_reporter(self, index: int, error: BaseException) -> None:
+        self._tell_self(ChildFailed(f"{QUERY_PREFIX}{index}", _error_text((error,))))
+
+    def _reader_callbacks(
+        self, name: str, serial: int
+    ) -> tuple[Callable[[BaseException], None], Callable[[], None]]:
+        """(on_failure, on_stopped) for reader number ``serial`` of ``name``: both only
+        tell the supervisor, from the reader's thread."""
+
+        def crashed(*args: Any) -> None:
+            self._tell_self(_ReaderCrashed(name, serial, _error_text(args)))
+
+        def stopped() -> None:
+            self._tell_self(_ReaderStopped(name, serial))
+
+        return crashed, stopped
+
+    def _tell_self(self, message: Any) -> None:
         try:
-            self.actor_ref.tell(ChildFailed(f"{QUERY_PREFIX}{index}", _error_text((error,))))
+            self.actor_ref.tell(message)
         except pykka.ActorDeadError:
-            logger.debug("query actor %d failed after the supervisor stopped", index)
+            logger.debug("%r arrived after the supervisor stopped", message)
+
+    # --- stopping readers -------------------------------------------------------------
+
+    def _stop_reader(self, reader: _Reader, why: str) -> _Stopping | None:
+        """Ask the reader to stop (without waiting); the stop still in progress, if any."""
+        name = reader.feed.name
+        reader.generation += 1
+        reader.start_pending = False
+        self._cancel_timer(READER_PREFIX + name)
+        ref, reader.ref = reader.ref, None
+        if ref is None:
+            return self._stopping.get(name)  # an earlier reader may still be stopping
+        assert name not in self._stopping, "two readers of one stream"
+        stopping = _Stopping(ref, reader.serial, reader.stats, why, time.monotonic(),
+                             ref.stop(block=False))
+        stopping.cancel_overdue = tell_later(self._stop_timeout, self.actor_ref,
+                                             _StopOverdue(name, reader.serial))
+        self._stopping[name] = stopping
+        return stopping
+
+    def _reader_stopped(self, message: _ReaderStopped) -> None:
+        stopping = self._stopping.get(message.name)
+        if stopping is None or stopping.serial != message.serial:
+            logger.debug("Reader %d of stream %r stopped without being asked to",
+                         message.serial, message.name)
+            return
+        self._reader_gone(message.name)
+
+    def _stop_overdue(self, message: _StopOverdue) -> None:
+        name = message.name
+        stopping = self._stopping.get(name)
+        if stopping is None or stopping.serial != message.serial:
+            return
+        if _resolved(stopping.done):
+            logger.warning("Reader of stream %r stopped without reporting it; carrying on "
+                           "without its report", name)
+            self._reader_gone(name)
+            return
+        if not stopping.warned:
+            stopping.warned = True
+            logger.warning(
+                "Reader of stream %r has not stopped %.1f s after it was asked (%s); a new "
+                "reader of that stream waits until it has",
+                name, time.monotonic() - stopping.asked_at, stopping.why,
+            )
+        stopping.cancel_overdue = tell_later(self._stop_timeout, self.actor_ref, message)
+
+    def _reader_gone(self, name: str) -> None:
+        """The stopping reader of ``name`` is gone: finish what waited for it."""
+        stopping = self._stopping.pop(name)
+        if stopping.cancel_overdue is not None:
+            stopping.cancel_overdue()
+        logger.debug("Reader of stream %r stopped %.2f s after it was asked (%s)",
+                     name, time.monotonic() - stopping.asked_at, stopping.why)
+        for then in stopping.then:
+            then()
+        reader = self._readers.get(name)
+        if reader is not None and reader.stats is stopping.stats and not reader.want_running:
+            reader.stats.state = StreamState.STOPPED  # no reader any more: the stats are ours
+        if reader is not None and reader.start_pending:
+            self._start_reader_from_message(reader)
+        self._check_settled(name)
+
+    def _flush_after_removal(self, name: str, stats: StreamStats) -> None:
+        """Ask the writer to flush what the removed stream read; the answer comes back as
+        a message (the handle's flush blocks, so a helper thread waits for it)."""
+        writer = self._writer
+        if writer is None or not writer.is_alive() or self._shut_down:
+            self._log_removed(name, stats.received, flushed=False)
+            return
+        if self._flusher is None:
+            self._flusher = concurrent.futures.ThreadPoolExecutor(
+                max_workers=1, thread_name_prefix="tps-removal-flush")
+        self._flushes[name] += 1
+        received, timeout = stats.received, self._flush_timeout
+
+        def flush() -> None:
+            try:
+                flushed = writer.flush(timeout)
+            except Exception as exc:  # noqa: BLE001 - a failed flush must not fail the removal
+                logger.warning("Writer flush after removing stream %r failed: %s", name, exc)
+                flushed = False
+            self._tell_self(_RemovalFlushed(name, received, flushed))
+
+        self._flusher.submit(flush)
+
+    def _removal_flushed(self, message: _RemovalFlushed) -> None:
+        self._flushes[message.name] -= 1
+        if self._flushes[message.name] <= 0:
+            del self._flushes[message.name]
+        self._log_removed(message.name, message.received, message.flushed)
+        self._check_settled(message.name)
+
+    @staticmethod
+    def _log_removed(name: str, received: int, flushed: bool) -> None:
+        logger.info(
+            "Stream %r removed by operator after %d readings; %s",
+            name,
+            received,
+            "its readings are flushed" if flushed else "its readings stay queued for writing",
+        )
+
+    def _busy(self, name: str) -> bool:
+        return name in self._stopping or self._flushes[name] > 0
+
+    def _busy_names(self) -> set[str]:
+        return set(self._stopping) | {name for name, n in self._flushes.items() if n > 0}
+
+    def _check_settled(self, name: str) -> None:
+        if self._busy(name):
+            return
+        for settling in list(self._settling):
+            settling.names.discard(name)
+            if not settling.names:
+                self._settling.remove(settling)
+                settling.future.set_result(None)
+
+    # --- supervision ----------------------------------------------------------------
 
     def _child_failed(self, message: ChildFailed) -> None:
         key = message.key
         if self._shut_down:
             logger.info("%s crashed during shutdown (%s); not restarting it", key, message.error)
             return
-        if key.startswith(READER_PREFIX):
-            self._reader_failed(key[len(READER_PREFIX) :], message.error)
-        elif key == WRITER:
+        if key == WRITER:
             self._writer_crashed(message.error)
         elif key.startswith(QUERY_PREFIX):
             self._query_crashed(int(key[len(QUERY_PREFIX) :]), message.error)
         else:
             logger.warning("Supervisor got a failure report from unknown child %r", key)
 
-    def _reader_failed(self, name: str, error: str) -> None:
+    def _reader_crashed(self, message: _ReaderCrashed) -> None:
+        name, error = message.name, message.error
+        stopping = self._stopping.get(name)
+        if stopping is not None and stopping.serial == message.serial:
+            logger.info("Reader of stream %r crashed (%s) while it was stopping; it is gone",
+                        name, error)
+            self._reader_gone(name)
+            return
+        if self._shut_down:
+            logger.info("Reader of stream %r crashed during shutdown (%s); not restarting it",
+                        name, error)
+            return
         key = READER_PREFIX + name
         reader = self._readers.get(name)
-        if reader is None or not reader.want_running:
+        if reader is None or not reader.want_running or reader.serial != message.serial:
             logger.info(
                 "Reader of stream %r crashed (%s) after it was stopped or removed; "
                 "nothing to restart",
@@ -521,7 +762,7 @@ class Supervisor(pykka.ThreadingActor):
         delay = self._policy.on_failure(key)
         if delay is None:
             reader.stats.state = StreamState.FAILED
-            self.board.supervisor().failed.add(key)
+            self._mark_failed(key)
             logger.error(
                 "Reader of stream %r crashed (%s) for the %s time within %.0f s; marked "
                 "failed, other streams keep running (POST /api/streams/%s/start revives it)",
@@ -548,8 +789,7 @@ class Supervisor(pykka.ThreadingActor):
     def _writer_crashed(self, error: str) -> None:
         delay = self._policy.on_failure(WRITER)
         if delay is None:
-            self._writer_failed = True
-            self.board.supervisor().failed.add(WRITER)
+            self._mark_failed(WRITER)
             logger.error(
                 "Writer crashed (%s) %d times within %.0f s; marked failed: readings "
                 "stay in the spool but nothing is written until TPS restarts",
@@ -574,7 +814,7 @@ class Supervisor(pykka.ThreadingActor):
         delay = self._policy.on_failure(key)
         if delay is None:
             self._query_failed.add(index)
-            self.board.supervisor().failed.add(key)
+            self._mark_failed(key)
             logger.error(
                 "Query actor %d crashed (%s) %d times within %.0f s; marked failed, the "
                 "other query actors keep serving",
@@ -601,17 +841,17 @@ class Supervisor(pykka.ThreadingActor):
         self._timers.pop(key, None)
         if self._shut_down:
             return
-        restarts = self.board.supervisor().restarts
         if key.startswith(READER_PREFIX):
             reader = self._readers.get(key[len(READER_PREFIX) :])
             if reader is None or not reader.want_running or reader.generation != message.generation:
                 logger.debug("Dropping stale restart of %s", key)
                 return
-            if reader.ref is not None and reader.ref.is_alive():
+            if reader.ref is not None or reader.start_pending:
                 return
             reader.stats.restarts += 1
-            restarts[key] = restarts.get(key, 0) + 1
-            self._start_reader(reader)
+            self._count_restart(key)
+            if not self._start_reader_from_message(reader):
+                return
             logger.info(
                 "Reader of stream %r restarted (restart %d); ingest resumes",
                 reader.feed.name,
@@ -621,14 +861,25 @@ class Supervisor(pykka.ThreadingActor):
             if message.generation != self._writer_generation:
                 return
             self._writer_generation += 1
-            restarts[key] = restarts.get(key, 0) + 1
-            self._writer.start(self._reporter(WRITER))
-            logger.info("Writer restarted (restart %d); it resumes from the spool", restarts[key])
+            count = self._count_restart(key)
+            self._writer.start(self._writer_reporter)
+            logger.info("Writer restarted (restart %d); it resumes from the spool", count)
         elif key.startswith(QUERY_PREFIX) and self._queries is not None:
             index = int(key[len(QUERY_PREFIX) :])
-            restarts[key] = restarts.get(key, 0) + 1
+            count = self._count_restart(key)
             self._queries.restart(index)
-            logger.info("Query actor %d restarted (restart %d)", index, restarts[key])
+            logger.info("Query actor %d restarted (restart %d)", index, count)
+
+    # --- SupervisorStats: copy-on-write, so readers on other threads may iterate ------
+
+    def _count_restart(self, key: str) -> int:
+        return self.board.supervisor().count_restart(key)
+
+    def _mark_failed(self, key: str) -> None:
+        self.board.supervisor().mark_failed(key)
+
+    def _clear_failed(self, key: str) -> None:
+        self.board.supervisor().clear_failed(key)
 
     # --- helpers --------------------------------------------------------------------
 
@@ -652,53 +903,57 @@ class Supervisor(pykka.ThreadingActor):
         return reader
 
     def _start_reader(self, reader: _Reader) -> None:
-        assert self._sink_for is not None
+        """Start a reader for the stream, or once its previous reader has stopped."""
+        name = reader.feed.name
+        if name in self._stopping:
+            reader.start_pending = True
+            return
+        assert self._sink is not None
+        reader.start_pending = False
         reader.generation += 1
+        self._serial += 1
+        reader.serial = self._serial
         reader.stats.state = StreamState.CONNECTING
-        factory = self._reader_factory
-        if factory is None:
-            from tps.actors.reader import StreamReader
-
-            factory = StreamReader
-        start = cast(
-            ReaderFactory,
-            factory.start if isinstance(factory, type) and issubclass(factory, pykka.Actor)
-            else factory,
-        )
-        reader.ref = start(
+        on_failure, on_stopped = self._reader_callbacks(name, reader.serial)
+        factory = self._reader_factory or _default_reader_factory()
+        reader.ref = factory(
             reader.feed,
-            self._sink_for(reader.feed.name),
+            self._sink,
             reader.stats,
             max_frame_bytes=self._settings.max_frame_bytes,
-            on_failure=self._reporter(READER_PREFIX + reader.feed.name),
+            on_failure=on_failure,
+            on_stopped=on_stopped,
         )
 
-    def _stop_reader(self, reader: _Reader, why: str) -> None:
-        """Stop the reader actor, waiting a bounded time so a new one never overlaps it."""
-        reader.generation += 1
-        self._cancel_timer(READER_PREFIX + reader.feed.name)
-        ref, reader.ref = reader.ref, None
-        if ref is None:
-            return
+    def _start_reader_from_message(self, reader: _Reader) -> bool:
+        """:meth:`_start_reader` where no caller can receive its error (a restart, a start
+        that waited for a stop): a reader that cannot start marks its stream failed
+        instead of crashing the supervisor. True when it started (or waits to)."""
         try:
-            ref.stop(block=True, timeout=self._stop_timeout)
-        except pykka.Timeout:
-            logger.warning(
-                "Reader of stream %r did not stop within %.1f s (%s); it is abandoned and "
-                "stops on its own when it next reads its mailbox",
-                reader.feed.name,
-                self._stop_timeout,
-                why,
-            )
+            self._start_reader(reader)
+        except Exception as exc:  # noqa: BLE001 - one stream must not stop the supervisor
+            name = reader.feed.name
+            reader.ref = None
+            reader.stats.state = StreamState.FAILED
+            reader.stats.last_error = _error_text((exc,))
+            self._mark_failed(READER_PREFIX + name)
+            logger.error("Could not start the reader of stream %r (%s); marked failed "
+                         "(POST /api/streams/%s/start tries again)",
+                         name, reader.stats.last_error, name)
+            return False
+        return True
 
-    def _flush_writer(self) -> bool:
-        if self._writer is None or not self._writer.is_alive():
-            return False
-        try:
-            return self._writer.flush(self._flush_timeout)
-        except Exception as exc:  # noqa: BLE001 - a flush failure must not fail the removal
-            logger.warning("Writer flush after a stream removal failed: %s", exc)
-            return False
+    def _publish(self) -> None:
+        """Show the current state of the children to other threads (see board.py)."""
+        self.board.publish(SupervisionView(
+            role=self._settings.role,
+            running=not self._shut_down,
+            supervisor=self.actor_ref,
+            readers={name: ReaderView(r.want_running, r.ref) for name, r in self._readers.items()},
+            writer=self._writer,
+            has_queries=self._queries is not None,
+            failed_queries=frozenset(self._query_failed),
+        ))
 
     def _persist(self, change: Callable[[StreamRegistry], None]) -> None:
         if self._registry is None:
@@ -712,6 +967,38 @@ class Supervisor(pykka.ThreadingActor):
                 self._registry.path,
                 exc,
             )
+
+
+class SupervisorProxy(ActorMemberMixin, pykka.ActorProxy[Supervisor]):
+    """The supervisor's public API as a typed pykka proxy: mypy checks every call.
+
+    Every method returns a pykka future at once; the supervisor answers quickly. Get
+    one with :func:`supervisor_proxy`.
+    """
+
+    list_streams = proxy_method(Supervisor.list_streams)
+    get_stream = proxy_method(Supervisor.get_stream)
+    add_stream = proxy_method(Supervisor.add_stream)
+    remove_stream = proxy_method(Supervisor.remove_stream)
+    stop_stream = proxy_method(Supervisor.stop_stream)
+    start_stream = proxy_method(Supervisor.start_stream)
+    set_all = proxy_method(Supervisor.set_all)
+    settled = proxy_method(Supervisor.settled)
+    writer_stats = proxy_method(Supervisor.writer_stats)
+    health = proxy_method(Supervisor.health)
+    inject_failure = proxy_method(Supervisor.inject_failure)
+    shutdown = proxy_method(Supervisor.shutdown)
+
+
+def supervisor_proxy(ref: pykka.ActorRef[Supervisor]) -> SupervisorProxy:
+    """The typed proxy of a started supervisor."""
+    return cast(SupervisorProxy, ref.proxy())
+
+
+def _start_outcome(reader: _Reader) -> str:
+    if reader.start_pending:
+        return "its reader starts once the previous one has stopped"
+    return "reader started"
 
 
 def _ordinal(n: int) -> str:

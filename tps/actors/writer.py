@@ -3,12 +3,12 @@
 Two objects, one job:
 
 * :class:`WriterHandle` is what the rest of TPS holds. ``submit`` is called from feed
-  threads: it appends the readings to the disk spool (when ``TPS_SPOOL`` is on) and to
-  the in-memory :class:`~tps.ingest.buffer.BatchBuffer`, both under one lock, and
-  rings the actor's doorbell when a full batch is waiting. The handle *owns* the
-  buffer and the spool, so they outlive any one writer actor: when the actor crashes
-  and the supervisor calls ``start`` again, the new actor finds every reading the dead
-  one had not yet written (with the spool off as well as on).
+  threads: it hands the readings to the :class:`~tps.ingest.pipeline.Pipeline` (disk
+  spool when ``TPS_SPOOL`` is on, in-memory buffer) and rings the actor's doorbell when
+  a full batch is waiting. The handle *owns* the pipeline, so it outlives any one
+  writer actor: when the actor crashes and the supervisor calls ``start`` again, the
+  new actor finds every reading the dead one had not yet written (with the spool off
+  as well as on).
 
 * :class:`BatchingWriter` is the actor that decides *when* to write: a full batch
   (``TPS_BATCH_SIZE``), a tick (``TPS_FLUSH_INTERVAL``), a flush request. A failed write
@@ -17,15 +17,8 @@ Two objects, one job:
   (buffer trimmed, spool checkpoint advanced) only after the store accepted it; writes
   are idempotent per (stream, time), so retrying an ambiguous failure cannot duplicate.
 
-Memory bound (``TPS_BUFFER_LIMIT``):
-
-* spool off: the oldest readings are dropped, counted in ``WriterStats.dropped`` and
-  warned about (at most every 10 s) - Telegraf's policy;
-* spool on: nothing is dropped. When memory is full, newer readings stay on disk only
-  (*overflow*); as batches are written the actor re-reads them from the spool in order.
-  Memory always holds a contiguous prefix of the unwritten spool, which is why the
-  checkpoint can advance as batches are acknowledged. Start-up is the same mechanism:
-  everything after the checkpoint is "overflow" and is read back before new data.
+What goes to memory and what to the spool (the memory bound, overflow, refill) is the
+plain policy in :mod:`tps.ingest.pipeline`, which also writes down the one lock order.
 
 Durability: the syncer thread fsyncs the spool every ``TPS_SPOOL_SYNC_INTERVAL``
 (group commit), so a ``kill -9`` loses at most the readings of the last interval.
@@ -35,7 +28,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import re
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -49,19 +41,18 @@ from tps.actors.messages import BatchWaiting, Flush, InjectFailure
 from tps.actors.stats import WriterStats
 from tps.actors.timer import Ticker, tell_later
 from tps.config.settings import Settings
-from tps.errors import StoreError, StoreUnavailable
+from tps.errors import PartialWrite, StoreError, StoreUnavailable
 from tps.ingest.backoff import Backoff
-from tps.ingest.buffer import Batch, BatchBuffer
-from tps.ingest.spool import Spool
+from tps.ingest.buffer import Batch
+from tps.ingest.pipeline import Pipeline
 from tps.model import Reading
+from tps.ratelimit import RateLimitedLog
 from tps.store.base import Store, StoreFactory
 
 logger = logging.getLogger(__name__)
 
 _WARN_EVERY = 10.0  # seconds between repeated warnings of the same kind
-_REFILL_CHUNK = 50_000  # readings re-read from the spool per step
 _DRAIN_BUDGET = 0.25  # seconds of writing per message before yielding the mailbox
-_DROPPED = re.compile(r"dropped=(\d+)")  # InfluxDB's "partial write: ... dropped=N"
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,190 +71,21 @@ class ConnectStore:
     """Prepare the store (``ensure_ready``), again after a backoff (timer -> writer)."""
 
 
-class _Pipeline:
-    """Buffer + spool + the lock that orders them; shared by the handle and its actor."""
-
-    def __init__(self, settings: Settings, stats: WriterStats) -> None:
-        self.lock = threading.Lock()
-        self.changed = threading.Condition(self.lock)
-        self.stats = stats
-        self.batch_size = settings.batch_size
-        self.buffer = BatchBuffer(settings.buffer_limit)
-        self.spool: Spool | None = None
-        self.closed = False
-        self.doorbell = False
-        self.overflow = False
-        self.loaded_upto = 0
-        self._last_drop_warning = 0.0
-        stats.spool_enabled = settings.spool
-        if settings.spool:
-            self.spool = Spool(settings.data_dir / "spool", settings.spool_max_bytes)
-            self.loaded_upto = self.spool.checkpoint_position
-            self.overflow = self.spool.last_position > self.loaded_upto
-            stats.spool_truncated += self.spool.recovery.truncated_records
-            self.update_spool_stats()
-
-    # --- called by feed threads (through the handle) --------------------------------
-
-    def add(self, readings: Sequence[Reading]) -> bool:
-        """Take readings; True when the actor should be told (doorbell)."""
-        with self.lock:
-            if self.closed:
-                self.stats.dropped += len(readings)
-                logger.error("Writer is stopped: %d readings refused", len(readings))
-                return False
-            position = self.spool.append(readings) if self.spool is not None else None
-            if position is not None:
-                if not self.overflow and self.buffer.room >= len(readings):
-                    self.buffer.append(readings, position)
-                    self.loaded_upto = position
-                elif not self.overflow:
-                    self.overflow = True
-                    logger.warning(
-                        "Writer memory buffer is full (TPS_BUFFER_LIMIT=%d): newer readings "
-                        "wait in the spool on disk and are read back as the store catches up",
-                        self.buffer.limit,
-                    )
-            else:
-                dropped = self.buffer.append(readings)
-                if dropped:
-                    self._dropped(dropped)
-            self._update_buffer_stats()
-            ring = not self.doorbell and (len(self.buffer) >= self.batch_size or self.overflow)
-            if ring:
-                self.doorbell = True
-            return ring
-
-    def _dropped(self, count: int) -> None:
-        self.stats.dropped += count
-        now = time.monotonic()
-        if now - self._last_drop_warning >= _WARN_EVERY:
-            self._last_drop_warning = now
-            logger.warning(
-                "Writer buffer full (TPS_BUFFER_LIMIT=%d%s): dropped the oldest %d readings "
-                "(%d in total); they were never written",
-                self.buffer.limit, ", spool unavailable" if self.spool else "", count,
-                self.stats.dropped,
-            )
-
-    # --- called by the actor ----------------------------------------------------------
-
-    def clear_doorbell(self) -> None:
-        """The actor is about to look at the buffer: later arrivals ring again."""
-        with self.lock:
-            self.doorbell = False
-
-    def next_batch(self, size: int) -> Batch:
-        """The next batch to write, re-reading the spool first if memory has room."""
-        self.refill()
-        with self.lock:
-            return self.buffer.peek(size)
-
-    def refill(self) -> None:
-        """Move readings that wait on disk only into memory, oldest first."""
-        spool = self.spool
-        if spool is None:
-            return
-        while True:
-            with self.lock:
-                if not self.overflow:
-                    return
-                room = self.buffer.room
-                after = self.loaded_upto
-            if room <= 0:
-                return
-            records = spool.read(after, min(room, _REFILL_CHUNK))
-            with self.lock:
-                loaded = 0
-                for readings, position in records:
-                    if position > self.loaded_upto:
-                        self.buffer.append(readings, position, bounded=False)
-                        self.loaded_upto = position
-                        loaded += len(readings)
-                self.stats.spool_replayed += loaded
-                if self.loaded_upto >= spool.last_position:
-                    self.overflow = False
-                self._update_buffer_stats()
-            if not records:
-                return  # the rest is not readable yet (spool failed); retried later
-
-    def ack(self, batch: Batch) -> None:
-        """The store accepted ``batch``: advance the checkpoint, trim the buffer."""
-        if self.spool is not None and batch.position is not None:
-            self.spool.checkpoint(batch.position)
-        with self.lock:
-            self.buffer.ack(batch)
-            self.stats.points_written += len(batch)
-            self.stats.batches_written += 1
-            self._update_buffer_stats()
-            self.changed.notify_all()
-
-    def waiting(self) -> int:
-        """Readings not yet written that are in memory (a lower bound during overflow)."""
-        with self.lock:
-            return len(self.buffer)
-
-    # --- flushing ---------------------------------------------------------------------
-
-    def flush_target(self) -> tuple[int, int]:
-        """(buffer sequence, spool position) that cover everything submitted so far."""
-        with self.lock:
-            self.doorbell = True
-            spool_pos = self.spool.last_position if self.spool is not None else 0
-            return self.buffer.tail_seq, spool_pos
-
-    def wait_written(self, target: tuple[int, int], timeout: float) -> bool:
-        """Block until everything up to ``target`` is acknowledged, or timeout."""
-        seq, position = target
-        deadline = time.monotonic() + timeout
-        with self.changed:
-            while True:
-                done = self.buffer.head_seq >= seq and (
-                    self.spool is None or self.spool.checkpoint_position >= position
-                )
-                remaining = deadline - time.monotonic()
-                if done or remaining <= 0:
-                    return done
-                self.changed.wait(min(remaining, 0.1))
-
-    # --- stats --------------------------------------------------------------------------
-
-    def _update_buffer_stats(self) -> None:
-        self.stats.buffered = len(self.buffer)
-        self.stats.oldest_unwritten_ns = self.buffer.oldest_time_ns()
-
-    def update_spool_stats(self) -> None:
-        """Copy the spool's counters into the shared stats."""
-        spool = self.spool
-        if spool is None:
-            return
-        self.stats.spool_bytes = spool.size_bytes
-        self.stats.spool_segments = spool.segments
-        self.stats.spool_dropped = spool.dropped_readings
-        self.stats.spool_errors = spool.errors
-
-    def close(self) -> None:
-        """Refuse further readings; sync and close the spool."""
-        with self.lock:
-            self.closed = True
-        if self.spool is not None:
-            self.spool.close()
-            self.update_spool_stats()
-
-
 class BatchingWriter(pykka.ThreadingActor):
     """Writes buffered readings to the store in batches; retries without sleeping."""
 
     def __init__(
         self,
-        pipeline: _Pipeline,
+        pipeline: Pipeline,
+        stats: WriterStats,
         settings: Settings,
         store_factory: StoreFactory,
         on_failure: Callable[[BaseException], None] | None = None,
+        backoff: Backoff | None = None,
     ) -> None:
         super().__init__()
         self._pipeline = pipeline
-        self._stats = pipeline.stats
+        self._stats = stats  # the store's fields; the pipeline keeps the others
         self._settings = settings
         self._store_factory = store_factory
         self._on_failure_cb = on_failure
@@ -273,10 +95,10 @@ class BatchingWriter(pykka.ThreadingActor):
         self._retry_generation = 0
         # Capped at 5 s, not the readers' 30 s: a failed write costs one refused
         # connection, and a store that is back should be written to promptly.
-        self._backoff = Backoff(initial=0.5, cap=5.0)
+        self._backoff = backoff or Backoff(initial=0.5, cap=5.0)
         self._ticker: Ticker | None = None
         self._outage_since: float | None = None
-        self._last_outage_log = 0.0
+        self._warnings = RateLimitedLog(_WARN_EVERY)
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -379,9 +201,9 @@ class BatchingWriter(pykka.ThreadingActor):
                 self.actor_ref.tell(Flush())
                 return
 
-    def _written(self, batch: Batch) -> None:
+    def _written(self, batch: Batch, refused: int = 0) -> None:
         waiting = self._pipeline.waiting()
-        self._pipeline.ack(batch)
+        self._pipeline.ack(batch, refused)
         self._backoff.reset()
         if self._outage_since is not None:
             logger.warning(
@@ -389,20 +211,18 @@ class BatchingWriter(pykka.ThreadingActor):
                 time.monotonic() - self._outage_since, waiting,
             )
             self._outage_since = None
+            self._warnings.reset("unreachable")
         self._stats.store_reachable = True
 
     def _write_failed(self, exc: StoreError, batch: Batch) -> None:
         self._stats.write_failures += 1
         self._stats.last_error = str(exc)
-        if not isinstance(exc, StoreUnavailable) and "partial write" in str(exc):
-            # InfluxDB stored the batch except points it will never accept (outside the
+        if isinstance(exc, PartialWrite):
+            # The store kept the batch except points it will never accept (outside the
             # retention policy, type conflict): retrying cannot help, so move on.
-            match = _DROPPED.search(str(exc))
-            refused = int(match.group(1)) if match else 0
             logger.error("Store accepted a batch of %d readings but refused %s of them: %s",
-                         len(batch), refused or "some", exc)
-            self._stats.dropped += refused
-            self._pipeline.ack(batch)
+                         len(batch), exc.dropped or "some", exc)
+            self._written(batch, refused=exc.dropped)
             self.actor_ref.tell(Flush())
             return
         delay = self._backoff.next_delay()
@@ -411,13 +231,11 @@ class BatchingWriter(pykka.ThreadingActor):
         else:
             # Refused (bad credentials, missing database, ...): not the readings' fault,
             # so they are kept and retried until the operator fixes the store.
-            now = time.monotonic()
-            if now - self._last_outage_log >= _WARN_EVERY:
-                self._last_outage_log = now
-                logger.error(
-                    "Store refused a write of %d readings (%s); retrying in %.1f s - check "
-                    "the InfluxDB credentials and database", len(batch), exc, delay,
-                )
+            self._warnings.log(
+                logger, logging.ERROR, "refused",
+                "Store refused a write of %d readings (%s); retrying in %.1f s - check "
+                "the InfluxDB credentials and database", len(batch), exc, delay,
+            )
             self._stats.store_reachable = False
         self._stats.write_retries += 1
         self._retry_generation += 1
@@ -426,19 +244,16 @@ class BatchingWriter(pykka.ThreadingActor):
     def _unreachable(self, exc: BaseException, doing: str, delay: float) -> None:
         self._stats.store_reachable = False
         self._stats.last_error = str(exc)
-        now = time.monotonic()
-        first = self._outage_since is None
-        if first:
-            self._outage_since = now
-        if first or now - self._last_outage_log >= _WARN_EVERY:
-            self._last_outage_log = now
-            logger.warning(
-                "Store unreachable while %s (%s); %d readings waiting in memory%s; "
-                "retrying in %.1f s (backoff up to %.0f s)",
-                doing, exc, self._pipeline.waiting(),
-                " and more in the spool" if self._pipeline.overflow else "",
-                delay, self._backoff.cap,
-            )
+        if self._outage_since is None:
+            self._outage_since = time.monotonic()
+        self._warnings.log(
+            logger, logging.WARNING, "unreachable",
+            "Store unreachable while %s (%s); %d readings waiting in memory%s; "
+            "retrying in %.1f s (backoff up to %.0f s)",
+            doing, exc, self._pipeline.waiting(),
+            " and more in the spool" if self._pipeline.overflow else "",
+            delay, self._backoff.cap,
+        )
 
     def _retry_later(self, message: RetryWrite | ConnectStore, delay: float) -> None:
         logger.debug("Writer retrying in %.2f s", delay)
@@ -451,13 +266,16 @@ class WriterHandle:
 
     The handle owns the buffer and the spool (see the module docstring), so a crashed
     actor loses nothing: ``start`` again and the new actor writes what is left.
+    ``backoff`` makes each actor's retry backoff (default 0.5 s doubling up to 5 s).
     """
 
-    def __init__(self, settings: Settings, store_factory: StoreFactory, stats: WriterStats) -> None:
+    def __init__(self, settings: Settings, store_factory: StoreFactory, stats: WriterStats,
+                 *, backoff: Callable[[], Backoff] | None = None) -> None:
         self._settings = settings
         self._store_factory = store_factory
+        self._backoff = backoff
         self.stats = stats
-        self._pipeline = _Pipeline(settings, stats)
+        self._pipeline = Pipeline(settings, stats)
         self._ref: pykka.ActorRef[BatchingWriter] | None = None
         self._syncer: threading.Thread | None = None
         self._stopping = threading.Event()
@@ -467,7 +285,8 @@ class WriterHandle:
         if self._ref is not None and self._ref.is_alive():
             return
         self._ref = BatchingWriter.start(
-            self._pipeline, self._settings, self._store_factory, on_failure
+            self._pipeline, self.stats, self._settings, self._store_factory, on_failure,
+            self._backoff() if self._backoff is not None else None,
         )
         if self._pipeline.spool is not None and self._syncer is None:
             self._syncer = threading.Thread(target=self._sync_loop, name="spool-sync",
@@ -548,8 +367,5 @@ class WriterHandle:
 
     def _sync_loop(self) -> None:
         """Group commit: fsync the spool every ``TPS_SPOOL_SYNC_INTERVAL``."""
-        spool = self._pipeline.spool
-        assert spool is not None
         while not self._stopping.wait(self._settings.spool_sync_interval):
-            spool.sync()
-            self._pipeline.update_spool_stats()
+            self._pipeline.sync_spool()

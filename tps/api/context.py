@@ -6,18 +6,17 @@ route table passes it to every handler.
 
 from __future__ import annotations
 
-import asyncio
 import hmac
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
-from functools import partial
-from typing import Any, TypeVar
+from typing import Protocol, TypeVar
 
-import pykka
-
+from tps.actors.board import StatsBoard
+from tps.actors.supervisor import SupervisorProxy
+from tps.api.control import ControlPlane, FutureWaiter
 from tps.config import Settings
 from tps.live import LiveHub
+from tps.store.base import Store
 
 T = TypeVar("T")
 
@@ -47,44 +46,54 @@ class TokenAuth:
         return hmac.compare_digest(token.encode(), self._token)
 
 
-class FutureWaiter:
-    """Awaits pykka futures without blocking the IO loop.
+class QueryRunner(Protocol):
+    """What the HTTP layer needs from :class:`tps.actors.query.QueryPool`."""
 
-    ``pykka.Future.get()`` blocks its thread, so the wait happens on a small private
-    thread pool and the result comes back to the loop through asyncio's thread-safe
-    hand-off. Used for control-plane calls (rare); hot query paths use the query pool's
-    callbacks instead.
-    """
+    async def run(
+        self,
+        fn: Callable[[Store], T],
+        timeout: float | None = None,
+        key: Hashable | None = None,
+    ) -> T:
+        """``fn(store)`` run on a query actor, awaited without blocking the IO loop."""
 
-    def __init__(self, workers: int = 4) -> None:
-        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tps-wait")
 
-    async def wait(self, future: pykka.Future[T], timeout: float = 10.0) -> T:
-        """The future's value (re-raising its exception) once it is set."""
-        loop = asyncio.get_running_loop()
-        # pykka's get() takes timeout as a keyword only.
-        return await loop.run_in_executor(self._executor, partial(future.get, timeout=timeout))
+class MetricsRecorder(Protocol):
+    """What the HTTP layer needs from :class:`tps.api.metrics.Metrics`."""
 
-    def close(self) -> None:
-        """Stop the pool's threads."""
-        self._executor.shutdown(wait=False, cancel_futures=True)
+    def observe_query(self, operation: str, seconds: float) -> None:
+        """Record one query of ``operation`` taking ``seconds``."""
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition of every metric."""
 
 
 @dataclass
 class ApiContext:
     """Collaborators of the HTTP layer.
 
-    ``supervisor`` is a pykka proxy of :class:`tps.actors.supervisor.Supervisor`, or None
-    in the ``api`` role (no readers in this process). ``hub`` is None in that role too.
-    ``queries`` is the query actor pool; ``metrics`` the Prometheus metrics object.
+    ``supervisor`` is the typed proxy of :class:`tps.actors.supervisor.Supervisor` and
+    ``board`` its :class:`~tps.actors.board.StatsBoard`; both are None in the ``api``
+    role (no readers in this process), and so is ``hub``. ``queries`` is the query
+    actor pool (None in the ``ingest`` role); ``metrics`` the Prometheus metrics.
+    Handlers change streams through :attr:`control`; ``/health``, ``/ready`` and
+    ``/metrics`` read the board and never ask the supervisor.
     """
 
     settings: Settings
     auth: TokenAuth
-    queries: Any
-    metrics: Any
-    supervisor: Any | None = None
+    queries: QueryRunner | None
+    metrics: MetricsRecorder | None
+    supervisor: SupervisorProxy | None = None
+    board: StatsBoard | None = None
     hub: LiveHub | None = None
     waiter: FutureWaiter = field(default_factory=FutureWaiter)
     token_path: str | None = None
     on_close: list[Callable[[], None]] = field(default_factory=list)
+
+    @property
+    def control(self) -> ControlPlane | None:
+        """Stream control through the supervisor (None without one)."""
+        if self.supervisor is None:
+            return None
+        return ControlPlane(self.supervisor, self.waiter)

@@ -10,6 +10,10 @@ supervisor, only the store counts), else 503.
 The store is pinged through the query pool with a short timeout (one ping at a time,
 its answer reused for a second), so a stopped InfluxDB turns ``/ready`` to 503 within
 about three seconds and a busy prober never ties up the query actors.
+
+Everything else comes from the supervisor's :class:`~tps.actors.board.StatsBoard`,
+read on the IO loop without asking any actor: a supervisor busy with a slow control
+call never delays a health check.
 """
 
 from __future__ import annotations
@@ -20,9 +24,9 @@ import logging
 import time
 from typing import Any
 
-import pykka
 import tornado.web
 
+from tps.actors.board import health_summary, supervisor_running
 from tps.actors.stats import WriterStats
 from tps.api.context import ApiContext
 from tps.api.errors import JsonErrorsMixin
@@ -94,23 +98,15 @@ class StoreProbe:
     async def _ping(self) -> tuple[bool, str | None]:
         queries = self._ctx.queries
         if queries is None:
-            return await self._writer_view()
+            return self._writer_view()
         try:
             ok = bool(await queries.run(lambda store: store.ping(), timeout=self._timeout))
         except Exception as exc:  # noqa: BLE001 - any failure means "not reachable"
             return False, str(exc) or type(exc).__name__
         return ok, None if ok else "store did not answer the ping"
 
-    async def _writer_view(self) -> tuple[bool, str | None]:
-        supervisor = self._ctx.supervisor
-        if supervisor is None:
-            return False, "no query pool and no writer in this process"
-        try:
-            stats: WriterStats | None = await self._ctx.waiter.wait(
-                supervisor.writer_stats(), timeout=self._timeout
-            )
-        except (pykka.ActorDeadError, pykka.Timeout):
-            return False, "supervisor not answering"
+    def _writer_view(self) -> tuple[bool, str | None]:
+        stats = self._ctx.board.writer() if self._ctx.board is not None else None
         if stats is None:
             return False, "no query pool and no writer in this process"
         return stats.store_reachable, None if stats.store_reachable else stats.last_error
@@ -134,29 +130,15 @@ class _HealthBase(JsonErrorsMixin):
         """Whether the store answers (see :class:`StoreProbe`)."""
         return await self.probe.reachable()
 
-    async def supervisor_health(self) -> dict[str, Any] | None:
-        """The supervisor's own summary, or None when it is absent or not answering."""
-        supervisor = self.ctx.supervisor
-        if supervisor is None:
-            return None
-        try:
-            health: dict[str, Any] = await self.ctx.waiter.wait(supervisor.health(), timeout=2.0)
-        except (pykka.ActorDeadError, pykka.Timeout) as exc:
-            return {"alive": False, "error": f"supervisor not answering: {type(exc).__name__}"}
-        return health
+    def supervisor_health(self) -> dict[str, Any] | None:
+        """The supervisor's summary from the board, or None in a process without one."""
+        board = self.ctx.board
+        return None if board is None else health_summary(board)
 
-    async def writer_stats(self) -> WriterStats | None:
-        """The writer's stats through the supervisor (None without one)."""
-        supervisor = self.ctx.supervisor
-        if supervisor is None:
-            return None
-        try:
-            stats: WriterStats | None = await self.ctx.waiter.wait(
-                supervisor.writer_stats(), timeout=2.0
-            )
-        except (pykka.ActorDeadError, pykka.Timeout):
-            return None
-        return stats
+    def writer_stats(self) -> WriterStats | None:
+        """The writer's stats (None without one)."""
+        board = self.ctx.board
+        return None if board is None else board.writer()
 
 
 class HealthHandler(_HealthBase):
@@ -164,9 +146,9 @@ class HealthHandler(_HealthBase):
 
     async def get(self) -> None:
         """Liveness plus the summary."""
-        supervisor = await self.supervisor_health()
+        supervisor = self.supervisor_health()
         reachable, store_error = await self.store_reachable()
-        stats = await self.writer_stats()
+        stats = self.writer_stats()
         troubled = supervisor is not None and (
             not supervisor.get("alive") or bool(supervisor.get("failed"))
         )
@@ -189,10 +171,9 @@ class ReadyHandler(_HealthBase):
         """Readiness."""
         reachable, store_error = await self.store_reachable()
         reasons = [] if reachable else [f"store unreachable: {store_error}"]
-        if self.ctx.supervisor is not None:
-            supervisor = await self.supervisor_health()
-            if not supervisor or not supervisor.get("alive"):
-                reasons.append("supervisor not running")
+        board = self.ctx.board
+        if board is not None and not supervisor_running(board.view()):
+            reasons.append("supervisor not running")
         self.set_status(503 if reasons else 200)
         self.finish(json.dumps({"ready": not reasons, "reasons": reasons}))
 

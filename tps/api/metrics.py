@@ -21,8 +21,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram,
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from tps.actors.board import StatsBoard
 from tps.actors.stats import StreamState, StreamStats, SupervisorStats, WriterStats
-from tps.actors.supervisor import StatsBoard
 from tps.api.context import ApiContext
 
 logger = logging.getLogger(__name__)
@@ -39,18 +39,12 @@ def _no_streams() -> list[StreamStats]:
     return []
 
 
-def _items(mapping: dict[str, int]) -> list[tuple[str, int]]:
-    """A snapshot of a dict another thread may be adding to."""
-    for _ in range(3):
-        try:
-            return list(mapping.items())
-        except RuntimeError:  # changed size during iteration: try again
-            continue
-    return []
-
-
 class StatsCollector(Collector):
-    """Builds metric families from the stats objects on every scrape."""
+    """Builds metric families from the stats objects on every scrape.
+
+    The stats' dicts and sets are replaced by their writers, never changed in place
+    (``tps/actors/stats.py``), so iterating them here needs no lock and no retry.
+    """
 
     def __init__(
         self,
@@ -74,13 +68,13 @@ class StatsCollector(Collector):
                 "tps_actor_restarts", "Restarts of crashed actors by the supervisor",
                 labels=["actor"],
             )
-            for actor, count in _items(supervisor.restarts):
+            for actor, count in supervisor.restarts.items():
                 restarts.add_metric([actor], count)
             failed = GaugeMetricFamily(
                 "tps_actor_failed", "1 for an actor the supervisor gave up restarting",
                 labels=["actor"],
             )
-            for actor in sorted(set(supervisor.failed)):
+            for actor in sorted(supervisor.failed):
                 failed.add_metric([actor], 1)
             yield restarts
             yield failed
@@ -104,7 +98,7 @@ class StatsCollector(Collector):
         )
         for stats in streams:
             received.add_metric([stats.name], stats.received)
-            for reason, count in _items(stats.rejected_by_reason):
+            for reason, count in stats.rejected_by_reason.items():
                 rejected.add_metric([stats.name, reason], count)
             reconnects.add_metric([stats.name], stats.reconnects)
             for each in StreamState:
@@ -197,7 +191,7 @@ class MetricsHandler(tornado.web.RequestHandler):
 
     def get(self) -> None:
         """Render the registry (reads plain counters only: fast, never blocks)."""
-        metrics: Metrics | None = self.ctx.metrics
+        metrics = self.ctx.metrics
         self.set_header("Content-Type", CONTENT_TYPE_LATEST)
         self.finish(metrics.render() if metrics is not None else b"")
 

@@ -13,11 +13,18 @@ import tornado.web
 
 from tps import __version__ as tps_version
 from tps.api.context import ApiContext
-from tps.config.settings import DEFAULT_SUBSCRIPTION, PROTOCOLS
+from tps.api.stream_shape import (
+    NAME_PATTERN,
+    NEW_STREAM_FIELDS,
+    STREAM_FIELDS,
+    NewStreamField,
+    StreamField,
+    json_schema_type,
+)
 
 Route = tuple[str, type[tornado.web.RequestHandler], dict[str, Any]]
 
-_NAME = {"type": "string", "pattern": "^[A-Za-z0-9_.:-]{1,64}$", "example": "sat-1"}
+_NAME = {"type": "string", "pattern": NAME_PATTERN, "example": "sat-1"}
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -30,6 +37,22 @@ def _error(description: str) -> dict[str, Any]:
 
 def _stream(description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": _ref("Stream")}}}
+
+
+def _stream_property(spec: StreamField) -> dict[str, Any]:
+    kind: str | list[str] = [spec.json_type, "null"] if spec.nullable else spec.json_type
+    out: dict[str, Any] = {"type": kind, **spec.schema}
+    if spec.description:
+        out["description"] = spec.description
+    return out
+
+
+def _new_stream_property(spec: NewStreamField) -> dict[str, Any]:
+    out: dict[str, Any] = {"type": json_schema_type(spec.python_type), **spec.schema,
+                           "description": spec.description}
+    if not spec.required:
+        out["default"] = spec.default
+    return out
 
 
 def _schemas() -> dict[str, Any]:
@@ -52,46 +75,14 @@ def _schemas() -> dict[str, Any]:
         },
         "NewStream": {
             "type": "object",
-            "required": ["name", "url"],
+            "required": [spec.name for spec in NEW_STREAM_FIELDS if spec.required],
             "additionalProperties": False,
-            "properties": {
-                "name": _NAME,
-                "url": {
-                    "type": "string",
-                    "description": "ws:// or wss:// URL; the host must match TPS_FEED_ALLOW.",
-                    "example": "ws://127.0.0.1:4000/graphql",
-                },
-                "protocol": {"type": "string", "enum": list(PROTOCOLS), "default": "auto"},
-                "query": {"type": "string", "minLength": 1, "default": DEFAULT_SUBSCRIPTION},
-                "started": {"type": "boolean", "default": True},
-            },
+            "properties": {spec.name: _new_stream_property(spec) for spec in NEW_STREAM_FIELDS},
         },
         "Stream": {
             "type": "object",
-            "required": ["name", "url", "protocol", "query", "state", "received", "rejected"],
-            "properties": {
-                "name": {"type": "string"},
-                "url": {"type": "string"},
-                "protocol": {"type": "string"},
-                "negotiated_protocol": nullable_str,
-                "query": {"type": "string"},
-                "state": {
-                    "type": "string",
-                    "enum": ["connecting", "subscribed", "backoff", "stopped", "failed"],
-                },
-                "received": {"type": "integer", "minimum": 0},
-                "rejected": {"type": "integer", "minimum": 0},
-                "rejected_by_reason": {
-                    "type": "object",
-                    "additionalProperties": {"type": "integer"},
-                },
-                "last_value": {"type": ["number", "null"]},
-                "last_time": {**nullable_str, "format": "date-time"},
-                "last_time_ns": {"type": ["integer", "null"]},
-                "reconnects": {"type": "integer", "minimum": 0},
-                "restarts": {"type": "integer", "minimum": 0},
-                "last_error": nullable_str,
-            },
+            "required": [spec.name for spec in STREAM_FIELDS if spec.required],
+            "properties": {spec.name: _stream_property(spec) for spec in STREAM_FIELDS},
         },
         "StreamList": {
             "type": "object",

@@ -1,7 +1,8 @@
 """REST control endpoint: list, add, remove, stop and start streams.
 
-Handlers never block the IO loop: every supervisor call returns a pykka future that
-is awaited through :class:`tps.api.context.FutureWaiter`. Mutating calls need
+Handlers never block the IO loop: every supervisor call goes through
+:class:`tps.api.control.ControlPlane`, awaited off the loop; a stop or removal is
+answered once it has taken effect. Mutating calls need
 ``Authorization: Bearer <token>`` (checked first, so a caller without the token
 learns nothing and changes nothing). Cross-origin browser calls are answered only for
 origins listed in ``TPS_CORS_ORIGINS``.
@@ -11,46 +12,26 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any
+from collections.abc import Awaitable
+from typing import Any, TypeVar
 from urllib.parse import quote, urlsplit
 
 import pykka
 import tornado.web
 
-from tps.actors.stats import StreamStats
 from tps.api.context import ApiContext
+from tps.api.control import CALL_TIMEOUT, ControlPlane
 from tps.api.errors import ApiError, JsonErrorsMixin, from_tps_error
-from tps.config.settings import DEFAULT_SUBSCRIPTION, FeedConfig
+from tps.api.stream_shape import NEW_STREAM_FIELDS, json_schema_type, stream_json
+from tps.config.settings import FeedConfig
 from tps.errors import TPSError
-from tps.model import ns_to_datetime
 
 logger = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 64 * 1024
-STREAM_FIELDS = {"name": str, "url": str, "protocol": str, "query": str, "started": bool}
+_NEW_STREAM = {spec.name: spec for spec in NEW_STREAM_FIELDS}
 Route = tuple[str, type[tornado.web.RequestHandler], dict[str, Any]]
-
-
-def stream_json(stats: StreamStats) -> dict[str, Any]:
-    """The REST representation of one stream."""
-    last_time = stats.last_time_ns
-    return {
-        "name": stats.name,
-        "url": stats.url,
-        "protocol": stats.protocol,
-        "negotiated_protocol": stats.negotiated_protocol,
-        "query": stats.query,
-        "state": str(stats.state),
-        "received": stats.received,
-        "rejected": stats.rejected,
-        "rejected_by_reason": dict(stats.rejected_by_reason),
-        "last_value": stats.last_value,
-        "last_time": None if last_time is None else ns_to_datetime(last_time).isoformat(),
-        "last_time_ns": last_time,
-        "reconnects": stats.reconnects,
-        "restarts": stats.restarts,
-        "last_error": stats.last_error,
-    }
+T = TypeVar("T")
 
 
 def parse_new_stream(content_type: str | None, body: bytes) -> tuple[FeedConfig, bool]:
@@ -71,22 +52,18 @@ def parse_new_stream(content_type: str | None, body: bytes) -> tuple[FeedConfig,
     if not isinstance(data, dict):
         raise ApiError(400, "body must be a JSON object")
     for key, value in data.items():
-        expected = STREAM_FIELDS.get(key)
-        if expected is None:
+        spec = _NEW_STREAM.get(key)
+        if spec is None:
             raise ApiError(422, f"unknown field {key!r}", field=key)
-        if not isinstance(value, expected):
-            kind = "a boolean" if expected is bool else "a string"
-            raise ApiError(422, f"must be {kind}", field=key)
-    for key in ("name", "url"):
-        if key not in data:
-            raise ApiError(422, "is required", field=key)
-    feed = FeedConfig(
-        name=data["name"],
-        url=data["url"],
-        protocol=data.get("protocol", "auto"),
-        query=data.get("query", DEFAULT_SUBSCRIPTION),
-    )
-    return feed, data.get("started", True)
+        if not isinstance(value, spec.python_type):
+            raise ApiError(422, f"must be a {json_schema_type(spec.python_type)}", field=key)
+    for spec in NEW_STREAM_FIELDS:
+        if spec.required and spec.name not in data:
+            raise ApiError(422, "is required", field=spec.name)
+    values = {spec.name: data.get(spec.name, spec.default) for spec in NEW_STREAM_FIELDS}
+    feed = FeedConfig(name=values["name"], url=values["url"], protocol=values["protocol"],
+                      query=values["query"])
+    return feed, bool(values["started"])
 
 
 class ControlHandler(JsonErrorsMixin):
@@ -143,30 +120,28 @@ class ControlHandler(JsonErrorsMixin):
         ):
             raise ApiError(403, f"origin {origin!r} is not allowed by TPS_CORS_ORIGINS")
 
-    def supervisor(self) -> Any:
-        """The supervisor proxy, or 503 in a process that runs no supervisor."""
-        supervisor = self.ctx.supervisor
-        if supervisor is None:
+    def control(self) -> ControlPlane:
+        """The control plane, or 503 in a process that runs no supervisor."""
+        control = self.ctx.control
+        if control is None:
             raise ApiError(
                 503,
                 f"this TPS process runs role={self.ctx.settings.role} and has no streams; "
                 "use the control endpoint of the ingest process",
             )
-        return supervisor
+        return control
 
-    async def call(self, method: str, *args: Any) -> Any:
-        """Call ``method`` on the supervisor and await its answer off the IO loop."""
-        supervisor = self.supervisor()
+    async def answer(self, call: Awaitable[T]) -> T:
+        """Await a control-plane call (off the IO loop), mapping its errors to HTTP."""
         try:
-            future = getattr(supervisor, method)(*args)
-            return await self.ctx.waiter.wait(future, timeout=15.0)
+            return await call
         except TPSError as exc:
             raise from_tps_error(exc) from None
         except pykka.ActorDeadError:
             raise ApiError(503, "the supervisor is not running (TPS is shutting down)") from None
         except pykka.Timeout:
             raise ApiError(
-                503, "the supervisor did not answer within 15 s", code="timeout"
+                503, f"the supervisor did not answer within {CALL_TIMEOUT:g} s", code="timeout"
             ) from None
 
     def write_json(self, data: Any, status: int = 200) -> None:
@@ -180,7 +155,7 @@ class StreamsHandler(ControlHandler):
 
     async def get(self) -> None:
         """Every stream."""
-        streams = await self.call("list_streams")
+        streams = await self.answer(self.control().list_streams())
         self.write_json({"streams": [stream_json(s) for s in streams]})
 
     async def post(self) -> None:
@@ -188,7 +163,7 @@ class StreamsHandler(ControlHandler):
         self.require_token()
         content_type = self.request.headers.get("Content-Type")
         feed, started = parse_new_stream(content_type, self.request.body)
-        stats = await self.call("add_stream", feed, started)
+        stats = await self.answer(self.control().add_stream(feed, started))
         logger.info("REST: stream %r added by %s", feed.name, self.request.remote_ip)
         self.set_header("Location", f"/api/streams/{quote(feed.name, safe='')}")
         self.write_json(stream_json(stats), status=201)
@@ -199,12 +174,12 @@ class StreamHandler(ControlHandler):
 
     async def get(self, name: str) -> None:
         """One stream."""
-        self.write_json(stream_json(await self.call("get_stream", name)))
+        self.write_json(stream_json(await self.answer(self.control().get_stream(name))))
 
     async def delete(self, name: str) -> None:
         """Stop the reader, flush what it read, forget the stream; 204."""
         self.require_token()
-        await self.call("remove_stream", name)
+        await self.answer(self.control().remove_stream(name))
         logger.info("REST: stream %r removed by %s", name, self.request.remote_ip)
         self.set_status(204)
         self.clear_header("Content-Type")
@@ -217,7 +192,9 @@ class StreamActionHandler(ControlHandler):
     async def post(self, name: str, action: str) -> None:
         """Stop or start the stream; 200 with its state."""
         self.require_token()
-        stats = await self.call("stop_stream" if action == "stop" else "start_stream", name)
+        control = self.control()
+        change = control.start_stream(name) if action == "start" else control.stop_stream(name)
+        stats = await self.answer(change)
         done = "started" if action == "start" else "stopped"
         logger.info("REST: stream %r %s by %s", name, done, self.request.remote_ip)
         self.write_json(stream_json(stats))

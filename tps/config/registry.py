@@ -23,18 +23,16 @@ The class is plain (no locks): only the supervisor actor's thread uses it.
 
 from __future__ import annotations
 
-import fnmatch
 import json
 import logging
 import os
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
-from tps.config.settings import PROTOCOLS, FeedConfig, validate_feed_name
+from tps.config.settings import FeedConfig, check_feed
 from tps.errors import ConfigError, InvalidArgument
 
 logger = logging.getLogger(__name__)
@@ -53,36 +51,6 @@ class StreamEntry:
     def to_dict(self) -> dict[str, Any]:
         """The JSON form written to the registry file."""
         return {**self.feed.to_dict(), "running": self.running}
-
-
-def check_feed(feed: FeedConfig, allow: Sequence[str] = ("*",)) -> FeedConfig:
-    """Validate a feed submitted at runtime; raise InvalidArgument naming the field.
-
-    The URL must be ws:// or wss:// and its host must match one of the fnmatch
-    patterns in ``allow`` (``TPS_FEED_ALLOW``), so an API caller cannot make TPS
-    connect to arbitrary internal hosts.
-    """
-    try:
-        validate_feed_name(feed.name, "name")
-    except ConfigError as exc:
-        raise InvalidArgument("name", exc.problem) from None
-    try:
-        parts = urlsplit(feed.url)
-        host = parts.hostname
-        parts.port  # noqa: B018 - raises ValueError on a bad port
-    except ValueError as exc:
-        raise InvalidArgument("url", f"not a valid URL: {exc}") from None
-    if parts.scheme not in ("ws", "wss") or not host:
-        raise InvalidArgument("url", f"must be a ws:// or wss:// URL with a host, got {feed.url!r}")
-    if not any(fnmatch.fnmatchcase(host.lower(), pattern.lower()) for pattern in allow):
-        raise InvalidArgument(
-            "url", f"host {host!r} is not allowed by TPS_FEED_ALLOW ({', '.join(allow)})"
-        )
-    if feed.protocol not in PROTOCOLS:
-        raise InvalidArgument("protocol", f"must be one of {', '.join(PROTOCOLS)}")
-    if not feed.query.strip():
-        raise InvalidArgument("query", "must not be empty")
-    return feed
 
 
 class RegistryFormatError(ValueError):

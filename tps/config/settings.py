@@ -8,22 +8,25 @@ place and not another.
 
 from __future__ import annotations
 
+import fnmatch
 import logging
 import math
 import re
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from tps.errors import ConfigError
+from tps.errors import ConfigError, InvalidArgument
+from tps.feeds.protocol import LEGACY, MODERN, PLAIN
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_SUBSCRIPTION = "subscription { temperature }"
-PROTOCOLS = ("auto", "graphql-ws", "graphql-transport-ws", "json")
+PROTOCOLS = ("auto", LEGACY, MODERN, PLAIN)
+"""What a feed's ``protocol`` may be: ``auto`` or one of the wire protocols."""
 _FEED_NAME = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 ROLES = ("all", "ingest", "api")
 
@@ -209,26 +212,51 @@ def validate_feed_name(name: str, setting: str = "name") -> str:
     """Check a stream name against ``[A-Za-z0-9_.:-]{1,64}``; raise ConfigError if not."""
     if not _FEED_NAME.fullmatch(name):
         raise ConfigError(
-            setting, f"stream name {name!r} must match [A-Za-z0-9_.:-] and be 1 to 64 long"
+            setting, f"must match [A-Za-z0-9_.:-] and be 1 to 64 characters long, got {name!r}"
         )
     return name
+
+
+def check_feed(feed: FeedConfig, allow: Sequence[str] = ("*",)) -> FeedConfig:
+    """The one check of a feed, wherever it comes from; InvalidArgument names the field.
+
+    Configured feeds (``TPS_FEEDS``, the TOML file), the registry file and feeds added
+    at runtime (REST, GraphQL) all pass through here. The URL must be ws:// or wss://
+    and its host must match one of the fnmatch patterns in ``allow``
+    (``TPS_FEED_ALLOW``, checked for runtime additions), so an API caller cannot make
+    TPS connect to arbitrary internal hosts.
+    """
+    try:
+        validate_feed_name(feed.name, "name")
+    except ConfigError as exc:
+        raise InvalidArgument("name", exc.problem) from None
+    try:
+        parts = urlsplit(feed.url)
+        host = parts.hostname
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError as exc:
+        raise InvalidArgument("url", f"not a valid URL: {exc}") from None
+    if parts.scheme not in ("ws", "wss") or not host:
+        raise InvalidArgument("url", f"must be a ws:// or wss:// URL with a host, got {feed.url!r}")
+    if not any(fnmatch.fnmatchcase(host.lower(), pattern.lower()) for pattern in allow):
+        raise InvalidArgument(
+            "url", f"host {host!r} is not allowed by TPS_FEED_ALLOW ({', '.join(allow)})"
+        )
+    if feed.protocol not in PROTOCOLS:
+        raise InvalidArgument("protocol", f"must be one of {', '.join(PROTOCOLS)}")
+    if not feed.query.strip():
+        raise InvalidArgument("query", "must not be empty")
+    return feed
 
 
 def _feed(
     setting: str, name: str, url: str, protocol: str = "auto", query: str | None = None
 ) -> FeedConfig:
-    validate_feed_name(name, setting)
-    parts = urlsplit(url)
-    if parts.scheme not in ("ws", "wss") or not parts.hostname:
-        raise ConfigError(setting, f"feed {name!r}: URL must be ws:// or wss://, got {url!r}")
-    if protocol not in PROTOCOLS:
-        raise ConfigError(
-            setting, f"feed {name!r}: protocol must be one of {', '.join(PROTOCOLS)}"
-        )
-    query = DEFAULT_SUBSCRIPTION if query is None else query
-    if not query.strip():
-        raise ConfigError(setting, f"feed {name!r}: query must not be empty")
-    return FeedConfig(name=name, url=url, protocol=protocol, query=query)
+    feed = FeedConfig(name, url, protocol, DEFAULT_SUBSCRIPTION if query is None else query)
+    try:
+        return check_feed(feed)
+    except InvalidArgument as exc:
+        raise ConfigError(setting, f"feed {name!r}: {exc.argument} {exc.problem}") from None
 
 
 def parse_feed(setting: str, item: str) -> FeedConfig:

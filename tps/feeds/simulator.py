@@ -50,6 +50,8 @@ import tornado.web
 import tornado.websocket
 from graphql import FieldNode, GraphQLError, OperationDefinitionNode, OperationType, parse
 
+from tps.compat.tornado import write_text_frames
+
 logger = logging.getLogger(__name__)
 
 LEGACY = "graphql-ws"
@@ -316,14 +318,8 @@ class FeedSocket(tornado.websocket.WebSocketHandler):
         if len(values) > 1:
             # A burst goes out as one write of pre-built frames: tornado's per-message
             # write_message would cap the simulator below what the readers can take.
-            connection = self.ws_connection
-            stream = getattr(connection, "stream", None)
-            if connection is None or stream is None or connection.is_closing():
-                raise tornado.websocket.WebSocketClosedError()
-            frames = b"".join(_text_frame((template % repr(value)).encode())
-                              for value in values)
-            written: Awaitable[None] = stream.write(frames)
-            return written
+            return write_text_frames(self, ((template % repr(value)).encode()
+                                            for value in values))
         future: Awaitable[None] | None = None
         for value in values:
             future = self.write_message(template % repr(value))
@@ -357,16 +353,6 @@ class FeedSocket(tornado.websocket.WebSocketHandler):
         if self.ka_task is not None:
             self.ka_task.cancel()
         logger.info("Client disconnected from stream %s", self.stream)
-
-
-def _text_frame(payload: bytes) -> bytes:
-    """An unmasked, uncompressed, final text frame (server to client)."""
-    size = len(payload)
-    if size < 126:
-        return bytes((0x81, size)) + payload
-    if size < 1 << 16:
-        return bytes((0x81, 126)) + size.to_bytes(2, "big") + payload
-    return bytes((0x81, 127)) + size.to_bytes(8, "big") + payload
 
 
 class Simulator:

@@ -15,8 +15,8 @@ A *position* is one integer, ``segment << 40 | offset``: the end of a record. Po
 grow with every append, so the writer can compare them and the checkpoint is "all
 records ending at or before this position are in the store".
 
-Durability is group-committed: ``append`` only adds the record to a pending buffer; the
-owner calls :meth:`Spool.sync` every ``TPS_SPOOL_SYNC_INTERVAL`` (write + fsync), so one
+Durability is group-committed: ``append`` only adds the record to memory; the owner
+calls :meth:`Spool.sync` every ``TPS_SPOOL_SYNC_INTERVAL`` (write + fsync), so one
 fsync covers every record of that interval. A crash therefore loses at most one sync
 interval of readings (plus the write time), never a reading older than that.
 
@@ -32,8 +32,20 @@ Failure policy:
   ``append`` refuses new records (returns None) so the writer keeps them memory-only;
   the first successful retry ends the state.
 
-Thread-safe: ``append`` is called from feed threads, ``sync`` from the syncer thread,
-``read``/``checkpoint`` from the writer actor. The class starts no threads itself.
+Threads: ``append`` is called from feed threads (under the writer pipeline's lock),
+``sync`` from the syncer thread, ``read``/``checkpoint`` from the writer actor. None of
+them waits for the disk behind a lock that ``append`` takes:
+
+- ``_lock`` guards the in-memory state (segments, pending records, positions,
+  counters) and is never held during a system call on a file;
+- ``_io`` serialises the disk work - writing pending records (and so rolling to the
+  next segment's file), fsync, deleting segments, the checkpoint file - in
+  :meth:`write_pending`, :meth:`sync`, :meth:`read` and :meth:`checkpoint`.
+
+Lock order: ``_io`` before ``_lock``. ``append`` takes only ``_lock`` and only touches
+memory; when too much is pending (:attr:`Spool.needs_write`) its caller is expected to
+call :meth:`write_pending` once it holds no lock of its own. The class starts no
+threads itself.
 """
 
 from __future__ import annotations
@@ -45,7 +57,6 @@ import os
 import struct
 import sys
 import threading
-import time
 import zlib
 from array import array
 from collections.abc import Sequence
@@ -53,6 +64,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tps.model import Reading
+from tps.ratelimit import RateLimitedLog
 
 logger = logging.getLogger(__name__)
 
@@ -245,8 +257,9 @@ def scan_segment(data: bytes) -> _Scan:
 class _Segment:
     index: int
     path: Path
-    size: int  # bytes on disk or pending for it
+    size: int  # bytes appended to it, on disk or pending
     readings: int
+    on_disk: int = 0  # bytes handed to the OS: what a read may see
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,28 +282,43 @@ class Spool:
         self.directory = directory
         self.max_bytes = max_bytes
         self.segment_bytes = segment_bytes or max(4096, min(_MAX_SEGMENT_BYTES, max_bytes // 8))
-        self._lock = threading.Lock()
-        self._segments: list[_Segment] = []
-        self._pending = bytearray()
-        self._fd: int | None = None
-        self._written = 0  # bytes of the active segment handed to the OS
+        self._lock = threading.Lock()  # the in-memory state; never held for a system call
+        self._io = threading.Lock()  # the disk work; taken before _lock
+        # --- under _lock
+        self._segments: list[_Segment] = []  # never empty after __init__: [-1] is active
+        # Records not yet on disk: (segment, its records' bytes); appends extend _tail.
+        self._pending: list[tuple[int, bytearray]] = []
+        self._tail = bytearray()
+        self._tail_segment = -1  # the segment _tail belongs to; -1: start a new entry
+        self._pending_bytes = 0
+        self.needs_write = False
+        """True when so much waits in memory (or to be deleted) that the caller of
+        ``append`` should call :meth:`write_pending` rather than wait for ``sync``."""
+        self._doomed: list[Path] = []  # segment files to delete
         self._names: dict[str, bytes] = {}
         self._total = 0  # bytes of all segments, pending included
         self.failed = False
         self.errors = 0
         self.dropped_readings = 0
-        self.truncated_records = 0
-        self._last_drop_warning = 0.0
-        self._last_error_log: dict[str, float] = {}
+        # --- under _io
+        self._fd: int | None = None  # the segment file being written
+        self._fd_segment = -1
+        self._fd_written = 0  # bytes of that file handed to the OS
+        self._logs = RateLimitedLog(_WARN_EVERY)
         directory.mkdir(parents=True, exist_ok=True)
         self._checkpoint = self._read_checkpoint()
+        self._stored_checkpoint = self._checkpoint  # under _io: what the file says
         self.recovery = self._recover()
         self._total = sum(seg.size for seg in self._segments)
         self._last_position = max(self._checkpoint, self._recovered_end)
-        try:
-            self._open_new_segment()
-        except OSError as exc:
-            self._fail(exc)  # e.g. disk full at start: run memory-only until it clears
+        # A new segment after everything on disk and after the checkpoint (whose own
+        # segment's file may never have been written), so new positions are always
+        # beyond what the checkpoint says is written.
+        newest = self._segments[-1].index if self._segments else 0
+        index = max(newest, split_position(self._checkpoint)[0]) + 1
+        self._segments.append(_Segment(index, self._segment_path(index), 0, 0))
+        with self._io:
+            self._write_out()  # opens its file now; e.g. disk full: start failed
 
     # --- state -------------------------------------------------------------------
 
@@ -311,8 +339,9 @@ class Spool:
 
     @property
     def segments(self) -> int:
-        """Number of segment files."""
+        """Number of segment files (the active one counts before it holds data)."""
         return len(self._segments)
+
 
     # --- recovery ----------------------------------------------------------------
 
@@ -369,8 +398,7 @@ class Spool:
             readings += count
             if scan.records:
                 self._recovered_end = make_position(index, scan.records[-1].end)
-            self._segments.append(_Segment(index, path, scan.valid_end, count))
-        self.truncated_records = truncated
+            self._segments.append(_Segment(index, path, scan.valid_end, count, scan.valid_end))
         recovery = SpoolRecovery(len(self._segments), records, readings, truncated,
                                  truncated_bytes)
         if readings:
@@ -403,99 +431,190 @@ class Spool:
             self._checkpoint = make_position(index, new_cp)
         return _Scan(kept, scan.corrupt_regions, scan.corrupt_bytes, new_offset)
 
-    # --- appending ---------------------------------------------------------------
+    # --- appending (memory only) --------------------------------------------------
 
-    def _open_new_segment(self) -> None:
-        index = self._segments[-1].index + 1 if self._segments else 1
-        path = self.directory / f"{index:010d}.seg"
-        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        self._written = 0
-        self._segments.append(_Segment(index, path, 0, 0))
+    def _segment_path(self, index: int) -> Path:
+        return self.directory / f"{index:010d}.seg"
 
     def append(self, readings: Sequence[Reading]) -> int | None:
-        """Add one record; its end position, or None if the spool cannot take it now."""
-        record = encode_record(readings, self._names)
+        """Add one record; its end position, or None if the spool cannot take it now.
+
+        Only memory is touched: the record reaches the disk with the next
+        :meth:`write_pending` or :meth:`sync`.
+        """
         with self._lock:
             if self.failed:
                 return None
+            record = encode_record(readings, self._names)
             active = self._segments[-1]
             if active.size and active.size + len(record) > self.segment_bytes:
-                if not self._roll():
-                    return None
-                active = self._segments[-1]
-            self._pending += record
-            active.size += len(record)
-            self._total += len(record)
+                # The next segment; its file is made when its first record is written.
+                active = _Segment(active.index + 1, self._segment_path(active.index + 1), 0, 0)
+                self._segments.append(active)
+            if self._tail_segment != active.index:
+                self._tail = bytearray()
+                self._tail_segment = active.index
+                self._pending.append((active.index, self._tail))
+            self._tail += record
+            size = len(record)
+            self._pending_bytes += size
+            active.size += size
+            self._total += size
             active.readings += len(readings)
-            position = make_position(active.index, active.size)
+            position: int = active.index << _OFFSET_BITS | active.size
             self._last_position = position
-            if len(self._pending) > _MAX_PENDING_BYTES:
-                self._write_pending()
+            if self._pending_bytes > _MAX_PENDING_BYTES:
+                self.needs_write = True
             if self._total > self.max_bytes:
                 self._enforce_bound()
             return position
 
-    def _roll(self) -> bool:
-        """Finish the active segment (write, fsync, close) and start the next."""
-        if not self._write_pending():
-            return False
-        assert self._fd is not None
+    def _enforce_bound(self) -> None:
+        """Drop the oldest segments while the spool is over ``max_bytes`` (``_lock``
+        held; their files are deleted by the next disk work)."""
+        dropped = 0
+        while self._total > self.max_bytes and len(self._segments) > 1:
+            oldest = self._segments.pop(0)
+            self._total -= oldest.size
+            dropped += oldest.readings
+            self._doomed.append(oldest.path)
+            self.needs_write = True
+            self._checkpoint = max(self._checkpoint, make_position(oldest.index, oldest.size))
+        if dropped:
+            self.dropped_readings += dropped
+            self._logs.log(
+                logger, logging.WARNING, "full",
+                "Spool %s is full (TPS_SPOOL_MAX_BYTES=%d): dropped the oldest %d "
+                "unwritten readings (%d in total)",
+                self.directory, self.max_bytes, dropped, self.dropped_readings,
+            )
+
+    # --- the disk work (under _io) ------------------------------------------------------
+
+    def write_pending(self) -> bool:
+        """Hand the records waiting in memory to the OS and delete dropped segments.
+        False if the spool is failed (the records stay in memory for the next try)."""
+        with self._io:
+            return self._write_out()
+
+    def sync(self) -> bool:
+        """Write pending records and fsync them (group commit). False if failed."""
+        with self._io:
+            if not self._write_out():
+                return False
+            if self._fd is None:
+                return True
+            try:
+                fd = os.dup(self._fd)
+            except OSError as exc:
+                self._count_error("fsync", exc)
+                return True
         try:
-            os.fsync(self._fd)
+            # fsync a duplicate outside _io, so reads and writes are not held up by the
+            # disk; the next write may roll and close the original meanwhile.
+            os.fsync(fd)
         except OSError as exc:
             self._count_error("fsync", exc)
-        os.close(self._fd)
-        self._fd = None
-        try:
-            self._open_new_segment()
-        except OSError as exc:
-            self._fail(exc)
-            return False
+        finally:
+            os.close(fd)
         return True
 
-    def _write_pending(self) -> bool:
-        """Hand pending bytes to the OS (lock held). False if the spool is failed."""
-        if self._fd is None:
-            try:
-                self._open_new_segment()
-            except OSError as exc:
-                self._fail(exc)
-                return False
-        if not self._pending:
-            self._recovered()
-            return True
-        assert self._fd is not None
+    def _write_out(self) -> bool:
+        """(``_io`` held) Write every pending record in order; False if failed."""
+        with self._lock:
+            pending, self._pending = self._pending, []
+            self._tail_segment = -1
+            self._pending_bytes = 0
+            self.needs_write = False
+            active = self._segments[-1].index
+        self._delete_doomed()
+        done = 0
         try:
-            view = memoryview(self._pending)
-            done = 0
-            while done < len(view):
-                done += os.write(self._fd, view[done:])
-            view.release()
+            for segment, data in pending:
+                with self._lock:
+                    dropped = segment < self._segments[0].index  # by the size bound
+                if not dropped:
+                    self._write_segment(segment, data)
+                done += 1
+            if self._fd is None:
+                self._switch_to(active)  # e.g. after a failed start: retry the open
         except OSError as exc:
-            view.release()
-            # Cut a partial record off so the file keeps ending on a record boundary;
-            # everything pending stays in memory and is retried by the next sync.
-            with contextlib.suppress(OSError):
-                os.ftruncate(self._fd, self._written)
+            unwritten = pending[done:]
+            with self._lock:
+                self._pending[:0] = unwritten
+                self._pending_bytes += sum(len(data) for _, data in unwritten)
             self._fail(exc)
             return False
-        self._written += len(self._pending)
-        self._pending.clear()
         self._recovered()
         return True
 
+    def _write_segment(self, segment: int, data: bytearray) -> None:
+        """(``_io`` held) Append whole records to a segment's file; OSError leaves the
+        file ending on a record boundary."""
+        self._switch_to(segment)
+        fd = self._fd
+        assert fd is not None
+        view = memoryview(data)
+        try:
+            done = 0
+            while done < len(view):
+                done += os.write(fd, view[done:])
+        except OSError:
+            # Cut a partial record off; everything not written is retried later.
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, self._fd_written)
+            raise
+        finally:
+            view.release()
+        self._fd_written += len(data)
+        with self._lock:
+            for seg in reversed(self._segments):
+                if seg.index == segment:
+                    seg.on_disk = self._fd_written
+                    break
+
+    def _switch_to(self, segment: int) -> None:
+        """(``_io`` held) Make ``segment``'s file the one written, finishing the last
+        (write, fsync, close) when the segment changes."""
+        if self._fd is not None and self._fd_segment == segment:
+            return
+        if self._fd is not None:
+            try:
+                os.fsync(self._fd)
+            except OSError as exc:
+                self._count_error("fsync", exc)
+            os.close(self._fd)
+            self._fd = None
+        fd = os.open(self._segment_path(segment), os.O_WRONLY | os.O_CREAT | os.O_APPEND,
+                     0o644)
+        self._fd = fd
+        self._fd_segment = segment
+        self._fd_written = os.fstat(fd).st_size
+
+    def _delete_doomed(self) -> None:
+        """(``_io`` held) Delete the files of segments dropped from the spool."""
+        with self._lock:
+            doomed, self._doomed = self._doomed, []
+        for path in doomed:
+            try:
+                path.unlink(missing_ok=True)
+            except OSError as exc:
+                self._count_error("delete", exc)
+
     def _recovered(self) -> None:
-        if self.failed:
-            self.failed = False
+        with self._lock:
+            was_failed, self.failed = self.failed, False
+        if was_failed:
             logger.warning(
                 "Spool %s is writable again; new readings are spooled to disk again",
                 self.directory,
             )
 
     def _fail(self, exc: OSError) -> None:
-        self.errors += 1
-        if not self.failed:
-            self.failed = True
+        with self._lock:
+            self.errors += 1
+            newly, self.failed = not self.failed, True
+        if newly:
             reason = "disk full" if exc.errno == errno.ENOSPC else (exc.strerror or str(exc))
             logger.error(
                 "Spool write to %s failed (%s): new readings are kept in memory only; "
@@ -504,51 +623,13 @@ class Spool:
             )
 
     def _count_error(self, what: str, exc: OSError) -> None:
-        self.errors += 1
-        now = time.monotonic()
-        if now - self._last_error_log.get(what, -_WARN_EVERY) >= _WARN_EVERY:
-            self._last_error_log[what] = now
-            logger.error("Spool %s in %s failed: %s (%d spool errors so far; retried on "
-                         "the next write)", what, self.directory, exc, self.errors)
-
-    def _enforce_bound(self) -> None:
-        """Delete the oldest segments while the spool is over ``max_bytes`` (lock held)."""
-        dropped = 0
-        while self._total > self.max_bytes and len(self._segments) > 1:
-            oldest = self._segments.pop(0)
-            self._total -= oldest.size
-            dropped += oldest.readings
-            oldest.path.unlink(missing_ok=True)
-            self._checkpoint = max(self._checkpoint, make_position(oldest.index, oldest.size))
-        if dropped:
-            self.dropped_readings += dropped
-            now = time.monotonic()
-            if now - self._last_drop_warning >= _WARN_EVERY:
-                self._last_drop_warning = now
-                logger.warning(
-                    "Spool %s is full (TPS_SPOOL_MAX_BYTES=%d): dropped the oldest %d "
-                    "unwritten readings (%d in total)",
-                    self.directory, self.max_bytes, dropped, self.dropped_readings,
-                )
-
-    def sync(self) -> bool:
-        """Write pending records and fsync them (group commit). False if failed."""
+        """Count an I/O error that does not fail the spool (``_lock`` not held)."""
         with self._lock:
-            if not self._write_pending():
-                return False
-            if self._fd is None:
-                return True
-            fd = os.dup(self._fd)
-        try:
-            # fsync a duplicate outside the lock so appends are not held up by the disk;
-            # a concurrent roll may close the original descriptor meanwhile.
-            os.fsync(fd)
-        except OSError as exc:
-            with self._lock:
-                self._count_error("fsync", exc)
-        finally:
-            os.close(fd)
-        return True
+            self.errors += 1
+            errors = self.errors
+        self._logs.log(logger, logging.ERROR, what,
+                       "Spool %s in %s failed: %s (%d spool errors so far; retried on the "
+                       "next write)", what, self.directory, exc, errors)
 
     # --- reading and checkpointing ----------------------------------------------
 
@@ -558,13 +639,11 @@ class Spool:
 
         Returns (readings, end position) per record. Only records already handed to
         the OS are read (pending ones are written first unless the spool is failed).
+        The files are read holding no lock.
         """
+        self.write_pending()
         with self._lock:
-            self._write_pending()
-            segments = [(seg.index, seg.path, seg.size) for seg in self._segments]
-            if segments and self._fd is not None:
-                # The active segment: only what the OS has (pending may have failed).
-                segments[-1] = (segments[-1][0], segments[-1][1], self._written)
+            segments = [(seg.index, seg.path, seg.on_disk) for seg in self._segments]
         out: list[tuple[list[Reading], int]] = []
         budget = max_readings
         after_segment, after_offset = split_position(after)
@@ -610,10 +689,9 @@ class Spool:
                     break  # the record continues past this chunk
                 valid_end = _valid_record_at(view, pos)
                 if valid_end is None:
-                    with self._lock:
-                        self._count_error(
-                            "read", OSError(f"invalid record in {index:010d}.seg at {offset + pos}")
-                        )
+                    self._count_error(
+                        "read", OSError(f"invalid record in {index:010d}.seg at {offset + pos}")
+                    )
                     return budget
                 readings = decode_payload(view[pos + _HEADER.size : valid_end])
                 out.append((readings, make_position(index, offset + valid_end)))
@@ -639,21 +717,34 @@ class Spool:
             ):
                 gone = self._segments.pop(0)
                 self._total -= gone.size
-                gone.path.unlink(missing_ok=True)
+                self._doomed.append(gone.path)
             for seg in self._segments:
                 if seg.index == segment and offset >= seg.size:
                     seg.readings = 0
-            tmp = self.directory / "checkpoint.tmp"
-            try:
-                tmp.write_text(f"{segment} {offset}\n", encoding="ascii")
-                os.replace(tmp, self.directory / "checkpoint")
-            except OSError as exc:
-                self._count_error("checkpoint write", exc)
+        with self._io:
+            self._delete_doomed()
+            self._store_checkpoint()
+
+    def _store_checkpoint(self) -> None:
+        """(``_io`` held) Write the newest checkpoint to its file."""
+        with self._lock:
+            position = self._checkpoint
+        if position == self._stored_checkpoint:
+            return
+        segment, offset = split_position(position)
+        tmp = self.directory / "checkpoint.tmp"
+        try:
+            tmp.write_text(f"{segment} {offset}\n", encoding="ascii")
+            os.replace(tmp, self.directory / "checkpoint")
+        except OSError as exc:
+            self._count_error("checkpoint write", exc)
+            return
+        self._stored_checkpoint = position
 
     def close(self) -> None:
-        """Sync and close the active segment. Idempotent."""
+        """Sync and close the segment file being written. Idempotent."""
         self.sync()
-        with self._lock:
+        with self._io:
             if self._fd is not None:
                 os.close(self._fd)
                 self._fd = None

@@ -7,8 +7,11 @@ reconnects transparently when the server closed it.
 
 Errors are split by what the caller should do about them: anything that may work if
 tried again (refused connection, timeout, 5xx, 429) is :class:`StoreUnavailable`;
-anything InfluxDB rejected on its merits (bad request, bad credentials, a field type
-conflict) is :class:`StoreError` carrying InfluxDB's own message.
+anything InfluxDB rejected on its merits (bad request, bad credentials) is
+:class:`StoreError` carrying InfluxDB's own message; a write InfluxDB kept except for
+points it will never accept (outside the retention policy, a field type conflict) is
+:class:`PartialWrite` with the count it dropped. This module is where InfluxDB's
+answers are read; everything above it tells failures apart by type only.
 """
 
 from __future__ import annotations
@@ -18,11 +21,12 @@ import http.client
 import json
 import logging
 import math
+import re
 from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
-from tps.errors import StoreError, StoreUnavailable
+from tps.errors import PartialWrite, StoreError, StoreUnavailable
 from tps.model import Reading, Statistics
 from tps.store import influxql
 from tps.store.lineprotocol import encode_readings, is_storable
@@ -34,6 +38,11 @@ _FORM = "application/x-www-form-urlencoded"
 
 MAX_POINTS_PER_REQUEST = 50_000
 """Readings per HTTP write (about 2.5 MB), well under InfluxDB's default body limit."""
+
+_PARTIAL_WRITE = "partial write"
+"""How InfluxDB (1.x, and 2.x/3.x through the v1 API) starts the error of a write it
+kept only in part; the count it dropped follows as ``dropped=N``."""
+_DROPPED = re.compile(r"dropped=(\d+)")
 
 Series = dict[str, Any]
 """One series of an InfluxQL JSON answer: ``name``, ``tags``, ``columns``, ``values``."""
@@ -120,7 +129,9 @@ class InfluxStore:
 
         The whole batch is encoded before anything is sent, so a reading that cannot
         be encoded rejects the batch with nothing written. A batch that fails part-way
-        may be retried whole: the points already written are simply overwritten.
+        may be retried whole: the points already written are simply overwritten. When
+        InfluxDB drops some points of a request (:class:`PartialWrite`), the remaining
+        requests are still sent and one ``PartialWrite`` counts every dropped point.
         """
         if not readings:
             return
@@ -133,8 +144,17 @@ class InfluxStore:
                           for start in range(0, len(items), MAX_POINTS_PER_REQUEST)]
         except (ValueError, TypeError) as exc:
             raise StoreError(f"cannot write batch of {len(readings)} readings: {exc}") from exc
+        partial: list[PartialWrite] = []
         for body in bodies:
-            self._write_body(body)
+            try:
+                self._write_body(body)
+            except PartialWrite as exc:
+                partial.append(exc)  # the other requests still carry good readings
+        if len(partial) == 1:
+            raise partial[0]
+        if partial:
+            raise PartialWrite("; ".join(str(exc) for exc in partial),
+                               sum(exc.dropped for exc in partial))
 
     def _write_body(self, body: bytes) -> None:
         status, error, data = self._request("POST", self._write_url, body, _LINE_PROTOCOL)
@@ -347,6 +367,10 @@ class InfluxStore:
         message = self._message(error, data) or http.client.responses.get(status, "")
         if status >= 500 or status == 429:
             raise StoreUnavailable(f"InfluxDB {what} failed with HTTP {status}: {message}")
+        if _PARTIAL_WRITE in message:
+            dropped = _DROPPED.search(message)
+            raise PartialWrite(f"InfluxDB refused part of a {what} (HTTP {status}): {message}",
+                               int(dropped.group(1)) if dropped else 0)
         raise StoreError(f"InfluxDB refused {what} (HTTP {status}): {message}")
 
 

@@ -28,7 +28,6 @@ from graphql import (
     InlineFragmentNode,
     IntValueNode,
     OperationDefinitionNode,
-    OperationType,
     SelectionSetNode,
     StringValueNode,
     ValidationContext,
@@ -150,12 +149,6 @@ class DocumentCache:
             if isinstance(d, OperationDefinitionNode)
         }
         return ParsedDocument(document, tuple(errors), operations)
-
-
-def operation_type(parsed: ParsedDocument, name: str | None) -> OperationType | None:
-    """The operation type that ``operationName`` ``name`` selects, or None."""
-    op = parsed.operation(name)
-    return op.operation if op is not None else None
 
 
 _INT_MIN, _INT_MAX = -(2**31), 2**31 - 1

@@ -8,7 +8,8 @@ GraphQL layer refuses (parse, validation, argument limits, store unavailable) co
 back with 200 in ``errors``. Nothing a client sends produces a 500.
 
 A request with ``Upgrade: websocket`` on the same path becomes a subscription
-connection (:mod:`tps.api.graphql.subscriptions`). A browser asking for HTML with no
+connection (:mod:`tps.api.graphql.connection`, fanned out by
+:mod:`tps.api.graphql.fanout`). A browser asking for HTML with no
 query gets GraphiQL.
 """
 
@@ -16,28 +17,28 @@ from __future__ import annotations
 
 import json
 import logging
-import socket
 import time
-from collections.abc import Awaitable, Iterator
+from collections.abc import Awaitable
 from inspect import isawaitable
-from typing import Any, ClassVar
+from typing import Any
 
 import tornado.web
 import tornado.websocket
 from graphql import ExecutionResult, GraphQLError, GraphQLSchema, OperationType, execute
-from tornado import httputil
 from tornado.concurrent import Future
-from tornado.iostream import StreamClosedError
 
 from tps.api.context import ApiContext
 from tps.api.graphql.cache import DocumentCache, ParsedDocument
+from tps.api.graphql.connection import SubscriptionConnection
+from tps.api.graphql.fanout import SubscriptionManager
+from tps.api.graphql.handshake import DEFAULT_SUBPROTOCOL, choose_subprotocol
+from tps.api.graphql.results import format_error, format_result
 from tps.api.graphql.schema import RequestContext, build_schema
-from tps.api.graphql.subscriptions import (
-    SubscriptionConnection,
-    SubscriptionManager,
-    choose_subprotocol,
-    format_error,
-    format_result,
+from tps.compat.tornado import (
+    bound_send_buffer,
+    socket_busy,
+    spell_websocket_headers_as_rfc,
+    write_text_frame,
 )
 
 logger = logging.getLogger(__name__)
@@ -275,8 +276,8 @@ class GraphQLHandler(tornado.websocket.WebSocketHandler):
         case-insensitive, but some clients (``gql``) look the subprotocol up with the
         exact RFC spelling and silently fall back to the legacy protocol.
         """
-        if self.get_status() == 101 and not isinstance(self._headers, _RfcCaseHeaders):
-            self._headers = _RfcCaseHeaders(self._headers)
+        if self.get_status() == 101:
+            spell_websocket_headers_as_rfc(self)
         return super().flush(include_footers)
 
     @property
@@ -299,9 +300,9 @@ class GraphQLHandler(tornado.websocket.WebSocketHandler):
         """Start the protocol; a missing subprotocol means ``graphql-transport-ws``."""
         service = self.service
         ctx = service.ctx
-        protocol = self.selected_subprotocol or "graphql-transport-ws"
+        protocol = self.selected_subprotocol or DEFAULT_SUBPROTOCOL
         self.set_nodelay(True)
-        _bound_send_buffer(self)
+        bound_send_buffer(self, WS_SEND_BUFFER)
         self.connection = SubscriptionConnection(
             protocol,
             send=self._send_text,
@@ -318,29 +319,12 @@ class GraphQLHandler(tornado.websocket.WebSocketHandler):
         self.connection.opened()
 
     def _send_text(self, text: str) -> None:
-        """Write one text frame without the per-message Task of ``write_message``.
-
-        ``write_message`` wraps every frame in a coroutine Task only to translate an
-        exception; with hundreds of subscribers that Task is most of the fan-out cost.
-        Without compression the frame is written straight to the stream (falls back
-        to ``write_message`` when Tornado's internals differ).
-        """
-        conn = self.ws_connection
-        if conn is None or conn.is_closing():
-            raise tornado.websocket.WebSocketClosedError()
-        write_frame = getattr(conn, "_write_frame", None)
-        if write_frame is None or getattr(conn, "_compressor", None) is not None:
-            self.write_message(text)
-            return
-        try:
-            write_frame(True, 0x1, text.encode())
-        except StreamClosedError:
-            raise tornado.websocket.WebSocketClosedError() from None
+        """Write one text frame (the fast path of :func:`tps.compat.tornado.write_text_frame`)."""
+        write_text_frame(self, text)
 
     def _socket_busy(self) -> bool:
         """True while earlier frames still wait in the stream's write buffer."""
-        stream = getattr(self.ws_connection, "stream", None)
-        return bool(stream is not None and stream.writing())
+        return socket_busy(self)
 
     def on_message(self, message: str | bytes) -> None:
         """Hand one client message to the protocol state machine."""
@@ -351,35 +335,6 @@ class GraphQLHandler(tornado.websocket.WebSocketHandler):
         """Drop this connection's subscriptions."""
         if self.connection is not None:
             self.connection.connection_lost()
-
-
-class _RfcCaseHeaders(httputil.HTTPHeaders):
-    """Headers whose ``Sec-WebSocket-*`` names are written in RFC 6455 case."""
-
-    _SPELLING: ClassVar[dict[str, str]] = {
-        "Sec-Websocket-Protocol": "Sec-WebSocket-Protocol",
-        "Sec-Websocket-Accept": "Sec-WebSocket-Accept",
-        "Sec-Websocket-Extensions": "Sec-WebSocket-Extensions",
-    }
-
-    def get_all(self) -> Iterator[tuple[str, str]]:
-        for name, value in super().get_all():
-            yield self._SPELLING.get(name, name), value
-
-
-def _bound_send_buffer(handler: tornado.websocket.WebSocketHandler) -> None:
-    """Cap the kernel send buffer of a subscription socket.
-
-    Loopback and LAN sockets autotune up to megabytes; a stalled subscriber would let
-    that much pile up in the kernel before TPS's own queue bound even notices.
-    """
-    stream = getattr(handler.ws_connection, "stream", None)
-    sock = getattr(stream, "socket", None)
-    if sock is not None:
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, WS_SEND_BUFFER)
-        except OSError:
-            logger.debug("Could not cap the send buffer of a subscription socket")
 
 
 def _variables(raw: Any, from_text: bool = False) -> dict[str, Any] | None:

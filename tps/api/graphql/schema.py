@@ -15,21 +15,26 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import graphene
 from graphql import GraphQLError
 
+from tps.actors.stats import StreamStats
 from tps.api.context import ApiContext
-from tps.config import FeedConfig, parse_feed, validate_feed_name
-from tps.errors import ConfigError, InvalidArgument
+from tps.api.control import ControlPlane
+from tps.api.stream_shape import NEW_STREAM_FIELDS, STREAM_FIELDS, StreamField, json_schema_type
+from tps.config import DEFAULT_SUBSCRIPTION, PROTOCOLS, FeedConfig, validate_feed_name
+from tps.errors import ConfigError, InvalidArgument, StoreUnavailable
 from tps.model import Reading, Statistics, datetime_to_ns
 from tps.store.base import Store
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 DEFAULT_LIMIT = 10_000
 MAX_LIMIT = 100_000
@@ -124,20 +129,26 @@ def _require_control(info: graphene.ResolveInfo) -> ApiContext:
     return context.api
 
 
-def _supervisor(api: ApiContext) -> Any:
-    """The supervisor proxy, or a clear error in the ``api`` role (no readers here)."""
-    if api.supervisor is None:
+def _control(api: ApiContext) -> ControlPlane:
+    """The control plane, or a clear error in the ``api`` role (no readers here)."""
+    control = api.control
+    if control is None:
         raise GraphQLError(
             "streams are not managed by this process (role api); send mutations to the "
             "ingest process"
         )
-    return api.supervisor
+    return control
 
 
-async def _on_pool(info: graphene.ResolveInfo, fn: Any, key: tuple[Any, ...] | None = None) -> Any:
+async def _on_pool(
+    info: graphene.ResolveInfo, fn: Callable[[Store], T], key: tuple[Any, ...] | None = None
+) -> T:
     """Run ``fn(store)`` on the query pool; identical in-flight questions (``key``) share
     one store call."""
-    return await _context(info).api.queries.run(fn, key=key)
+    queries = _context(info).api.queries
+    if queries is None:
+        raise StoreUnavailable("this process runs no query pool")
+    return await queries.run(fn, key=key)
 
 
 # --- output types -----------------------------------------------------------------
@@ -178,32 +189,35 @@ class Average(graphene.ObjectType):  # type: ignore[misc]
     stream = graphene.String(description="The stream, or null for all streams.")
 
 
-class Stream(graphene.ObjectType):  # type: ignore[misc]
-    """A stream with its state and counters (state is null in the ``api`` role)."""
+_SCALARS: dict[str, Any] = {
+    "String": graphene.String,
+    "Float": graphene.Float,
+    "Int": graphene.Int,
+    "DateTime": graphene.DateTime,
+    "Boolean": graphene.Boolean,
+}
 
-    name = graphene.String(required=True)
-    url = graphene.String()
-    protocol = graphene.String()
-    negotiated_protocol = graphene.String()
-    query = graphene.String()
-    state = graphene.String()
-    received = graphene.Float(description="Readings accepted (a Float: may exceed 2^31).")
-    rejected = graphene.Float()
-    reconnects = graphene.Int()
-    restarts = graphene.Int()
-    last_value = graphene.Float()
-    last_time = graphene.DateTime()
-    last_error = graphene.String()
 
-    @staticmethod
-    def resolve_state(root: Any, _info: graphene.ResolveInfo) -> str | None:
-        state = getattr(root, "state", None)
-        return None if state is None else str(state)
+def _stream_resolver(spec: StreamField) -> Callable[[Any, graphene.ResolveInfo], Any]:
+    def resolve(root: Any, _info: graphene.ResolveInfo) -> Any:
+        if isinstance(root, StreamStats):
+            return spec.read(root)
+        return getattr(root, spec.name, None)  # a StoredStream knows only its name
 
-    @staticmethod
-    def resolve_last_time(root: Any, _info: graphene.ResolveInfo) -> datetime | None:
-        last = getattr(root, "last_time_ns", None)
-        return None if last is None else Reading("", last, 0.0).time
+    return resolve
+
+
+# Derived from tps/api/stream_shape.py, like the REST JSON and the OpenAPI schema. Only
+# the name is non-null: the api role knows streams only by the names stored.
+Stream = type("Stream", (graphene.ObjectType,), {
+    "__doc__": "A stream with its state and counters (only the name in the ``api`` role).",
+    **{
+        spec.name: _SCALARS[spec.graphql](required=spec.name == "name",
+                                          description=spec.description or None,
+                                          resolver=_stream_resolver(spec))
+        for spec in STREAM_FIELDS if spec.graphql is not None
+    },
+})
 
 
 class ToggleFeedInput(graphene.InputObjectType):  # type: ignore[misc]
@@ -220,13 +234,14 @@ class ToggleFeedPayload(graphene.ObjectType):  # type: ignore[misc]
     streams = graphene.List(graphene.NonNull(Stream), required=True)
 
 
-class AddStreamInput(graphene.InputObjectType):  # type: ignore[misc]
-    """A feed to subscribe to (protocol: auto, graphql-ws, graphql-transport-ws, json)."""
-
-    name = graphene.String(required=True)
-    url = graphene.String(required=True)
-    protocol = graphene.String()
-    query = graphene.String()
+AddStreamInput = type("AddStreamInput", (graphene.InputObjectType,), {
+    "__doc__": "A feed to subscribe to (protocol: " + ", ".join(PROTOCOLS) + ").",
+    **{
+        spec.name: _SCALARS[json_schema_type(spec.python_type).capitalize()](
+            required=spec.required, description=spec.description)
+        for spec in NEW_STREAM_FIELDS if spec.graphql
+    },
+})
 
 
 class RemoveStreamPayload(graphene.ObjectType):  # type: ignore[misc]
@@ -339,11 +354,10 @@ class Query(graphene.ObjectType):  # type: ignore[misc]
 
     @staticmethod
     async def resolve_streams(_root: None, info: graphene.ResolveInfo) -> list[Any]:
-        api = _context(info).api
-        if api.supervisor is not None:
-            listed: list[Any] = await api.waiter.wait(api.supervisor.list_streams())
-            return listed
-        names: list[str] = await _on_pool(info, lambda store: store.stream_names())
+        control = _context(info).api.control
+        if control is not None:
+            return list(await control.list_streams())
+        names = await _on_pool(info, lambda store: store.stream_names())
         return [StoredStream(name) for name in names]
 
 
@@ -380,13 +394,15 @@ class Mutation(graphene.ObjectType):  # type: ignore[misc]
         if status not in ("on", "off"):
             raise InvalidArgument("status", f'must be "on" or "off", got {input.get("status")!r}')
         stream = check_stream(input.get("stream"))
-        supervisor = _supervisor(api)
+        control = _control(api)
         running = status == "on"
+        streams: list[Any]
         if stream is None:
-            streams: list[Any] = await api.waiter.wait(supervisor.set_all(running))
+            streams = list(await control.set_all(running))
+        elif running:
+            streams = [await control.start_stream(stream)]
         else:
-            method = supervisor.start_stream if running else supervisor.stop_stream
-            streams = [await api.waiter.wait(method(stream))]
+            streams = [await control.stop_stream(stream)]
         logger.info("toggleFeed %s applied to %d stream(s)", status, len(streams))
         return ToggleResult(status, streams)
 
@@ -395,18 +411,15 @@ class Mutation(graphene.ObjectType):  # type: ignore[misc]
         _root: None, info: graphene.ResolveInfo, input: dict[str, Any]
     ) -> Any:
         api = _require_control(info)
-        name = check_stream(str(input["name"]))
-        protocol = input.get("protocol") or "auto"
-        try:
-            feed = parse_feed("url", f"{name}={input['url']}|{protocol}")
-        except ConfigError as exc:
-            raise InvalidArgument(exc.setting, exc.problem) from None
         query = input.get("query")
-        if query is not None:
-            if not str(query).strip():
-                raise InvalidArgument("query", "must not be empty")
-            feed = FeedConfig(feed.name, feed.url, feed.protocol, str(query))
-        return await api.waiter.wait(_supervisor(api).add_stream(feed))
+        feed = FeedConfig(
+            name=str(input["name"]),
+            url=str(input["url"]),
+            protocol=str(input.get("protocol") or "auto"),
+            query=DEFAULT_SUBSCRIPTION if query is None else str(query),
+        )
+        # The supervisor checks every field (check_feed) and names the bad one.
+        return await _control(api).add_stream(feed)
 
     @staticmethod
     async def resolve_remove_stream(
@@ -415,7 +428,7 @@ class Mutation(graphene.ObjectType):  # type: ignore[misc]
         api = _require_control(info)
         checked = check_stream(name)
         assert checked is not None
-        await api.waiter.wait(_supervisor(api).remove_stream(checked))
+        await _control(api).remove_stream(checked)
         return RemovedStream(checked, True)
 
 
