@@ -4,6 +4,14 @@
 ``ingest``: readers and writer, plus the control plane, /health and /metrics over HTTP.
 ``api``: query pool and the HTTP API only; current values and subscriptions come from
 the store.
+
+Cluster mode (``TPS_NATS_URL`` set, see ``tps.cluster``) changes the wiring, not the
+parts: the readers' writer publishes to JetStream instead of writing the store
+(``ClusterNode.publisher``), the supervisor starts the readers the feed leases give
+this instance (``SupervisorReaderControl``) and keeps no registry file (the cluster's is
+in NATS), ``writer`` and ``all`` write JetStream's readings into the store, ``api`` and
+``all`` feed their live hub from NATS, and the control plane is the shared registry on
+every role.
 """
 
 from __future__ import annotations
@@ -13,6 +21,8 @@ import gc
 import logging
 import socket
 from collections.abc import Sequence
+from dataclasses import replace
+from typing import TYPE_CHECKING
 
 import pykka
 
@@ -34,6 +44,10 @@ from tps.model import Reading
 from tps.store import Store, open_store
 from tps.token import load_or_create_token
 
+if TYPE_CHECKING:  # cluster mode's modules (and nats-py) load only in cluster mode
+    from tps.cluster.control import SupervisorReaderControl
+    from tps.cluster.node import ClusterNode
+
 logger = logging.getLogger(__name__)
 
 
@@ -52,6 +66,8 @@ class Service:
         self.feed_poller: FeedPoller | None = None
         self.http_port: int = settings.http_port
         self.token: str = ""
+        self.cluster: ClusterNode | None = None
+        self._reader_control: SupervisorReaderControl | None = None
 
     @property
     def supervisor(self) -> SupervisorProxy:
@@ -90,58 +106,93 @@ class Service:
     def _start_actors(self, sockets: list[socket.socket]) -> None:
         settings = self.settings
         role = settings.role
+        ingests = role in ("all", "ingest")
         self.token, token_path = load_or_create_token(settings)
 
+        if role == "all" or (settings.clustered and role == "api"):
+            self.hub = LiveHub()
+        if settings.clustered:
+            from tps.cluster.control import SupervisorReaderControl
+            from tps.cluster.node import ClusterNode
+
+            self._reader_control = SupervisorReaderControl() if ingests else None
+            self.cluster = ClusterNode(
+                settings, control=self._reader_control,
+                live=self.hub.publish if self.hub is not None else None,
+                store_factory=self._store,
+                http=f"http://{settings.http_host}:{self.http_port}")
         reader_factory = None
-        if role in ("all", "ingest"):
+        if ingests:
             self.writer_stats = WriterStats()
-            self.writer = WriterHandle(settings, self._store, self.writer_stats)
+            if self.cluster is not None:
+                from tps.cluster.readings import PUBLISH_INTERVAL
+
+                # The readers' writer publishes to JetStream (its "store"), promptly.
+                self.writer = WriterHandle(
+                    replace(settings, flush_interval=min(settings.flush_interval,
+                                                         PUBLISH_INTERVAL)),
+                    self.cluster.publisher, self.writer_stats)
+            else:
+                self.writer = WriterHandle(settings, self._store, self.writer_stats)
             self.feed_poller = FeedPoller().start()
             reader_factory = functools.partial(StreamReader.start, poller=self.feed_poller)
-        if role == "all":
-            self.hub = LiveHub()
         if role in ("all", "api"):
             self.queries = QueryPool(self._store, settings.query_pool_size,
                                      timeout=settings.influx_timeout + 5,
                                      answer_ttl=settings.query_cache_ttl)
 
         registry = (StreamRegistry(settings.data_dir / "streams.json")
-                    if role != "api" else None)
-        board = StatsBoard(self.writer_stats)
+                    if role != "api" and not settings.clustered else None)
+        board_writer = self.writer_stats
+        if board_writer is None and self.cluster is not None and self.cluster.writer is not None:
+            board_writer = self.cluster.writer.stats
+        board = StatsBoard(board_writer)
         self.supervisor_ref = Supervisor.start(
-            settings, sink=self._sink if role != "api" else None, writer=self.writer,
-            queries=self.queries, registry=registry, hub=self.hub, board=board,
+            # In cluster mode the feed leases say which streams this process reads.
+            settings.with_feeds(()) if settings.clustered else settings,
+            sink=self._sink if ingests else None,
+            writer=self.writer, queries=self.queries, registry=registry,
+            hub=None if settings.clustered else self.hub, board=board,
             reader_factory=reader_factory,
         )
         self._supervisor = supervisor_proxy(self.supervisor_ref)
+        if self._reader_control is not None:
+            self._reader_control.bind(self._supervisor)
+        if self.cluster is not None:
+            self.cluster.start()
 
         metrics = Metrics.from_board(board)
         ctx = ApiContext(
             settings=settings, auth=TokenAuth(self.token), queries=self.queries,
             metrics=metrics, supervisor=self._supervisor if role != "api" else None,
             board=board if role != "api" else None, hub=self.hub,
-            token_path=str(token_path) if token_path else None,
+            token_path=str(token_path) if token_path else None, cluster=self.cluster,
         )
         self.http = HttpFrontend.start(ctx, sockets)
         # Everything built so far (schema, modules, actors) lives as long as the process:
         # keep it out of the collector's full scans, which otherwise stall the IO loop
         # for tens of milliseconds (the p99 of every request) on this machine.
         gc.freeze()
-        logger.info("TPS started: role %s, %d feed(s), store %s, HTTP on http://%s:%d/",
+        logger.info("TPS started: role %s, %d feed(s), store %s, HTTP on http://%s:%d/%s",
                     role, len(settings.feeds),
                     settings.influx_url or f"SQLite in {settings.data_dir}",
-                    settings.http_host, self.http_port)
+                    settings.http_host, self.http_port,
+                    f", cluster instance {self.cluster.instance}" if self.cluster else "")
 
     def _sink(self, readings: Sequence[Reading]) -> None:
         # Spool/buffer first: a reading counts as received only once the writer has it.
         if self.writer is not None:
             self.writer.submit(readings)
-        if self.hub is not None:
+        if self.hub is not None and self.cluster is None:
+            # (In cluster mode the hub is fed from NATS, like every other instance's.)
             self.hub.publish(readings)
 
     def stop(self) -> bool:
         """Stop readers, flush the writer (bounded), stop everything; True if all written."""
         clean = True
+        if self.cluster is not None:
+            # Readers first, then leases: the other instances take our feeds at once.
+            self.cluster.hand_back(self.settings.shutdown_timeout)
         supervisor = self._supervisor
         if supervisor is not None:
             try:
@@ -157,6 +208,10 @@ class Service:
             self.supervisor_ref.stop(timeout=10)
         if self.feed_poller is not None:
             self.feed_poller.stop()
+        if self._reader_control is not None:
+            self._reader_control.close()
+        if self.cluster is not None:
+            self.cluster.close()
         return clean
 
     def _log_final_counts(self, supervisor: SupervisorProxy) -> None:

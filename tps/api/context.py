@@ -9,14 +9,17 @@ from __future__ import annotations
 import hmac
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
-from typing import Protocol, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from tps.actors.board import StatsBoard
 from tps.actors.supervisor import SupervisorProxy
-from tps.api.control import ControlPlane, FutureWaiter
+from tps.api.control import ControlPlane, FutureWaiter, StreamControl
 from tps.config import Settings
 from tps.live import LiveHub
 from tps.store.base import Store
+
+if TYPE_CHECKING:  # cluster mode's modules (and nats-py) load only in cluster mode
+    from tps.cluster.node import ClusterNode
 
 T = TypeVar("T")
 
@@ -91,9 +94,16 @@ class ApiContext:
     token_path: str | None = None
     on_close: list[Callable[[], None]] = field(default_factory=list)
 
+    cluster: ClusterNode | None = None
+
     @property
-    def control(self) -> ControlPlane | None:
-        """Stream control through the supervisor (None without one)."""
+    def control(self) -> StreamControl | None:
+        """Stream control: the shared registry in cluster mode (any role), else the
+        supervisor (None without one)."""
+        if self.cluster is not None:
+            from tps.api.cluster_control import ClusterControlPlane
+
+            return ClusterControlPlane(self.cluster, self.board)
         if self.supervisor is None:
             return None
         return ControlPlane(self.supervisor, self.waiter)

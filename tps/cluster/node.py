@@ -36,8 +36,7 @@ from tps.cluster.ownership import ClusterSnapshot, Coordinator, ReaderControl
 from tps.cluster.readings import LiveFeed, ReadingsPublisher
 from tps.cluster.registry import ClusterRegistry, RegistryEntry
 from tps.cluster.writer import ClusterWriterService
-from tps.config.registry import check_feed
-from tps.config.settings import FeedConfig, Settings
+from tps.config.settings import FeedConfig, Settings, check_feed
 from tps.errors import ClusterUnavailable
 from tps.model import Reading
 from tps.store.base import StoreFactory

@@ -64,6 +64,11 @@ from tps.store.lineprotocol import decode_readings, encode_readings
 logger = logging.getLogger(__name__)
 
 MSG_ID = "Nats-Msg-Id"
+PUBLISH_INTERVAL = 0.05
+"""Seconds between the ingest side's publishes of a partial batch (its writer's flush
+interval in cluster mode, when ``TPS_FLUSH_INTERVAL`` is longer): JetStream is where
+a reading counts as received and where every instance's live hub gets it, so it goes
+out promptly; ``TPS_FLUSH_INTERVAL`` batches the store writes of the writers."""
 MAX_READINGS_PER_MESSAGE = 4000  # ~220 KB of line protocol: well under NATS's 1 MB
 
 

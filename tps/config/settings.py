@@ -28,7 +28,7 @@ DEFAULT_SUBSCRIPTION = "subscription { temperature }"
 PROTOCOLS = ("auto", LEGACY, MODERN, PLAIN)
 """What a feed's ``protocol`` may be: ``auto`` or one of the wire protocols."""
 _FEED_NAME = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
-ROLES = ("all", "ingest", "api")
+ROLES = ("all", "ingest", "api", "writer")
 
 
 @dataclass(frozen=True, slots=True)
@@ -309,8 +309,9 @@ SETTINGS: tuple[SettingSpec, ...] = (
     SettingSpec("log_level", _choice("debug", "info", "warning", "error"), "Log level."),
     SettingSpec("log_format", _choice("text", "json"), "`text`, or `json` for one JSON "
                 "object per line."),
-    SettingSpec("role", _choice(*ROLES), "`all`, `ingest` (readers and writer only) or "
-                "`api` (queries and HTTP only)."),
+    SettingSpec("role", _choice(*ROLES), "`all`, `ingest` (readers and writer only), "
+                "`api` (queries and HTTP only) or, in cluster mode, `writer` (JetStream into "
+                "the store only)."),
     SettingSpec("control_token", _opt_str, "Bearer token for mutating calls. Unset: "
                 "generated once and stored in the data dir."),
     SettingSpec("feed_allow", _list, "Comma-separated host patterns (fnmatch) that feeds "
@@ -416,6 +417,8 @@ def load_settings(
                 continue
             values[spec.attr] = spec.parse(key, raw)
     settings = Settings(**values)
+    if settings.role == "writer" and not settings.nats_url:
+        raise ConfigError("TPS_ROLE", "role writer takes readings from NATS: set TPS_NATS_URL")
     if settings.influx_token and settings.influx_username:
         raise ConfigError("TPS_INFLUX_TOKEN", "set either a token or a username, not both")
     return settings

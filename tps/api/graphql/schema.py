@@ -25,7 +25,7 @@ from graphql import GraphQLError
 
 from tps.actors.stats import StreamStats
 from tps.api.context import ApiContext
-from tps.api.control import ControlPlane
+from tps.api.control import StreamControl
 from tps.api.stream_shape import NEW_STREAM_FIELDS, STREAM_FIELDS, StreamField, json_schema_type
 from tps.config import DEFAULT_SUBSCRIPTION, PROTOCOLS, FeedConfig, validate_feed_name
 from tps.errors import ConfigError, InvalidArgument, StoreUnavailable
@@ -129,7 +129,7 @@ def _require_control(info: graphene.ResolveInfo) -> ApiContext:
     return context.api
 
 
-def _control(api: ApiContext) -> ControlPlane:
+def _control(api: ApiContext) -> StreamControl:
     """The control plane, or a clear error in the ``api`` role (no readers here)."""
     control = api.control
     if control is None:
