@@ -278,6 +278,8 @@ class ClusterSnapshot:
     lost: int = 0
     renew_failures: int = 0
     ready: bool = False
+    hearing: bool = False
+    """False while this instance cannot write or hear heartbeats (it judges nobody then)."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form for ``/health``."""
@@ -285,7 +287,7 @@ class ClusterSnapshot:
                 "nats": self.link.to_dict(), "ready": self.ready,
                 "leases_held": list(self.held), "instances": dict(self.instances),
                 "takeovers": self.takeovers, "leases_lost": self.lost,
-                "renew_failures": self.renew_failures}
+                "renew_failures": self.renew_failures, "hearing": self.hearing}
 
 
 class Coordinator:
@@ -657,7 +659,7 @@ class Coordinator:
             self.instance, self.role, self._ttl, self._link.status(),
             held=tuple(sorted(self._mine)), owners=owners, instances=instances,
             takeovers=self._takeovers, lost=self._lost, renew_failures=self._renew_failures,
-            ready=self._ready.is_set(),
+            ready=self._ready.is_set(), hearing=self._liveness.judging,
         )
 
 
