@@ -154,9 +154,11 @@ class ReadingsPublisher:
     async def _publish(self, messages: list[tuple[str, bytes, str]]) -> None:
         js = self._link.js
         try:
+            # No ``wait_stall``: with it nats-py yields to the loop after every message,
+            # so each went out in a packet of its own and the stream leader replicated
+            # them one by one - three times the NATS CPU of sending the batch at once.
             futures = [
-                await js.publish_async(subject, payload, wait_stall=self._timeout,
-                                       headers={MSG_ID: msg_id})
+                await js.publish_async(subject, payload, headers={MSG_ID: msg_id})
                 for subject, payload, msg_id in messages
             ]
             acks = await asyncio.wait_for(asyncio.gather(*futures), self._timeout)
