@@ -81,6 +81,9 @@ def test_default_profile_runs_only_the_three_seed_services(config: dict[str, Any
     assert unprofiled == {"timeseries_temperature_db", "satellite-temperature", "tps"}
     for name in ("tps-ingest-a", "tps-ingest-b", "tps-api"):
         assert config["services"][name]["profiles"] == ["scale"]
+    profiled = {name for name, service in compose_config("--profile", "cluster")["services"]
+                .items() if service.get("profiles") == ["cluster"]}
+    assert profiled and not profiled & unprofiled
 
 
 def test_dockerfile_runs_as_non_root_with_a_health_check() -> None:
@@ -88,3 +91,32 @@ def test_dockerfile_runs_as_non_root_with_a_health_check() -> None:
     assert re.search(r"^FROM python:3\.1\d-slim", text, re.M)
     assert re.search(r"^USER tps$", text, re.M)
     assert "HEALTHCHECK" in text and "/health" in text
+
+
+def test_cluster_profile_runs_three_nats_nodes_two_ingest_one_writer_one_api() -> None:
+    config = compose_config("--profile", "cluster")
+    services = config["services"]
+    nats = [name for name in services if name.startswith("nats-")]
+    assert sorted(nats) == ["nats-1", "nats-2", "nats-3"]
+    for name in nats:
+        command = services[name]["command"]
+        assert "--jetstream" in command and "--cluster_name" in command
+        routes = command[command.index("--routes") + 1].split(",")
+        assert len(routes) == 3
+        assert services[name]["profiles"] == ["cluster"]
+    roles = {name: s["environment"]["TPS_ROLE"] for name, s in services.items()
+             if name.startswith("cluster-")}
+    assert sorted(roles.values()) == ["api", "ingest", "ingest", "writer"]
+    urls = {s["environment"]["TPS_NATS_URL"] for name, s in services.items()
+            if name.startswith("cluster-")}
+    assert urls == {"nats://nats-1:4222,nats://nats-2:4222,nats://nats-3:4222"}
+    used = {name for s in services.values() for name in s.get("environment", {})
+            if name.startswith("TPS_")}
+    assert used <= ENV_NAMES, f"unknown settings in compose: {sorted(used - ENV_NAMES)}"
+    names = {s["environment"]["TPS_INSTANCE"] for name, s in services.items()
+             if name.startswith("cluster-")}
+    assert len(names) == 4, "every instance needs its own TPS_INSTANCE"
+    for name in roles:
+        deps = services[name]["depends_on"]
+        assert {"nats-1", "nats-2", "nats-3"} <= set(deps)
+        assert all(dep["condition"] == "service_healthy" for dep in deps.values())

@@ -30,7 +30,7 @@ _SERVE_FLAGS: tuple[tuple[str, str, str], ...] = (
     ("--http-host", "TPS_HTTP_HOST", "HTTP listen address"),
     ("--http-port", "TPS_HTTP_PORT", "HTTP listen port"),
     ("--data-dir", "TPS_DATA_DIR", "data folder (spool, registry, token, SQLite store)"),
-    ("--role", "TPS_ROLE", "all, ingest or api"),
+    ("--role", "TPS_ROLE", "all, ingest, api or writer (cluster mode)"),
     ("--log-level", "TPS_LOG_LEVEL", "debug, info, warning or error"),
     ("--log-format", "TPS_LOG_FORMAT", "text or json"),
     ("--batch-size", "TPS_BATCH_SIZE", "readings per InfluxDB write"),

@@ -108,3 +108,15 @@ class AlarmClosed(AlarmError):
 
 class AlarmsUnavailable(AlarmError):
     """Alarms cannot be changed right now (the history is still being restored)."""
+
+
+# --- cluster mode (issue 12) ---
+
+
+class ClusterUnavailable(StoreUnavailable):
+    """NATS or JetStream did not answer (no connection, no stream leader yet, timeout).
+
+    A subclass of StoreUnavailable: in cluster mode JetStream is where a reading
+    counts as stored, so the writer retries it with backoff like a store outage, and
+    the control plane answers 503.
+    """

@@ -15,6 +15,7 @@ import tornado.web
 from tps.errors import (
     ConfigError,
     InvalidArgument,
+    StoreUnavailable,
     StreamError,
     StreamExists,
     TPSError,
@@ -67,7 +68,7 @@ def from_tps_error(exc: TPSError) -> ApiError:
         return ApiError(422, exc.problem, field=exc.argument)
     if isinstance(exc, ConfigError):
         return ApiError(422, exc.problem, field=exc.setting)
-    if isinstance(exc, StreamError):
+    if isinstance(exc, StreamError | StoreUnavailable):
         return ApiError(503, str(exc))
     return ApiError(500, str(exc))
 

@@ -78,6 +78,9 @@ STREAM_FIELDS: tuple[StreamField, ...] = (
     StreamField("last_time_ns", "integer", lambda s: s.last_time_ns, None, nullable=True),
     StreamField("restarts", "integer", lambda s: s.restarts, "Int", schema={"minimum": 0}),
     StreamField("last_error", "string", lambda s: s.last_error, "String", nullable=True),
+    StreamField("owner", "string", lambda s: s.owner, "String", nullable=True,
+                description="Cluster mode: the instance (TPS_INSTANCE) reading the stream; "
+                "null when none does, and always in single-node mode."),
 )
 
 

@@ -29,7 +29,7 @@ from tps.alarms.limits import Limits, parse_limits
 from tps.alarms.model import AlarmEvent, AlarmSnapshot
 from tps.api.alarms import AlarmsApi
 from tps.api.context import ApiContext
-from tps.api.control import ControlPlane
+from tps.api.control import StreamControl
 from tps.api.graphql.alarm_types import (
     AlarmEventType,
     AlarmType,
@@ -143,7 +143,7 @@ def _require_control(info: graphene.ResolveInfo) -> ApiContext:
     return context.api
 
 
-def _control(api: ApiContext) -> ControlPlane:
+def _control(api: ApiContext) -> StreamControl:
     """The control plane, or a clear error in the ``api`` role (no readers here)."""
     control = api.control
     if control is None:
