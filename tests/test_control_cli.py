@@ -17,7 +17,8 @@ from tests.support.wait import wait_until
 from tests.test_rest import TOKEN, Stack
 from tps.actors.supervisor import supervisor_proxy
 from tps.config.settings import FeedConfig, Settings
-from tps.control_cli import iso8601_to_ns, main, ns_to_iso8601
+from tps.control_cli import main
+from tps.timefmt import iso8601_to_ns, ns_to_iso8601
 from tps.token import load_or_create_token
 
 # --- tps ts ---------------------------------------------------------------------------
