@@ -198,8 +198,15 @@ def _message(kind: str, **fields: Any) -> str:
     return json.dumps({"type": kind, **fields})
 
 
-@pytest.mark.parametrize("protocol", ["graphql-transport-ws", "graphql-ws"])
-def test_a_wrong_token_in_connection_init_keeps_the_socket_for_reads(protocol: str) -> None:
+@pytest.mark.parametrize(("protocol", "payload"), [
+    ("graphql-transport-ws", {"token": "wrong"}),
+    # What GraphiQL sends: its headers editor's content (tps/api/static/graphiql-init.js).
+    ("graphql-transport-ws", {"Authorization": "Bearer wrong"}),
+    ("graphql-ws", {"authToken": "wrong"}),
+])
+def test_a_wrong_token_in_connection_init_keeps_the_socket_for_reads(
+    protocol: str, payload: dict[str, str]
+) -> None:
     hub = LiveHub()
     hub.publish([Reading("s", 1, 20.5)])
     wire = Wire()
@@ -208,7 +215,7 @@ def test_a_wrong_token_in_connection_init_keeps_the_socket_for_reads(protocol: s
     async def run() -> None:
         service = GraphQLService(_api(hub), SCHEMA)
         conn = _connection(service, wire, protocol)
-        conn.on_message(_message("connection_init", payload={"token": "wrong"}))
+        conn.on_message(_message("connection_init", payload=payload))
         conn.on_message(_message(subscribe, id="q", payload={
             "query": '{ currentTemperature(stream: "s") { value } }'}))
         conn.on_message(_message(subscribe, id="m", payload={
