@@ -34,8 +34,9 @@ from tps.token import read_token_file
 Command = Callable[[argparse.Namespace], int]
 
 _TAIL_QUERY = (
-    "query Tail($after: DateTime, $stream: String) { "
-    "temperatureMeasurements(after: $after, stream: $stream) { stream time value } }"
+    "query Tail($after: DateTime, $stream: String, $cursor: String) { "
+    "temperatureMeasurementsPage(after: $after, stream: $stream, cursor: $cursor, "
+    "first: 10000) { readings { stream time value } nextCursor hasMore } }"
 )
 
 
@@ -174,27 +175,29 @@ def cmd_streams(args: argparse.Namespace) -> int:
 
 
 def cmd_tail(args: argparse.Namespace) -> int:
-    """``tps tail``: print new readings every ``--interval`` seconds (the seed's reader)."""
+    """``tps tail``: print new readings every ``--interval`` seconds (the seed's reader).
+
+    Pages with the server's cursor, so a burst larger than one page is printed whole and
+    no reading is printed twice.
+    """
     client = _client(args)
     after = ns_to_iso8601(time.time_ns() - int(args.since * 1e9))
-    seen: set[tuple[str, str]] = set()
+    cursor: str | None = None
     rounds = 0
     try:
         while True:
-            variables = {"after": after, "stream": args.stream}
-            answer = client.request("POST", "/graphql", {"query": _TAIL_QUERY,
-                                                         "variables": variables})
-            if answer.get("errors"):
-                raise CliError("; ".join(e.get("message", "?") for e in answer["errors"]))
-            readings = answer["data"]["temperatureMeasurements"]
-            fresh = [r for r in readings if (r["stream"], r["time"]) not in seen]
-            for r in fresh:
-                sys.stdout.write(f"{r['time']}  {r['stream']}  {r['value']}\n")
+            more = True
+            while more:
+                variables = {"after": after, "stream": args.stream, "cursor": cursor}
+                answer = client.request("POST", "/graphql", {"query": _TAIL_QUERY,
+                                                             "variables": variables})
+                if answer.get("errors"):
+                    raise CliError("; ".join(e.get("message", "?") for e in answer["errors"]))
+                page = answer["data"]["temperatureMeasurementsPage"]
+                for r in page["readings"]:
+                    sys.stdout.write(f"{r['time']}  {r['stream']}  {r['value']}\n")
+                cursor, more = page["nextCursor"], page["hasMore"]
             sys.stdout.flush()
-            if readings:
-                # ``after`` is inclusive: remember the newest instant's readings to skip them.
-                after = readings[-1]["time"]
-                seen = {(r["stream"], r["time"]) for r in readings if r["time"] == after}
             rounds += 1
             if args.count and rounds >= args.count:
                 return 0
