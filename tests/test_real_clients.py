@@ -217,3 +217,21 @@ def test_tail_of_an_unknown_stream_says_so(tps: TpsProcess, tmp_path: Path) -> N
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1, proc
     assert "no stream named 'nosuch'" in proc.stderr
+
+
+@pytest.mark.parametrize("headers", [{"Authorization": "Bearer wrong"}, {}])
+def test_graphiql_subscription_answers_after_a_wrong_header(
+    tps: TpsProcess, headers: dict[str, str]
+) -> None:
+    """Item 3: GraphiQL's own fetcher (the page's gqlws.js) with a wrong Authorization
+    header gets subscription events instead of hanging; its mutation gets a 200 with
+    UNAUTHENTICATED, which GraphiQL shows."""
+    result = _node("graphiql-fetcher.js", {"http": tps.url + "/graphql", "headers": headers})
+    assert "timeout" not in result["subscription"], result
+    assert result["subscription"]["value"]["data"]["temperature"]["stream"] in {"sat1", "sat2"}
+    errors = result["unknownStream"]["value"]["errors"]
+    assert [e["extensions"]["code"] for e in errors] == ["NOT_FOUND"]
+    assert result["mutation"]["status"] == 200
+    assert [e["extensions"]["code"] for e in result["mutation"]["body"]["errors"]] == [
+        "UNAUTHENTICATED"]
+    assert not any(s.startswith("offline") for s in result["statuses"]), result["statuses"]
