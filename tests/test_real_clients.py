@@ -178,7 +178,9 @@ def test_graphql_ws_client_keeps_the_socket_with_a_wrong_token(tps: TpsProcess) 
     assert [e["extensions"]["code"] for e in mutation["errors"]] == ["UNAUTHENTICATED"]
     assert [e["extensions"]["code"] for e in result["unknownStream"]["errors"]] == ["NOT_FOUND"]
     assert result["queryAfterErrors"]["result"]["data"]["streams"]
-    assert result["closesWhileInUse"] == []
+    # The server never closed the socket (it used to with 4403); the library itself may
+    # close with 1000 when its last operation ends, and reconnects for the next one.
+    assert {c["code"] for c in result["closesWhileInUse"]} <= {1000}, result
     assert result["mutationWithToken"]["result"]["data"]["toggleFeed"]["status"] == "on"
 
 

@@ -30,13 +30,16 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.support.influxdb import InfluxServer
 from tests.support.service import SimulatorProcess
 from tests.support.wait import wait_until
+from tps.actors.alarms import AlarmParts
 from tps.actors.board import StatsBoard
 from tps.actors.query import QueryPool
 from tps.actors.reader import StreamReader
 from tps.actors.stats import WriterStats
 from tps.actors.supervisor import Supervisor, supervisor_proxy
 from tps.actors.writer import WriterHandle
+from tps.api import alarms as alarms_api
 from tps.api import health, metrics, openapi, rest
+from tps.api.alarms import AlarmsApi
 from tps.api.context import ApiContext, TokenAuth
 from tps.api.metrics import Metrics
 from tps.config.registry import StreamRegistry
@@ -77,6 +80,8 @@ class ApiServer:
         routes: list[Any] = []
         for module in (health, metrics, rest, openapi):
             routes += module.routes(self.ctx)
+        if self.ctx.alarms is not None:
+            routes += alarms_api.routes(self.ctx, self.ctx.alarms)
         if self.graphql:
             from tps.api.graphql import handler
 
@@ -160,20 +165,26 @@ class Stack:
         self.board = StatsBoard(self.writer_stats)
         self.registry_path = data_dir / "streams.json"
 
+        self.alarms = AlarmParts.start(self.settings)
+
         def sink(readings: Sequence[Reading]) -> None:
             self.writer.submit(readings)
+            self.alarms.check(readings)
             self.hub.publish(readings)
 
         self.ref = Supervisor.start(
             self.settings, sink=sink, writer=self.writer, queries=self.queries,
             registry=StreamRegistry(self.registry_path), hub=self.hub, board=self.board,
+            alarms=self.alarms.keeper,
         )
         self.metrics = Metrics.from_board(self.board)
         self.ctx = ApiContext(
             settings=self.settings, auth=TokenAuth(TOKEN), queries=self.queries,
             metrics=self.metrics, supervisor=supervisor_proxy(self.ref), board=self.board,
-            hub=self.hub,
+            hub=self.hub, alarm_hub=self.alarms.hub,
         )
+        self.ctx.alarms = AlarmsApi(self.ctx, board=self.alarms.board,
+                                    keeper=self.alarms.keeper, health=self.alarms.health)
         self.server = ApiServer(self.ctx, graphql).start()
         self.url = self.server.url
 
@@ -182,6 +193,7 @@ class Stack:
         if self.ref.is_alive():
             self.ref.proxy().shutdown(5.0).get(timeout=20)
             self.ref.stop(timeout=10)
+        self.alarms.stop()
 
     def stored(self, stream: str) -> int:
         return self.influx.count(self.db, stream)

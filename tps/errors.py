@@ -104,6 +104,39 @@ class PartialWrite(StoreError):
         self.dropped = dropped
 
 
+# --- alarms (issue 11) ---------------------------------------------------------------
+
+
+class AlarmError(TPSError):
+    """Base class of errors about alarms (acknowledge, shelve, look-up)."""
+
+
+class UnknownAlarm(AlarmError):
+    """No alarm has that id (neither open nor in the recent history)."""
+
+    code = "NOT_FOUND"
+
+    def __init__(self, alarm_id: str) -> None:
+        super().__init__(f"no alarm with id {alarm_id!r}")
+        self.alarm_id = alarm_id
+
+
+class AlarmClosed(AlarmError):
+    """The alarm is already CLEARED; it cannot be acknowledged or shelved any more."""
+
+    code = "CONFLICT"
+
+    def __init__(self, alarm_id: str) -> None:
+        super().__init__(f"alarm {alarm_id!r} is already cleared")
+        self.alarm_id = alarm_id
+
+
+class AlarmsUnavailable(AlarmError):
+    """Alarms cannot be changed right now (the history is still being restored)."""
+
+    code = "SERVICE_UNAVAILABLE"
+
+
 # --- issue 15 (clients) -----------------------------------------------------------
 
 

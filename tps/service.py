@@ -16,12 +16,14 @@ from collections.abc import Sequence
 
 import pykka
 
+from tps.actors.alarms import AlarmParts
 from tps.actors.board import StatsBoard
 from tps.actors.query import QueryPool
 from tps.actors.reader import StreamReader
 from tps.actors.stats import WriterStats
 from tps.actors.supervisor import Supervisor, SupervisorProxy, supervisor_proxy
 from tps.actors.writer import WriterHandle
+from tps.api.alarms import AlarmsApi
 from tps.api.app import HttpFrontend, bind
 from tps.api.context import ApiContext, TokenAuth
 from tps.api.metrics import Metrics
@@ -52,6 +54,7 @@ class Service:
         self.feed_poller: FeedPoller | None = None
         self.http_port: int = settings.http_port
         self.token: str = ""
+        self.alarms: AlarmParts | None = None
 
     @property
     def supervisor(self) -> SupervisorProxy:
@@ -105,6 +108,8 @@ class Service:
                                      timeout=settings.influx_timeout + 5,
                                      answer_ttl=settings.query_cache_ttl)
 
+        if role in ("all", "ingest"):
+            self.alarms = AlarmParts.start(settings)
         registry = (StreamRegistry(settings.data_dir / "streams.json")
                     if role != "api" else None)
         board = StatsBoard(self.writer_stats)
@@ -112,6 +117,7 @@ class Service:
             settings, sink=self._sink if role != "api" else None, writer=self.writer,
             queries=self.queries, registry=registry, hub=self.hub, board=board,
             reader_factory=reader_factory,
+            alarms=self.alarms.keeper if self.alarms is not None else None,
         )
         self._supervisor = supervisor_proxy(self.supervisor_ref)
 
@@ -121,7 +127,14 @@ class Service:
             metrics=metrics, supervisor=self._supervisor if role != "api" else None,
             board=board if role != "api" else None, hub=self.hub,
             token_path=str(token_path) if token_path else None,
+            alarm_hub=self.alarms.hub if self.alarms is not None else None,
         )
+        ctx.alarms = AlarmsApi(
+            ctx, board=self.alarms.board if self.alarms is not None else None,
+            keeper=self.alarms.keeper if self.alarms is not None else None,
+            health=self.alarms.health if self.alarms is not None else None)
+        if self.alarms is not None:
+            metrics.watch_alarms(self.alarms.board)
         self.http = HttpFrontend.start(ctx, sockets)
         # Everything built so far (schema, modules, actors) lives as long as the process:
         # keep it out of the collector's full scans, which otherwise stall the IO loop
@@ -136,6 +149,8 @@ class Service:
         # Spool/buffer first: a reading counts as received only once the writer has it.
         if self.writer is not None:
             self.writer.submit(readings)
+        if self.alarms is not None:
+            self.alarms.check(readings)
         if self.hub is not None:
             self.hub.publish(readings)
 
@@ -151,6 +166,8 @@ class Service:
                 logger.exception("Supervisor shutdown failed; stopping remaining actors")
                 clean = False
             self._log_final_counts(supervisor)
+        if self.alarms is not None:
+            self.alarms.stop()
         if self.http is not None:
             self.http.stop(timeout=10)
         if self.supervisor_ref is not None:

@@ -37,7 +37,7 @@ import concurrent.futures
 import logging
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
 
@@ -56,6 +56,7 @@ from tps.actors.board import (
 from tps.actors.messages import ChildFailed, InjectFailure, ReadingSink, RestartChild
 from tps.actors.stats import StreamState, StreamStats, WriterStats
 from tps.actors.timer import tell_later
+from tps.alarms.limits import Limits
 from tps.config.registry import StreamRegistry
 from tps.config.settings import FeedConfig, Settings, check_feed
 from tps.errors import ConfigError, StreamError, StreamExists, UnknownStream
@@ -97,6 +98,19 @@ class WriterLike(Protocol):
 
     def is_alive(self) -> bool:
         """True while the writer actor runs."""
+
+
+class AlarmsLike(Protocol):
+    """What the supervisor tells the alarm keeper (each call returns at once)."""
+
+    def set_limits(self, stream: str, limits: Limits | None) -> Any:
+        """Evaluate ``stream`` against ``limits`` from now on (None: not at all)."""
+
+    def limits_loaded(self, limits: Mapping[str, Limits | None]) -> Any:
+        """Every stream's limits at start-up."""
+
+    def forget_stream(self, stream: str) -> Any:
+        """The stream is gone."""
 
 
 class QueryPoolLike(Protocol):
@@ -294,6 +308,7 @@ class Supervisor(pykka.ThreadingActor):
         hub: LiveHub | None = None,
         board: StatsBoard | None = None,
         reader_factory: ReaderFactory | None = None,
+        alarms: AlarmsLike | None = None,
         policy: RestartPolicy | None = None,
         stop_timeout: float = 3.0,
         flush_timeout: float = 2.0,
@@ -307,6 +322,9 @@ class Supervisor(pykka.ThreadingActor):
         self._hub = hub
         self.board = board or StatsBoard()
         self._reader_factory = reader_factory
+        self._alarms = alarms
+        self._configured_limits = dict(settings.limits)
+        self._runtime_limits: dict[str, Limits | None] = {}
         self._policy = policy or RestartPolicy()
         self._stop_timeout = stop_timeout
         self._flush_timeout = flush_timeout
@@ -349,6 +367,8 @@ class Supervisor(pykka.ThreadingActor):
             reader = self._track(feed, running)
             if running:
                 self._start_reader(reader)
+        if self._alarms is not None:
+            self._alarms.limits_loaded({name: self._limits_of(name) for name in self._readers})
         self._publish()
         stopped = [feed.name for feed, running in entries if not running]
         logger.info(
@@ -409,6 +429,8 @@ class Supervisor(pykka.ThreadingActor):
             raise StreamExists(feed.name)
         reader = self._track(feed, started)
         self._persist(lambda registry: registry.put(feed, started))
+        if self._alarms is not None:
+            self._alarms.set_limits(feed.name, self._limits_of(feed.name))
         if started:
             self._start_reader(reader)
         self._publish()
@@ -435,6 +457,9 @@ class Supervisor(pykka.ThreadingActor):
         self._clear_failed(READER_PREFIX + name)
         self._policy.forget(READER_PREFIX + name)
         self._persist(lambda registry: registry.remove(name))
+        self._runtime_limits.pop(name, None)
+        if self._alarms is not None:
+            self._alarms.forget_stream(name)
 
         def forget_and_flush() -> None:
             if self._hub is not None:
@@ -489,6 +514,36 @@ class Supervisor(pykka.ThreadingActor):
             else:
                 self.stop_stream(name)
         return self.list_streams()
+
+    def get_limits(self, name: str) -> Limits | None:
+        """The limits stream ``name`` is evaluated against (None: none); UnknownStream."""
+        self._reader(name)
+        return self._limits_of(name)
+
+    def set_limits(self, name: str, limits: Limits | None) -> Limits | None:
+        """Replace (None: clear) the limits of stream ``name``, persisted in the registry.
+
+        Raises UnknownStream, or StreamError in a process that evaluates no limits.
+        ``limits`` are validated already (:func:`tps.alarms.limits.parse_limits`).
+        """
+        self._reader(name)
+        if self._alarms is None:
+            raise StreamError(f"this process runs role={self._settings.role} and "
+                              "evaluates no limits")
+        self._persist(lambda registry: registry.set_limits(name, limits))
+        self._runtime_limits[name] = limits
+        self._alarms.set_limits(name, limits)
+        logger.info("Stream %r: limits %s", name,
+                    "cleared" if limits is None else limits.to_json())
+        return limits
+
+    def _limits_of(self, name: str) -> Limits | None:
+        if name in self._runtime_limits:
+            return self._runtime_limits[name]
+        entry = self._registry.get(name) if self._registry is not None else None
+        if entry is not None and entry.limits_set:
+            return entry.limits
+        return self._configured_limits.get(name)
 
     def settled(self, names: Sequence[str] | None = None) -> concurrent.futures.Future[None]:
         """A future that completes once ``names`` (default: every stream) have no reader
@@ -987,6 +1042,8 @@ class SupervisorProxy(ActorMemberMixin, pykka.ActorProxy[Supervisor]):
     start_stream = proxy_method(Supervisor.start_stream)
     set_all = proxy_method(Supervisor.set_all)
     settled = proxy_method(Supervisor.settled)
+    get_limits = proxy_method(Supervisor.get_limits)
+    set_limits = proxy_method(Supervisor.set_limits)
     writer_stats = proxy_method(Supervisor.writer_stats)
     health = proxy_method(Supervisor.health)
     inject_failure = proxy_method(Supervisor.inject_failure)

@@ -37,6 +37,10 @@ def make_routes(ctx: ApiContext) -> list[Route]:
     routes += health.routes(ctx)
     routes += metrics.routes(ctx)
     routes += rest.routes(ctx)
+    if ctx.alarms is not None:
+        from tps.api import alarms
+
+        routes += alarms.routes(ctx, ctx.alarms)
     routes += openapi.routes(ctx)
     if ctx.settings.role != "ingest":
         from tps.api import ui

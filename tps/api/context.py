@@ -9,14 +9,18 @@ from __future__ import annotations
 import hmac
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
-from typing import Protocol, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
+from tps.actors.alarms import AlarmHub
 from tps.actors.board import StatsBoard
 from tps.actors.supervisor import SupervisorProxy
 from tps.api.control import ControlPlane, FutureWaiter
 from tps.config import Settings
 from tps.live import LiveHub
 from tps.store.base import Store
+
+if TYPE_CHECKING:
+    from tps.api.alarms import AlarmsApi
 
 T = TypeVar("T")
 
@@ -90,6 +94,10 @@ class ApiContext:
     waiter: FutureWaiter = field(default_factory=FutureWaiter)
     token_path: str | None = None
     on_close: list[Callable[[], None]] = field(default_factory=list)
+    alarms: AlarmsApi | None = None
+    """Limits and alarms (issue 11); None when the process has none."""
+    alarm_hub: AlarmHub | None = None
+    """Alarm events as they happen (None where no keeper runs: role ``api``)."""
 
     @property
     def control(self) -> ControlPlane | None:

@@ -160,6 +160,7 @@ class HealthHandler(_HealthBase):
             "streams": (supervisor or {}).get("streams", {}),
             "writer": writer_json(stats),
             "store": {"reachable": reachable, "error": store_error},
+            "alarms": self.ctx.alarms.health() if self.ctx.alarms is not None else None,
         }
         self.finish(json.dumps(body))
 

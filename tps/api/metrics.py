@@ -21,6 +21,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram,
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from tps.actors.alarms import AlarmBoard
 from tps.actors.board import StatsBoard
 from tps.actors.stats import StreamState, StreamStats, SupervisorStats, WriterStats
 from tps.api.context import ApiContext
@@ -141,6 +142,21 @@ class StatsCollector(Collector):
         yield counter("tps_spool_errors", "Spool I/O errors", w.spool_errors)
 
 
+class AlarmCollector(Collector):
+    """``tps_alarms_active{stream,severity}``: open alarms, read from the alarm board."""
+
+    def __init__(self, board: AlarmBoard) -> None:
+        self._board = board
+
+    def collect(self) -> Iterator[Any]:
+        """One gauge family from the keeper's latest view (no actor is asked)."""
+        family = GaugeMetricFamily("tps_alarms_active", "Alarms not yet cleared, by stream "
+                                   "and severity.", labels=["stream", "severity"])
+        for (stream, severity), count in sorted(self._board.view.counts.items()):
+            family.add_metric([stream, severity], count)
+        yield family
+
+
 class Metrics:
     """The metrics of one TPS process, in a registry of its own.
 
@@ -170,6 +186,10 @@ class Metrics:
     def from_board(cls, board: StatsBoard) -> Metrics:
         """Metrics over everything the supervisor's :class:`StatsBoard` holds."""
         return cls(board.streams, board.writer, board.supervisor)
+
+    def watch_alarms(self, board: AlarmBoard) -> None:
+        """Export the alarm board's counts as ``tps_alarms_active``."""
+        self.registry.register(AlarmCollector(board))
 
     def observe_query(self, operation: str, seconds: float) -> None:
         """Record one query of ``operation`` (e.g. ``temperatureStatistics``) taking ``seconds``."""

@@ -39,6 +39,14 @@ def _stream(description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": _ref("Stream")}}}
 
 
+def _limits(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": _ref("Limits")}}}
+
+
+def _alarm(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": _ref("Alarm")}}}
+
+
 def _stream_property(spec: StreamField) -> dict[str, Any]:
     kind: str | list[str] = [spec.json_type, "null"] if spec.nullable else spec.json_type
     out: dict[str, Any] = {"type": kind, **spec.schema}
@@ -102,6 +110,73 @@ def _schemas() -> dict[str, Any]:
                     "type": "object",
                     "properties": {"reachable": {"type": "boolean"}, "error": nullable_str},
                 },
+                "alarms": {"type": ["object", "null"],
+                           "description": "History loaded, open alarms, events not yet "
+                           "in the store, Alertmanager and webhook delivery."},
+            },
+        },
+        "Limits": {
+            "type": "object",
+            "additionalProperties": False,
+            "description": "Every field optional; null means not set. Red must lie outside "
+            "yellow, every low limit below every high one by more than two deadbands.",
+            "properties": {
+                **{name: {"type": ["number", "null"], "example": example}
+                   for name, example in (("yellowLow", 10.0), ("yellowHigh", 30.0),
+                                         ("redLow", 0.0), ("redHigh", 40.0))},
+                "staleAfter": {"type": ["number", "null"], "exclusiveMinimum": 0,
+                               "maximum": 31_622_400,
+                               "description": "Seconds without a reading before STALE."},
+                "deadband": {"type": ["number", "null"], "minimum": 0,
+                             "description": "How far back inside a limit counts as returned."},
+                "persistence": {"type": ["integer", "null"], "minimum": 1,
+                                "maximum": 1_000_000,
+                                "description": "Consecutive readings out before raising."},
+            },
+        },
+        "Alarm": {
+            "type": "object",
+            "required": ["id", "stream", "severity", "state", "value", "triggeredAt",
+                         "mostSevereValue", "acknowledged"],
+            "properties": {
+                "id": {"type": "string"},
+                "stream": {"type": "string"},
+                "severity": {"type": "string", "enum": ["WARNING", "CRITICAL", "STALE"]},
+                "state": {"type": "string", "enum": ["ACTIVE", "ACKNOWLEDGED", "RETURNED",
+                                                     "SHELVED", "CLEARED"]},
+                "value": {"type": "number"},
+                "limit": {"type": ["number", "null"]},
+                "limitName": nullable_str,
+                "triggeredAt": {"type": "string", "format": "date-time"},
+                "updatedAt": {"type": "string", "format": "date-time"},
+                "mostSevereValue": {"type": "number"},
+                "outOfLimits": {"type": "boolean"},
+                "acknowledged": {"type": "boolean"},
+                "acknowledgedAt": {**nullable_str, "format": "date-time"},
+                "acknowledgeComment": nullable_str,
+                "shelvedUntil": {**nullable_str, "format": "date-time"},
+                "shelveComment": nullable_str,
+                "returnedAt": {**nullable_str, "format": "date-time"},
+                "clearedAt": {**nullable_str, "format": "date-time"},
+            },
+        },
+        "AlarmList": {
+            "type": "object",
+            "required": ["alarms"],
+            "properties": {"alarms": {"type": "array", "items": _ref("Alarm")}},
+        },
+        "Acknowledge": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {"comment": {"type": ["string", "null"], "maxLength": 1000}},
+        },
+        "Shelve": {
+            "type": "object",
+            "required": ["seconds"],
+            "additionalProperties": False,
+            "properties": {
+                "seconds": {"type": "integer", "minimum": 1, "maximum": 2_592_000},
+                "comment": {"type": ["string", "null"], "maxLength": 1000},
             },
         },
         "Ready": {
@@ -129,6 +204,18 @@ def openapi_document() -> dict[str, Any]:
     unavailable = _error("This process has no supervisor (role=api) or it is shutting down.")
     mutating_errors = {"401": unauthorized, "403": _error("Origin not allowed."),
                        "404": _error("Unknown stream."), "503": unavailable}
+    alarm_param = {"name": "id", "in": "path", "required": True,
+                   "description": "Alarm id.", "schema": {"type": "string", "maxLength": 64}}
+    alarm_errors = {
+        "400": _error("Malformed body or an invalid field (`error.field`)."),
+        "401": unauthorized,
+        "403": _error("Origin not allowed."),
+        "404": _error("Unknown alarm."),
+        "409": _error("The alarm is already CLEARED."),
+        "413": _error("Body too large."),
+        "415": _error("Content-Type is not application/json."),
+        "503": _error("The alarm history is not loaded yet, or alarms do not run here."),
+    }
     action = {
         "parameters": [name_param],
         "security": auth,
@@ -208,6 +295,90 @@ def openapi_document() -> dict[str, Any]:
             },
             "/api/streams/{name}/start": {
                 "post": {"operationId": "startStream", "summary": "Resume.", **action}
+            },
+            "/api/streams/{name}/limits": {
+                "get": {
+                    "operationId": "getLimits",
+                    "summary": "The stream's limits (every field null when none are set).",
+                    "parameters": [name_param],
+                    "responses": {"200": _limits("The limits."), "404": _error("Unknown stream."),
+                                  "503": unavailable},
+                },
+                "put": {
+                    "operationId": "setLimits",
+                    "summary": "Replace the stream's limits (persisted with the registry).",
+                    "parameters": [name_param],
+                    "security": auth,
+                    "requestBody": {"required": True, "content": {
+                        "application/json": {"schema": _ref("Limits")}}},
+                    "responses": {
+                        "200": _limits("The limits now in force."),
+                        "400": _error("Invalid limits; `error.field` names the field."),
+                        "413": _error("Body too large."),
+                        "415": _error("Content-Type is not application/json."),
+                        **mutating_errors,
+                    },
+                },
+                "delete": {
+                    "operationId": "clearLimits",
+                    "summary": "Remove the stream's limits; its open alarms return.",
+                    "parameters": [name_param],
+                    "security": auth,
+                    "responses": {"204": {"description": "Removed."}, **mutating_errors},
+                },
+            },
+            "/api/alarms": {
+                "get": {
+                    "operationId": "listAlarms",
+                    "summary": "Alarms: active=true lists every alarm not yet CLEARED; "
+                    "otherwise the history (alarms triggered in the window).",
+                    "parameters": [
+                        {"name": "active", "in": "query", "schema": {"type": "boolean"}},
+                        {"name": "stream", "in": "query", "schema": _NAME},
+                        {"name": "after", "in": "query",
+                         "schema": {"type": "string", "format": "date-time"}},
+                        {"name": "before", "in": "query",
+                         "schema": {"type": "string", "format": "date-time"}},
+                    ],
+                    "responses": {
+                        "200": {"description": "The alarms, oldest trigger first.",
+                                "content": {"application/json": {
+                                    "schema": _ref("AlarmList")}}},
+                        "400": _error("A query parameter is invalid."),
+                        "503": _error("The alarm history is not loaded yet, or the store "
+                                      "does not answer."),
+                    },
+                },
+            },
+            "/api/alarms/{id}": {
+                "get": {
+                    "operationId": "getAlarm",
+                    "parameters": [alarm_param],
+                    "responses": {"200": _alarm("The alarm."), "404": _error("Unknown alarm."),
+                                  "503": unavailable},
+                },
+            },
+            "/api/alarms/{id}/acknowledge": {
+                "post": {
+                    "operationId": "acknowledgeAlarm",
+                    "summary": "ACTIVE -> ACKNOWLEDGED, RETURNED -> CLEARED.",
+                    "parameters": [alarm_param],
+                    "security": auth,
+                    "requestBody": {"required": False, "content": {
+                        "application/json": {"schema": _ref("Acknowledge")}}},
+                    "responses": {"200": _alarm("The alarm after it."), **alarm_errors},
+                },
+            },
+            "/api/alarms/{id}/shelve": {
+                "post": {
+                    "operationId": "shelveAlarm",
+                    "summary": "Silence the alarm for `seconds`.",
+                    "parameters": [alarm_param],
+                    "security": auth,
+                    "requestBody": {"required": True, "content": {
+                        "application/json": {"schema": _ref("Shelve")}}},
+                    "responses": {"200": _alarm("The alarm after it."), **alarm_errors},
+                },
             },
             "/health": {
                 "get": {

@@ -12,7 +12,11 @@ How configured feeds (``TPS_FEEDS`` / the TOML file) merge with the registry:
 - a stream removed at runtime is remembered as a *tombstone*, so a configured feed of
   that name does not come back on the next start (adding it again over the API clears
   the tombstone);
-- a configured feed the registry has never seen is added, running.
+- a configured feed the registry has never seen is added, running;
+- limits set or cleared over the API (issue 11) are kept in the stream's entry
+  (``"limits": {...}`` or ``null``) and win over the configured ``[[limits]]``; an
+  entry without the key uses the configured ones. Invalid stored limits lose only
+  themselves (logged), not the registry.
 
 A registry file that cannot be read as a registry is renamed aside
 (``streams.json.corrupt-<UTC timestamp>``), reported in one log line, and TPS starts
@@ -28,10 +32,11 @@ import logging
 import os
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from tps.alarms.limits import Limits, parse_limits
 from tps.config.settings import FeedConfig, check_feed
 from tps.errors import ConfigError, InvalidArgument
 
@@ -43,14 +48,23 @@ FORMAT_VERSION = 1
 
 @dataclass(frozen=True, slots=True)
 class StreamEntry:
-    """One registered stream and whether it should be running."""
+    """One registered stream, whether it should be running, and its runtime limits.
+
+    ``limits_set`` is True once limits were set or cleared over the API: then
+    ``limits`` (None: cleared) win over the configured ``[[limits]]`` of the stream.
+    """
 
     feed: FeedConfig
     running: bool = True
+    limits: Limits | None = None
+    limits_set: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form written to the registry file."""
-        return {**self.feed.to_dict(), "running": self.running}
+        data: dict[str, Any] = {**self.feed.to_dict(), "running": self.running}
+        if self.limits_set:
+            data["limits"] = None if self.limits is None else self.limits.to_json()
+        return data
 
 
 class RegistryFormatError(ValueError):
@@ -94,7 +108,16 @@ def _parse(text: str) -> tuple[list[StreamEntry], set[str]]:
         if feed.name in seen:
             raise RegistryFormatError(f"stream {feed.name!r} appears twice")
         seen.add(feed.name)
-        entries.append(StreamEntry(feed, running))
+        limits, limits_set = None, "limits" in item
+        if item.get("limits") is not None:
+            try:
+                limits = parse_limits(item["limits"])
+            except InvalidArgument as exc:
+                # Only this stream's runtime limits are lost, not the registry.
+                logger.error("Stream registry: stream %r has invalid limits (%s); using "
+                             "its configured limits instead", feed.name, exc)
+                limits, limits_set = None, False
+        entries.append(StreamEntry(feed, running, limits, limits_set))
     if not all(isinstance(name, str) for name in removed):
         raise RegistryFormatError("'removed' must list stream names")
     return entries, set(removed) - seen
@@ -142,7 +165,7 @@ class StreamRegistry:
                 logger.debug("Stream %s: configured as %s (registry had %s)", feed.name,
                              feed.url, known.feed.url)
                 moved.append(feed.name)
-                self._entries[feed.name] = StreamEntry(feed, known.running)
+                self._entries[feed.name] = replace(known, feed=feed)
         if moved:
             # One line, not one per stream: the demo's simulator port changes every start.
             logger.info("Configuration changed %d stream(s) since the last run (%s); using "
@@ -193,7 +216,14 @@ class StreamRegistry:
         """Record whether ``name`` runs and save (unknown names are ignored)."""
         entry = self._entries.get(name)
         if entry is not None and entry.running != running:
-            self._entries[name] = StreamEntry(entry.feed, running)
+            self._entries[name] = replace(entry, running=running)
+            self.save()
+
+    def set_limits(self, name: str, limits: Limits | None) -> None:
+        """Record ``name``'s limits set (or, with None, cleared) at runtime, and save."""
+        entry = self._entries.get(name)
+        if entry is not None:
+            self._entries[name] = replace(entry, limits=limits, limits_set=True)
             self.save()
 
     def remove(self, name: str) -> None:

@@ -9,6 +9,7 @@ place and not another.
 from __future__ import annotations
 
 import fnmatch
+import json
 import logging
 import math
 import re
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from tps.alarms.limits import Limits, parse_limits
 from tps.errors import ConfigError, InvalidArgument
 from tps.feeds.protocol import LEGACY, MODERN, PLAIN
 
@@ -80,6 +82,10 @@ class Settings:
     shutdown_timeout: float = 10.0
     max_frame_bytes: int = 1 << 20
     subscriber_queue: int = 1000
+    limits: tuple[tuple[str, Limits], ...] = ()
+    alertmanager_url: str | None = None
+    alertmanager_resend: float = 60.0
+    alarm_webhook_url: str | None = None
 
     def with_feeds(self, feeds: tuple[FeedConfig, ...]) -> Settings:
         """A copy with another feed list."""
@@ -248,6 +254,35 @@ def _unique(setting: str, feeds: tuple[FeedConfig, ...]) -> tuple[FeedConfig, ..
     return feeds
 
 
+def _limits_entries(setting: str, items: list[tuple[str, Any]]) -> tuple[tuple[str, Limits], ...]:
+    seen: set[str] = set()
+    entries: list[tuple[str, Limits]] = []
+    for stream, data in items:
+        if not isinstance(stream, str):
+            raise ConfigError(setting, f"limits need a string stream name, got {stream!r}")
+        validate_feed_name(stream, setting)
+        if stream in seen:
+            raise ConfigError(setting, f"limits for stream {stream!r} given twice")
+        seen.add(stream)
+        try:
+            entries.append((stream, parse_limits(data)))
+        except InvalidArgument as exc:
+            raise ConfigError(setting, f"limits of stream {stream!r}: {exc}") from None
+    return tuple(entries)
+
+
+def _limits_json(name: str, raw: str) -> tuple[tuple[str, Limits], ...]:
+    if not raw.strip():
+        return ()
+    try:
+        data = json.loads(raw)
+    except ValueError as exc:
+        raise ConfigError(name, f"expected a JSON object of stream -> limits: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(name, "expected a JSON object of stream -> limits")
+    return _limits_entries(name, list(data.items()))
+
+
 SETTINGS: tuple[SettingSpec, ...] = (
     SettingSpec("feeds", _feeds, "Comma-separated `name=url` feeds (`name=url|protocol` pins "
                 "the protocol: graphql-ws, graphql-transport-ws or json)."),
@@ -294,9 +329,31 @@ SETTINGS: tuple[SettingSpec, ...] = (
     SettingSpec("max_frame_bytes", _int_range(1024, 1 << 30), "Largest feed frame accepted."),
     SettingSpec("subscriber_queue", _int_range(1, 1_000_000), "Messages queued per "
                 "GraphQL subscription before a slow consumer is disconnected."),
+    SettingSpec("limits", _limits_json, "Limits per stream as JSON, `{\"sat-1\": "
+                "{\"yellowHigh\": 30, \"redHigh\": 40}}` (in the TOML file: `[[limits]]` "
+                "tables with `stream = ...`). Changes over the API are kept in the registry "
+                "and win over this."),
+    SettingSpec("alertmanager_url", _http_url, "Prometheus Alertmanager base URL: active "
+                "alarms are posted to its API v2. Unset: no Alertmanager."),
+    SettingSpec("alertmanager_resend", _float_range(1, 3600), "Seconds between re-sends "
+                "of the firing alerts; keep it below Alertmanager's `resolve_timeout`."),
+    SettingSpec("alarm_webhook_url", _http_url, "URL that receives every alarm event as a "
+                "JSON POST (retried with backoff). Unset: none."),
 )
 _BY_ATTR = {spec.attr: spec for spec in SETTINGS}
 ENV_NAMES = frozenset(spec.env for spec in SETTINGS)
+
+
+def _limits_from_toml(where: str, raw: Any) -> tuple[tuple[str, Limits], ...]:
+    if isinstance(raw, str):
+        return _limits_json(where, raw)
+    if not isinstance(raw, list) or not all(isinstance(item, dict) for item in raw):
+        raise ConfigError(where, "expected [[limits]] tables, each with stream = ...")
+    items = []
+    for item in raw:
+        rest = {key: value for key, value in item.items() if key != "stream"}
+        items.append((item.get("stream"), rest))
+    return _limits_entries(where, items)
 
 
 def _from_toml(path: Path) -> dict[str, Any]:
@@ -315,6 +372,8 @@ def _from_toml(path: Path) -> dict[str, Any]:
         where = f"{setting} [{key}]"
         if key == "feeds":
             values[key] = _feeds_from_toml(where, raw)
+        elif key == "limits":
+            values[key] = _limits_from_toml(where, raw)
         elif isinstance(raw, list) and spec.parse is _list:
             values[key] = tuple(str(item) for item in raw)
         elif isinstance(raw, bool):
@@ -386,7 +445,9 @@ def defaults_table() -> list[tuple[str, str, str]]:
     rows = []
     for spec in SETTINGS:
         value = getattr(defaults, spec.attr)
-        if isinstance(value, tuple):
+        if spec.attr == "limits":
+            value = ""
+        elif isinstance(value, tuple):
             value = ",".join(str(v) for v in value)
         elif isinstance(value, bool):
             value = "on" if value else "off"

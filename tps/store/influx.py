@@ -272,6 +272,23 @@ class InfluxStore:
         """
         return self._query(statement, missing_ok=False)
 
+    def select(self, statement: str) -> list[Series]:
+        """Run one read-only InfluxQL statement; a missing database answers no series.
+
+        For TPS's other measurements (the alarm event log, ``tps.store.alarm_log``),
+        whose statements are built from quoted literals and checked integers.
+        """
+        return self._query(statement)
+
+    def write_lines(self, body: bytes) -> None:
+        """Write a ready line-protocol body (other measurements than ``temperature``).
+
+        Same rules as :meth:`write`: a missing database is created and the write
+        retried once; StoreUnavailable means retry, StoreError means refused.
+        """
+        if body:
+            self._write_body(body)
+
     # --- HTTP -------------------------------------------------------------------
 
     def _query(self, statement: str, *, with_db: bool = True,

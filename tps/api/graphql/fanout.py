@@ -17,11 +17,13 @@ import math
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from graphql import ExecutionResult, GraphQLSchema, execute
 from tornado.ioloop import IOLoop
 
+from tps.actors.alarms import AlarmHub
+from tps.alarms.model import AlarmEvent
 from tps.api.context import ApiContext
 from tps.api.graphql.results import format_result
 from tps.api.graphql.schema import AverageValue
@@ -135,12 +137,16 @@ class SubscriptionManager:
         self._feeds: dict[tuple[str, str | None, int | None], _Feed] = {}
         self._unsubscribe: Callable[[], None] | None = None
         self._poller: StorePoller | None = None
+        self._alarms = AlarmFanout(self._schema, api.alarm_hub, self._render)
         self.delivered = 0
 
     # -- membership --
 
     def add(self, owner: int, sub_id: str, subscriber: Subscriber, spec: SubscriptionSpec) -> None:
         """Start sending ``spec``'s events to ``subscriber`` under ``sub_id``."""
+        if spec.kind == "alarm":
+            self._alarms.add(owner, sub_id, subscriber, spec)
+            return
         self._ensure_source()
         key = (spec.kind, spec.stream, spec.window_size)
         feed = self._feeds.get(key)
@@ -155,6 +161,7 @@ class SubscriptionManager:
 
     def remove(self, owner: int, sub_id: str) -> None:
         """Stop a subscription (unknown ids are ignored)."""
+        self._alarms.remove(owner, sub_id)
         for key, feed in list(self._feeds.items()):
             for group_key, group in list(feed.groups.items()):
                 if group.members.pop((owner, sub_id), None) is not None and not group.members:
@@ -171,7 +178,7 @@ class SubscriptionManager:
 
     def subscriber_count(self) -> int:
         """Active subscriptions (for tests and metrics)."""
-        return sum(len(feed) for feed in self._feeds.values())
+        return sum(len(feed) for feed in self._feeds.values()) + len(self._alarms)
 
     def store_polls(self) -> int:
         """Store polls completed in the ``api`` role (for tests and metrics)."""
@@ -210,6 +217,7 @@ class SubscriptionManager:
         """Detach from the hub / stop polling (subscribers are closed by their handlers)."""
         self._feeds.clear()
         self._stop_source()
+        self._alarms.close()
 
     def _seed(self, feed: _Feed) -> None:
         """Fill an average window with the newest readings before live ones count."""
@@ -278,7 +286,7 @@ class SubscriptionManager:
                     subscriber.deliver(sub_id, payload)
                     self.delivered += 1
 
-    def _render(self, spec: SubscriptionSpec, event: Reading | AverageValue) -> str:
+    def _render(self, spec: SubscriptionSpec, event: Any) -> str:
         document = spec.parsed.document
         assert document is not None
         result = execute(
@@ -290,3 +298,71 @@ class SubscriptionManager:
         )
         assert isinstance(result, ExecutionResult)
         return json.dumps(format_result(result), separators=(",", ":"))
+
+
+class AlarmFanout:
+    """``alarmEvents`` subscriptions: alarm events from the keeper's hub (IO loop only,
+    except the hub listener, which only hands events to the loop).
+
+    Grouped like readings: one execution per event per distinct document, the JSON
+    reused for every member. In a process without a keeper (role ``api``) the
+    subscription fails with a message saying where alarm events are published.
+    """
+
+    def __init__(self, schema: GraphQLSchema, hub: AlarmHub | None,
+                 render: Callable[[SubscriptionSpec, Any], str]) -> None:
+        self._schema = schema
+        self._hub = hub
+        self._render = render
+        self._groups: dict[tuple[str, str | None, str], _Group] = {}
+        self._unsubscribe: Callable[[], None] | None = None
+        self.delivered = 0
+
+    def add(self, owner: int, sub_id: str, subscriber: Subscriber, spec: SubscriptionSpec) -> None:
+        """Start sending alarm events matching ``spec`` to ``subscriber``."""
+        if self._hub is None:
+            subscriber.fail(sub_id, "alarmEvents: alarm events are published by the process "
+                            "that evaluates limits (role all or ingest), not this one")
+            return
+        if self._unsubscribe is None:
+            loop = IOLoop.current()
+
+            def listener(events: Sequence[AlarmEvent]) -> None:
+                # Runs on the alarm keeper's thread: only hand over.
+                loop.add_callback(self.dispatch, tuple(events))
+
+            self._unsubscribe = self._hub.subscribe(listener)
+        group = self._groups.get(spec.group_key)
+        if group is None:
+            group = self._groups[spec.group_key] = _Group(spec)
+        group.members[(owner, sub_id)] = (subscriber, sub_id)
+
+    def remove(self, owner: int, sub_id: str) -> None:
+        """Stop a subscription (unknown ids are ignored)."""
+        for key, group in list(self._groups.items()):
+            if group.members.pop((owner, sub_id), None) is not None and not group.members:
+                del self._groups[key]
+        if not self._groups:
+            self.close()
+
+    def close(self) -> None:
+        """Detach from the hub."""
+        self._groups.clear()
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+
+    def __len__(self) -> int:
+        return sum(len(group.members) for group in self._groups.values())
+
+    def dispatch(self, events: Sequence[AlarmEvent]) -> None:
+        """Send each event to the groups whose stream filter it matches. IO loop only."""
+        for event in events:
+            for group in list(self._groups.values()):
+                stream = group.spec.stream
+                if stream is not None and stream != event.alarm.stream:
+                    continue
+                payload = self._render(group.spec, event)
+                for subscriber, sub_id in list(group.members.values()):
+                    subscriber.deliver(sub_id, payload)
+                    self.delivered += 1

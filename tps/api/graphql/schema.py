@@ -25,8 +25,20 @@ from typing import Any, TypeVar
 import graphene
 
 from tps.actors.stats import StreamStats
+from tps.alarms.limits import Limits, parse_limits
+from tps.alarms.model import AlarmEvent, AlarmSnapshot
+from tps.api.alarms import AlarmsApi
 from tps.api.context import ApiContext
 from tps.api.control import ControlPlane
+from tps.api.graphql.alarm_types import (
+    AlarmEventType,
+    AlarmType,
+    LimitsInput,
+    LimitsType,
+    StreamAlarmStateEnum,
+    limits_input,
+    limits_or_blank,
+)
 from tps.api.graphql.known_streams import KnownStreams
 from tps.api.graphql.paging import Cursor, Page, fetch_limit, make_page, start_ns
 from tps.api.graphql.scalars import (
@@ -48,6 +60,7 @@ from tps.errors import (
     ServiceUnavailable,
     StoreUnavailable,
     Unauthenticated,
+    UnknownAlarm,
 )
 from tps.model import Reading, Statistics
 from tps.store.base import Store
@@ -262,6 +275,27 @@ def _stream_resolver(spec: StreamField) -> Callable[[Any, graphene.ResolveInfo],
     return resolve
 
 
+def _alarms(info: graphene.ResolveInfo) -> AlarmsApi:
+    alarms = _context(info).api.alarms
+    if alarms is None:
+        raise ServiceUnavailable("alarms are not available in this process")
+    return alarms
+
+
+def _stream_name(root: Any) -> str:
+    return str(root.name)
+
+
+def _resolve_stream_limits(root: Any, info: graphene.ResolveInfo) -> Limits | None:
+    alarms = _context(info).api.alarms
+    return alarms.limits_of(_stream_name(root)) if alarms is not None else None
+
+
+def _resolve_stream_alarm_state(root: Any, info: graphene.ResolveInfo) -> str:
+    alarms = _context(info).api.alarms
+    return alarms.state_of(_stream_name(root)) if alarms is not None else "OK"
+
+
 # Derived from tps/api/stream_shape.py, like the REST JSON and the OpenAPI schema. Only
 # the name is non-null: the api role knows streams only by the names stored.
 Stream = type("Stream", (graphene.ObjectType,), {
@@ -275,6 +309,11 @@ Stream = type("Stream", (graphene.ObjectType,), {
                                           resolver=_stream_resolver(spec))
         for spec in STREAM_FIELDS if spec.graphql is not None
     },
+    "limits": graphene.Field(LimitsType, resolver=_resolve_stream_limits,
+                             description="The limits it is evaluated against (null: none)."),
+    "alarm_state": graphene.Field(graphene.NonNull(StreamAlarmStateEnum),
+                                  resolver=_resolve_stream_alarm_state,
+                                  description="OK, WARNING, CRITICAL or STALE right now."),
 })
 
 
@@ -362,6 +401,46 @@ class Query(graphene.ObjectType):  # type: ignore[misc]
         description="Mean of the newest windowSize readings.",
     )
     streams = graphene.List(graphene.NonNull(Stream), required=True)
+    alarms = graphene.Field(
+        graphene.NonNull(graphene.List(graphene.NonNull(AlarmType))),
+        active=graphene.Boolean(),
+        stream=graphene.String(),
+        after=DateTime(),
+        before=DateTime(),
+        description="active: true lists every alarm not yet CLEARED; otherwise alarms "
+        "triggered in the window (default: the 7 days before `before`), newest state.",
+    )
+    alarm = graphene.Field(AlarmType, id=graphene.ID(required=True),
+                           description="One alarm (null when unknown).")
+    alarm_history = graphene.Field(
+        graphene.NonNull(graphene.List(graphene.NonNull(AlarmEventType))),
+        id=graphene.ID(required=True), description="Every event of one alarm, oldest first.")
+
+    @staticmethod
+    async def resolve_alarms(
+        _root: None, info: graphene.ResolveInfo, active: bool | None = None,
+        stream: str | None = None, after: datetime | None = None,
+        before: datetime | None = None,
+    ) -> list[AlarmSnapshot]:
+        stream = check_stream(stream)
+        after_ns, before_ns = check_window(after, before)
+        return await _alarms(info).alarms(active=active, stream=stream, after_ns=after_ns,
+                                          before_ns=before_ns)
+
+    @staticmethod
+    async def resolve_alarm(_root: None, info: graphene.ResolveInfo,
+                            id: str) -> AlarmSnapshot | None:
+        try:
+            snapshot, _ = await _alarms(info).alarm(id)
+        except UnknownAlarm:
+            return None
+        return snapshot
+
+    @staticmethod
+    async def resolve_alarm_history(_root: None, info: graphene.ResolveInfo,
+                                    id: str) -> list[AlarmEvent]:
+        _, history = await _alarms(info).alarm(id)
+        return history
 
     @staticmethod
     def resolve_current_temperature(
@@ -508,6 +587,48 @@ class Mutation(graphene.ObjectType):  # type: ignore[misc]
         graphene.NonNull(RemoveStreamPayload), name=graphene.String(required=True)
     )
 
+    set_limits = graphene.Field(
+        graphene.NonNull(LimitsType), stream=graphene.String(required=True),
+        limits=LimitsInput(required=True),
+        description="Replace a stream's limits (persisted); invalid limits change nothing.")
+    clear_limits = graphene.Field(graphene.NonNull(LimitsType),
+                                  stream=graphene.String(required=True),
+                                  description="Remove a stream's limits; its alarms return.")
+    acknowledge_alarm = graphene.Field(graphene.NonNull(AlarmType), id=graphene.ID(required=True),
+                                       comment=graphene.String())
+    shelve_alarm = graphene.Field(graphene.NonNull(AlarmType), id=graphene.ID(required=True),
+                                  seconds=graphene.Int(required=True), comment=graphene.String())
+
+    @staticmethod
+    async def resolve_set_limits(_root: None, info: graphene.ResolveInfo, stream: str,
+                                 limits: dict[str, Any]) -> Limits | dict[str, None]:
+        _require_control(info)
+        checked = check_stream(stream)
+        assert checked is not None
+        parsed = parse_limits(limits_input(dict(limits)))
+        return limits_or_blank(await _alarms(info).set_limits(checked, parsed))
+
+    @staticmethod
+    async def resolve_clear_limits(_root: None, info: graphene.ResolveInfo,
+                                   stream: str) -> dict[str, None]:
+        _require_control(info)
+        checked = check_stream(stream)
+        assert checked is not None
+        await _alarms(info).set_limits(checked, None)
+        return dict(limits_or_blank(None))  # type: ignore[arg-type]
+
+    @staticmethod
+    async def resolve_acknowledge_alarm(_root: None, info: graphene.ResolveInfo, id: str,
+                                        comment: str | None = None) -> AlarmSnapshot:
+        _require_control(info)
+        return await _alarms(info).acknowledge(id, comment)
+
+    @staticmethod
+    async def resolve_shelve_alarm(_root: None, info: graphene.ResolveInfo, id: str,
+                                   seconds: int, comment: str | None = None) -> AlarmSnapshot:
+        _require_control(info)
+        return await _alarms(info).shelve(id, seconds, comment)
+
     @staticmethod
     async def resolve_toggle_feed(
         _root: None, info: graphene.ResolveInfo, input: dict[str, Any]
@@ -571,8 +692,19 @@ class Subscription(graphene.ObjectType):  # type: ignore[misc]
         description="The rolling mean of the newest windowSize readings, after each reading.",
     )
 
+    alarm_events = graphene.Field(
+        graphene.NonNull(AlarmEventType),
+        stream=graphene.String(),
+        description="Every alarm transition (of one stream, or of all), as it happens.",
+    )
+
     @staticmethod
     def resolve_temperature(root: Reading, _info: graphene.ResolveInfo, **_args: Any) -> Reading:
+        return root
+
+    @staticmethod
+    def resolve_alarm_events(root: AlarmEvent, _info: graphene.ResolveInfo,
+                             **_args: Any) -> AlarmEvent:
         return root
 
     @staticmethod

@@ -29,7 +29,8 @@ from tps.errors import InvalidArgument
 class SubscriptionSpec:
     """The validated meaning of one subscription document.
 
-    ``kind`` is ``temperature`` or ``average``; ``window_size`` is set for averages;
+    ``kind`` is ``temperature``, ``average`` or ``alarm`` (``alarmEvents``);
+    ``window_size`` is set for averages;
     ``group_key`` identifies subscribers whose every message is identical (same text,
     operation and variables).
     """
@@ -78,7 +79,9 @@ def subscription_spec(
     stream = check_stream(args.get("stream"))
     window: int | None = None
     kind = "temperature"
-    if name == "averageTemperature":
+    if name == "alarmEvents":
+        kind = "alarm"
+    elif name == "averageTemperature":
         kind = "average"
         # Graphene gives arguments Python names (``window_size``) as out_name.
         window = check_range("windowSize", args.get("window_size"), 1, MAX_WINDOW)
