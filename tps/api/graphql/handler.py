@@ -5,7 +5,10 @@ HTTP follows the GraphQL-over-HTTP conventions: ``POST`` with ``application/json
 mutation over GET is refused with 405). A request that is not a GraphQL request at
 all (not JSON, no query, wrong content type) gets 400 and a JSON error; anything the
 GraphQL layer refuses (parse, validation, argument limits, store unavailable) comes
-back with 200 in ``errors``. Nothing a client sends produces a 500.
+back with 200 in ``errors``, and so does a mutation without the control token
+(``UNAUTHENTICATED``: Apollo and urql show a GraphQL error's message, while they
+report a 401 as a bare network error). Every error has ``extensions.code``
+(:mod:`tps.api.graphql.results`). Nothing a client sends produces a 500.
 
 A request with ``Upgrade: websocket`` on the same path becomes a subscription
 connection (:mod:`tps.api.graphql.connection`, fanned out by
@@ -31,8 +34,17 @@ from tps.api.context import ApiContext
 from tps.api.graphql.cache import DocumentCache, ParsedDocument
 from tps.api.graphql.connection import SubscriptionConnection
 from tps.api.graphql.fanout import SubscriptionManager
-from tps.api.graphql.handshake import DEFAULT_SUBPROTOCOL, choose_subprotocol
-from tps.api.graphql.results import format_error, format_result
+from tps.api.graphql.handshake import DEFAULT_SUBPROTOCOL, Access, choose_subprotocol
+from tps.api.graphql.known_streams import KnownStreams
+from tps.api.graphql.results import (
+    BAD_REQUEST,
+    OPERATION_RESOLUTION_FAILURE,
+    CodedExecutionContext,
+    format_error,
+    format_result,
+    request_error,
+    tps_error,
+)
 from tps.api.graphql.schema import FLAT_LISTS, RequestContext, build_schema
 from tps.compat.graphql_core import flat_list_context
 from tps.compat.tornado import (
@@ -41,6 +53,7 @@ from tps.compat.tornado import (
     spell_websocket_headers_as_rfc,
     write_text_frame,
 )
+from tps.errors import Unauthenticated
 
 logger = logging.getLogger(__name__)
 
@@ -60,26 +73,33 @@ class GraphQLService:
         self.ctx = ctx
         self.schema = schema or build_schema().graphql_schema
         self.cache = DocumentCache(self.schema)
-        self._context_class = flat_list_context(FLAT_LISTS)
+        self._context_class = flat_list_context(FLAT_LISTS, CodedExecutionContext)
         self.subscriptions = SubscriptionManager(self.schema, ctx)
+        self.streams = KnownStreams(ctx)
 
     def execute(
         self,
         parsed: ParsedDocument,
         operation_name: str | None,
         variables: dict[str, Any] | None,
-        authorized: bool,
+        access: Access,
     ) -> dict[str, Any] | Awaitable[dict[str, Any]]:
         """Run a valid query or mutation; the response mapping, or an awaitable of it.
 
-        Returns a plain value when every resolver answered synchronously (the
-        ``currentTemperature`` hot path), saving a coroutine per request.
+        A mutation needs ``Access.CONTROL``; otherwise the answer is one
+        ``UNAUTHENTICATED`` error and nothing runs. Returns a plain value when every
+        resolver answered synchronously (the ``currentTemperature`` hot path), saving a
+        coroutine per request.
         """
         assert parsed.document is not None
+        op = parsed.operation(operation_name)
+        if op is not None and op.operation == OperationType.MUTATION \
+                and access is not Access.CONTROL:
+            return {"errors": [tps_error(Unauthenticated(access.refusal()))]}
         result = execute(
             self.schema,
             parsed.document,
-            context_value=RequestContext(self.ctx, authorized),
+            context_value=RequestContext(self.ctx, access is Access.CONTROL, self.streams),
             variable_values=variables,
             operation_name=operation_name,
             execution_context_class=self._context_class,
@@ -97,10 +117,10 @@ class GraphQLService:
         parsed: ParsedDocument,
         operation_name: str | None,
         variables: dict[str, Any] | None,
-        authorized: bool,
+        access: Access,
     ) -> dict[str, Any]:
         """:meth:`execute` as a coroutine (for the WebSocket path)."""
-        response = self.execute(parsed, operation_name, variables, authorized)
+        response = self.execute(parsed, operation_name, variables, access)
         if isawaitable(response):
             return await response
         assert isinstance(response, dict)
@@ -126,6 +146,10 @@ class BadRequestError(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status = status
+
+    def body(self) -> dict[str, Any]:
+        """The JSON answer (code ``BAD_REQUEST``)."""
+        return {"errors": [request_error(str(self), BAD_REQUEST)]}
 
 
 class GraphQLHandler(tornado.websocket.WebSocketHandler):
@@ -175,7 +199,7 @@ class GraphQLHandler(tornado.websocket.WebSocketHandler):
             variables = _variables(self.get_query_argument("variables", None), from_text=True)
             operation_name = self.get_query_argument("operationName", None) or None
         except BadRequestError as exc:
-            self._send_json(exc.status, {"errors": [{"message": str(exc)}]})
+            self._send_json(exc.status, exc.body())
             return
         await self._handle(query, variables, operation_name, over_get=True)
 
@@ -199,7 +223,7 @@ class GraphQLHandler(tornado.websocket.WebSocketHandler):
             if operation_name is not None and not isinstance(operation_name, str):
                 raise BadRequestError(400, "operationName: must be a string")
         except BadRequestError as exc:
-            self._send_json(exc.status, {"errors": [{"message": str(exc)}]})
+            self._send_json(exc.status, exc.body())
             return
         await self._handle(query, variables, operation_name or None, over_get=False)
 
@@ -239,25 +263,20 @@ class GraphQLHandler(tornado.websocket.WebSocketHandler):
                 f"no operation named {operation_name!r}" if operation_name
                 else "the document has several operations; name one"
             )
-            return 200, {"errors": [{"message": f"operationName: {problem}"}]}, "invalid"
+            error = request_error(f"operationName: {problem}", OPERATION_RESOLUTION_FAILURE)
+            return 200, {"errors": [error]}, "invalid"
         label = parsed.label(operation_name)
         if op.operation == OperationType.SUBSCRIPTION:
             message = "subscriptions need a WebSocket connection to /graphql"
-            return 400, {"errors": [{"message": message}]}, label
-        authorized = False
-        if op.operation == OperationType.MUTATION:
-            if over_get:
-                self.set_header("Allow", "POST")
-                return 405, {"errors": [{"message": "mutations must be sent with POST"}]}, label
-            authorized = self.service.ctx.auth.check_header(
-                self.request.headers.get("Authorization")
-            )
-            if not authorized:
-                self.set_header("WWW-Authenticate", "Bearer")
-                message = "unauthorized: mutations need 'Authorization: Bearer <control token>'"
-                return 401, {"errors": [{"message": message}]}, label
+            return 400, {"errors": [request_error(message, BAD_REQUEST)]}, label
+        if op.operation == OperationType.MUTATION and over_get:
+            self.set_header("Allow", "POST")
+            error = request_error("mutations must be sent with POST", BAD_REQUEST)
+            return 405, {"errors": [error]}, label
+        access = Access.of_header(self.request.headers.get("Authorization"),
+                                  self.service.ctx.auth.check_token)
         try:
-            response = self.service.execute(parsed, operation_name, variables, authorized)
+            response = self.service.execute(parsed, operation_name, variables, access)
             if isawaitable(response):
                 response = await response
         except GraphQLError as exc:
@@ -317,7 +336,9 @@ class GraphQLHandler(tornado.websocket.WebSocketHandler):
             executor=service.execute_async,
             check_token=ctx.auth.check_token,
             queue_limit=ctx.settings.subscriber_queue,
-            authorized=ctx.auth.check_header(self.request.headers.get("Authorization")),
+            access=Access.of_header(self.request.headers.get("Authorization"),
+                                    ctx.auth.check_token),
+            streams=service.streams,
         )
         self.connection.opened()
 
