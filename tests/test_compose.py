@@ -160,7 +160,8 @@ def test_one_shared_tps_image_and_pinned_tags(config: dict[str, Any]) -> None:
         if name in ours:
             continue
         assert "build" not in service
-        assert re.fullmatch(r"[\w./-]+:v?\d+\.\d+\.\d+(-[\w.]+)?", service["image"]), service["image"]
+        pinned = r"[\w./-]+:v?\d+\.\d+\.\d+(-[\w.]+)?"
+        assert re.fullmatch(pinned, service["image"]), service["image"]
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert re.search(r"^FROM python:3\.11\.\d+-slim-bookworm$", dockerfile, re.M)
 
