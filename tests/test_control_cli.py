@@ -17,7 +17,8 @@ from tests.support.wait import wait_until
 from tests.test_rest import TOKEN, Stack
 from tps.actors.supervisor import supervisor_proxy
 from tps.config.settings import FeedConfig, Settings
-from tps.control_cli import iso8601_to_ns, main, ns_to_iso8601
+from tps.control_cli import main
+from tps.timefmt import iso8601_to_ns, ns_to_iso8601
 from tps.token import load_or_create_token
 
 # --- tps ts ---------------------------------------------------------------------------
@@ -68,7 +69,7 @@ def test_a_token_is_generated_once_with_mode_0600_and_its_place_logged(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     settings = Settings(data_dir=tmp_path / "data")
-    with caplog.at_level(logging.WARNING, logger="tps.token"):
+    with caplog.at_level(logging.INFO, logger="tps.token"):
         token, path = load_or_create_token(settings)
     assert path == tmp_path / "data" / "control-token"
     assert len(token) >= 32
@@ -120,7 +121,7 @@ def test_streams_add_list_stop_start_rm_drive_a_running_server(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("TPS_CONTROL_TOKEN", TOKEN)
-    url = ["--url", server.url]
+    url = ["--server", server.url]
     assert main(["streams", "add", "cli-a", simulator.url("cli-a"), *url]) == 0
     assert "added cli-a" in capsys.readouterr().out
     wait_until(lambda: any(s.name == "cli-a" and s.received > 0 for s in server.board.streams()),
@@ -146,7 +147,7 @@ def test_the_token_is_read_from_the_data_dir_when_not_given(
     server: Stack, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     (tmp_path / "control-token").write_text(TOKEN + "\n")
-    args = ["--url", server.url, "--data-dir", str(tmp_path)]
+    args = ["--server", server.url, "--data-dir", str(tmp_path)]
     assert main(["streams", "add", "from-file", "ws://127.0.0.1:9/", "--stopped", *args]) == 0
     assert main(["streams", "rm", "from-file", *args]) == 0
     capsys.readouterr()
@@ -155,7 +156,7 @@ def test_the_token_is_read_from_the_data_dir_when_not_given(
 def test_a_refused_call_prints_the_server_error_and_exits_1(
     server: Stack, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    args = ["--url", server.url, "--data-dir", str(tmp_path)]
+    args = ["--server", server.url, "--data-dir", str(tmp_path)]
     assert main(["streams", "stop", "x", "--token", "wrong", *args]) == 1
     assert "401 unauthorized" in capsys.readouterr().err
     assert main(["streams", "stop", "nope", "--token", TOKEN, *args]) == 1
@@ -182,7 +183,7 @@ def test_tail_prints_new_readings(
     try:
         wait_until(lambda: server.stored("tailed") >= 3, 5.0, "tailed readings stored",
                    step=0.05)
-        assert main(["tail", "--url", server.url, "--stream", "tailed", "--count", "2",
+        assert main(["tail", "--server", server.url, "--stream", "tailed", "--count", "2",
                      "--interval", "0.5"]) == 0
         lines = capsys.readouterr().out.splitlines()
         assert len(lines) >= 3

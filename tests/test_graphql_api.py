@@ -126,8 +126,9 @@ def test_current_temperature_falls_back_to_the_store_when_the_hub_is_empty(api: 
     _, client, _ = api
     data = _data(client.post('{ currentTemperature(stream: "sat-1") { value time } }'))
     assert data["currentTemperature"]["value"] == -999.0
-    unknown = _data(client.post('{ currentTemperature(stream: "nope") { value } }'))
-    assert unknown["currentTemperature"] is None
+    status, unknown = client.post('{ currentTemperature(stream: "nope") { value } }')
+    assert status == 200 and unknown["data"]["currentTemperature"] is None
+    assert unknown["errors"][0]["extensions"]["code"] == "NOT_FOUND"
 
 
 def test_seed_statistics_equal_influxql_on_the_same_window(
@@ -286,9 +287,10 @@ def test_mutations_need_post_and_the_control_token(api: Any) -> None:
     status, body = client.request("GET", "/graphql?query=" + quote(mutation))
     assert status == 405 and "POST" in body["errors"][0]["message"]
     status, body = client.post(mutation)
-    assert status == 401 and "unauthorized" in body["errors"][0]["message"]
+    assert status == 200 and "unauthorized" in body["errors"][0]["message"]
+    assert body["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
     status, body = client.post(mutation, token="wrong")
-    assert status == 401
+    assert status == 200 and body["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
     # The right token, but this process runs no readers (api role): a clear error.
     message = _error(client.post(mutation, token=TOKEN))
     assert "role api" in message

@@ -204,7 +204,7 @@ def test_a_request_over_budget_names_the_limit() -> None:
                          "TPS_MAX_REQUEST_ROWS")]:
         with pytest.raises(RequestTooLarge) as info:
             check_budget(RequestCost(*_cost(text)), budget)
-        assert info.value.limit == limit and limit in str(info.value)
+        assert info.value.setting == limit and limit in str(info.value)
 
 
 def test_chunked_json_is_the_same_text_in_pieces() -> None:

@@ -1,4 +1,4 @@
-"""Line protocol encoding of readings (plain functions, no server)."""
+"""Line protocol encoding of readings, and decoding TPS's own lines (no server)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import pytest
 
 from tps.model import Reading
 from tps.store.lineprotocol import (
+    decode_readings,
     encode_reading,
     encode_readings,
     escape_tag_value,
@@ -88,3 +89,23 @@ def test_names_with_backslashes_inside_are_storable() -> None:
     assert is_storable("a\\b")
     assert is_storable("a\\ b")
     assert is_storable("sat-1")
+
+
+def test_decode_reads_back_what_encode_wrote() -> None:
+    readings = [Reading("sat-1", 1_700_000_000_000_000_001, 21.5),
+                Reading("odd, name=x", 1_700_000_000_000_000_002, -3.25),
+                Reading("sat-1", 1_700_000_000_000_000_003, 1e-300)]
+    assert decode_readings(encode_readings(readings)) == readings
+    assert decode_readings(b"") == []
+
+
+@pytest.mark.parametrize("body", [
+    b"cpu,host=a value=1 1",  # another measurement
+    b"temperature,stream=a value=1",  # no timestamp
+    b"temperature,stream=a value=x 1",  # not a number
+    b"temperature,stream=a value=1 1.5",  # not integer ns
+    b"temperature,stream= value=1 1",  # empty tag
+])
+def test_decode_refuses_anything_but_tps_readings(body: bytes) -> None:
+    with pytest.raises(ValueError):
+        decode_readings(body)

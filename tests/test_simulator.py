@@ -24,6 +24,7 @@ from tps.feeds.simulator import (
     add_arguments,
     config_from_args,
     read_emit_log,
+    read_emit_log_by_connection,
     subscription_field,
 )
 
@@ -233,6 +234,22 @@ def test_separate_paths_are_separate_streams_in_the_emission_log(
     for stream in ("a", "b"):
         assert [v for _, v in log[stream]][:5] == received[stream]
     assert received["a"] != received["b"], "each stream walks on its own"
+
+
+def test_the_emission_log_tells_two_subscriptions_to_one_stream_apart(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    first, second = connect(sim.url("x")), connect(sim.url("x"))
+    got = {"first": [receive(first)["value"] for _ in range(3)],
+           "second": [receive(second)["value"] for _ in range(3)]}
+    first.close()
+    second.close()
+    sim.stop()
+    by_connection = read_emit_log_by_connection(tmp_path / "emit.log")["x"]
+    assert len(by_connection) == 2
+    walks = [[v for _, v in emitted][:3] for _, emitted in sorted(by_connection.items())]
+    assert walks == [got["first"], got["second"]]
+    assert got["first"] == got["second"]  # same seed, same walk: only the serial differs
 
 
 def test_unknown_paths_answer_http_404(sim: Simulator) -> None:

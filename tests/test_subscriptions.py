@@ -43,7 +43,8 @@ ARRIVED: list[float] = []  # arrival times of the last _collect run, one per ite
 @pytest.fixture
 def live(influx: InfluxServer, influx_db: str) -> Iterator[ApiServer]:
     InfluxStore(influx.url, influx_db).ensure_ready()
-    ctx = make_context(influx.url, influx_db, hub=LiveHub(), subscriber_queue=1000)
+    ctx = make_context(influx.url, influx_db, hub=LiveHub(), subscriber_queue=1000,
+                       streams=("sat-1", "other", "avg", "x", "fan"))
     server = ApiServer(ctx).start()
     yield server
     server.stop()
@@ -269,7 +270,8 @@ def test_a_stalled_subscriber_is_told_and_disconnected_without_slowing_others(
     influx: InfluxServer, influx_db: str
 ) -> None:
     InfluxStore(influx.url, influx_db).ensure_ready()
-    ctx = make_context(influx.url, influx_db, hub=LiveHub(), subscriber_queue=100)
+    ctx = make_context(influx.url, influx_db, hub=LiveHub(), subscriber_queue=100,
+                       streams=("burst",))
     server = ApiServer(ctx).start()
     hub = ctx.hub
     assert hub is not None

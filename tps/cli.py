@@ -17,6 +17,7 @@ from pathlib import Path
 
 from tps import __version__
 from tps.config import Settings, load_settings
+from tps.config.settings import SETTINGS, defaults_table
 from tps.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -30,7 +31,7 @@ _SERVE_FLAGS: tuple[tuple[str, str, str], ...] = (
     ("--http-host", "TPS_HTTP_HOST", "HTTP listen address"),
     ("--http-port", "TPS_HTTP_PORT", "HTTP listen port"),
     ("--data-dir", "TPS_DATA_DIR", "data folder (spool, registry, token, SQLite store)"),
-    ("--role", "TPS_ROLE", "all, ingest or api"),
+    ("--role", "TPS_ROLE", "all, ingest, api or writer (cluster mode)"),
     ("--log-level", "TPS_LOG_LEVEL", "debug, info, warning or error"),
     ("--log-format", "TPS_LOG_FORMAT", "text or json"),
     ("--batch-size", "TPS_BATCH_SIZE", "readings per InfluxDB write"),
@@ -39,19 +40,47 @@ _SERVE_FLAGS: tuple[tuple[str, str, str], ...] = (
 )
 
 
-def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
+_PARSERS = {spec.env: spec.parse for spec in SETTINGS}
+_DEFAULTS = {env: default for env, default, _ in defaults_table()}
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Help that shows every option's default."""
+
+
+def _flag_type(flag: str, env: str) -> Callable[[str], str]:
+    """An argparse ``type`` that checks a flag with its setting's own parser, so a bad
+    value is reported against the flag (``--http-port``), not the environment name."""
+    parse = _PARSERS[env]
+
+    def check(raw: str) -> str:
+        try:
+            parse(flag, raw)
+        except ConfigError as exc:
+            raise argparse.ArgumentTypeError(exc.problem) from None
+        return raw  # load_settings parses it again, in its place in the resolution order
+
+    return check
+
+
+def _add_settings_flags(parser: argparse.ArgumentParser, skip: Sequence[str] = ()) -> None:
     parser.add_argument("--config", type=Path, help="TOML settings file")
     parser.add_argument(
         "--feed", action="append", default=[], metavar="NAME=URL",
         help="a feed to subscribe to (repeatable; replaces TPS_FEEDS)",
     )
     for flag, env, help_text in _SERVE_FLAGS:
-        parser.add_argument(flag, dest=env, metavar=env.removeprefix("TPS_"), help=help_text)
+        if flag in skip:
+            continue
+        default = _DEFAULTS.get(env) or "unset"
+        parser.add_argument(flag, dest=env, metavar=env.removeprefix("TPS_"),
+                            type=_flag_type(flag, env), default=argparse.SUPPRESS,
+                            help=f"{help_text} (default: {env} or {default})")
 
 
 def settings_from_args(args: argparse.Namespace, env: dict[str, str] | None = None) -> Settings:
     """Resolve settings for ``args`` (defaults < --config < environment < flags)."""
-    overrides = {env_name: getattr(args, env_name) for _, env_name, _ in _SERVE_FLAGS
+    overrides = {env_name: str(getattr(args, env_name)) for _, env_name, _ in _SERVE_FLAGS
                  if getattr(args, env_name, None) is not None}
     if getattr(args, "feed", None):
         overrides["TPS_FEEDS"] = ",".join(args.feed)
@@ -105,30 +134,34 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every ``tps`` subcommand."""
-    parser = argparse.ArgumentParser(prog="tps", description="Temperature Processor Service")
+    parser = argparse.ArgumentParser(prog="tps", description="Temperature Processor Service",
+                                     formatter_class=HelpFormatter)
     parser.add_argument("--version", action="version", version=f"tps {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    serve = sub.add_parser("serve", help="run the service until SIGINT/SIGTERM")
+    serve = sub.add_parser("serve", help="run the service until SIGINT/SIGTERM",
+                           formatter_class=HelpFormatter)
     _add_settings_flags(serve)
-    serve.set_defaults(func=cmd_serve)
+    serve.set_defaults(func=cmd_serve, parser=serve)
 
-    demo = sub.add_parser("demo", help="simulated feeds + the service on the embedded store")
-    _add_settings_flags(demo)
+    demo = sub.add_parser("demo", help="simulated feeds + the service on the embedded store",
+                          formatter_class=HelpFormatter)
+    _add_settings_flags(demo, skip=("--role",))  # the demo always runs every part
     demo.add_argument("--feeds", type=int, default=3, help="number of simulated feeds")
     demo.add_argument("--sim-port", type=int, default=0, help="simulator port (0: any)")
     demo.add_argument("--interval", type=float, default=0.5, help="seconds between readings")
-    demo.set_defaults(func=cmd_demo)
+    demo.set_defaults(func=cmd_demo, parser=demo)
 
     from tps.feeds import simulator
 
-    simulate = sub.add_parser("simulate", help="serve a satellite-temperature compatible feed")
+    simulate = sub.add_parser("simulate", help="serve a satellite-temperature compatible feed",
+                              formatter_class=HelpFormatter)
     simulator.add_arguments(simulate)
-    simulate.set_defaults(func=simulator.run)
+    simulate.set_defaults(func=simulator.run, parser=simulate)
 
     from tps import control_cli
 
-    control_cli.add_subcommands(sub)
+    control_cli.add_subcommands(sub, HelpFormatter)
 
     from tps.history import cli as history_cli
 
@@ -136,10 +169,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """Parse ``argv``; an unknown option is reported with the usage of the subcommand it
+    was given to (``tps serve --bogus`` shows ``tps serve``'s usage, not ``tps``')."""
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        owner: argparse.ArgumentParser = getattr(args, "parser", None) or parser
+        owner.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``tps`` console script."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv)
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)

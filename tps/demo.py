@@ -12,6 +12,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import replace
 
+from tps.actors.stats import StreamState
 from tps.config import FeedConfig, Settings
 from tps.feeds.simulator import Simulator, SimulatorConfig
 from tps.logging_setup import configure_logging
@@ -50,7 +51,7 @@ def run_demo(
         service.start()
         base = f"http://{settings.http_host}:{service.http_port}"
         print(f"""
-TPS demo is running: {len(settings.feeds)} simulated satellite feeds, store: {
+TPS demo is running: {_feeds_line(service)}, store: {
             redact_url(settings.influx_url) if settings.influx_url
             else f"SQLite in {settings.data_dir}"}.
   Dashboard      {base}/
@@ -58,7 +59,7 @@ TPS demo is running: {len(settings.feeds)} simulated satellite feeds, store: {
   REST streams   {base}/api/streams
   Health         {base}/health
   Metrics        {base}/metrics
-  Control token  {service.token}
+  Control token  {service.token}   (later: tps token --data-dir {settings.data_dir})
 Press Ctrl-C to stop.
 """, flush=True)
         wait()
@@ -66,3 +67,21 @@ Press Ctrl-C to stop.
         service.stop()
         simulator.stop()
     return 0
+
+
+def _feeds_line(service: Service) -> str:
+    """The feeds as they really are: a stream an operator stopped before a restart stays
+    stopped (the registry remembers it), and the banner says so."""
+    streams = service.supervisor.list_streams().get(timeout=10)
+    stopped = [s.name for s in streams if s.state == StreamState.STOPPED]
+    line = f"{len(streams)} simulated satellite feeds"
+    if stopped:
+        names = ", ".join(stopped)
+        line += (f" ({len(streams) - len(stopped)} running; stopped before this restart and "
+                 f"left stopped: {names} - resume with 'tps streams start "
+                 f"{stopped[0]} --server {_base(service)}')")
+    return line
+
+
+def _base(service: Service) -> str:
+    return f"http://{service.settings.http_host}:{service.http_port}"

@@ -7,13 +7,24 @@ turn it into a precise answer without parsing strings.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 
 class TPSError(Exception):
-    """Base class of every error TPS raises on purpose."""
+    """Base class of every error TPS raises on purpose.
+
+    ``code`` is what a GraphQL client sees as ``extensions.code``
+    (``tps/api/graphql/results.py``): a new error class declares its own, and every
+    error without one is an ``INTERNAL_SERVER_ERROR``.
+    """
+
+    code: ClassVar[str] = "INTERNAL_SERVER_ERROR"
 
 
 class ConfigError(TPSError):
     """A setting is invalid. ``setting`` names it (e.g. ``TPS_BATCH_SIZE``)."""
+
+    code = "BAD_USER_INPUT"
 
     def __init__(self, setting: str, problem: str) -> None:
         super().__init__(f"{setting}: {problem}")
@@ -27,6 +38,8 @@ class StoreError(TPSError):
 
 class StoreUnavailable(StoreError):
     """The store could not be reached or timed out; the operation may be retried."""
+
+    code = "SERVICE_UNAVAILABLE"
 
 
 class FrameError(TPSError):
@@ -44,9 +57,13 @@ class FrameError(TPSError):
 class StreamError(TPSError):
     """Base class for control-plane errors about streams."""
 
+    code = "SERVICE_UNAVAILABLE"
+
 
 class UnknownStream(StreamError):
     """No stream has that name."""
+
+    code = "NOT_FOUND"
 
     def __init__(self, name: str) -> None:
         super().__init__(f"no stream named {name!r}")
@@ -56,6 +73,8 @@ class UnknownStream(StreamError):
 class StreamExists(StreamError):
     """A stream with that name is already registered."""
 
+    code = "CONFLICT"
+
     def __init__(self, name: str) -> None:
         super().__init__(f"a stream named {name!r} already exists")
         self.name = name
@@ -63,6 +82,8 @@ class StreamExists(StreamError):
 
 class InvalidArgument(TPSError):
     """A query or API argument is out of range; ``argument`` names it."""
+
+    code = "BAD_USER_INPUT"
 
     def __init__(self, argument: str, problem: str) -> None:
         super().__init__(f"{argument}: {problem}")
@@ -93,6 +114,8 @@ class AlarmError(TPSError):
 class UnknownAlarm(AlarmError):
     """No alarm has that id (neither open nor in the recent history)."""
 
+    code = "NOT_FOUND"
+
     def __init__(self, alarm_id: str) -> None:
         super().__init__(f"no alarm with id {alarm_id!r}")
         self.alarm_id = alarm_id
@@ -100,6 +123,8 @@ class UnknownAlarm(AlarmError):
 
 class AlarmClosed(AlarmError):
     """The alarm is already CLEARED; it cannot be acknowledged or shelved any more."""
+
+    code = "CONFLICT"
 
     def __init__(self, alarm_id: str) -> None:
         super().__init__(f"alarm {alarm_id!r} is already cleared")
@@ -109,21 +134,59 @@ class AlarmClosed(AlarmError):
 class AlarmsUnavailable(AlarmError):
     """Alarms cannot be changed right now (the history is still being restored)."""
 
+    code = "SERVICE_UNAVAILABLE"
+
+
+# --- issue 15 (clients) -----------------------------------------------------------
+
+
+class Unauthenticated(TPSError):
+    """A control operation came without the control token, or with a wrong one."""
+
+    code = "UNAUTHENTICATED"
+
+
+class Forbidden(TPSError):
+    """The caller is known but may not do this (e.g. a browser page of a foreign origin)."""
+
+    code = "FORBIDDEN"
+
+
+class ServiceUnavailable(TPSError):
+    """This process cannot answer now, or not at all in its role (e.g. stream control in
+    the ``api`` role, a supervisor that is shutting down)."""
+
+    code = "SERVICE_UNAVAILABLE"
+
+
+# --- cluster mode (issue 12) ---
+
+
+class ClusterUnavailable(StoreUnavailable):
+    """NATS or JetStream did not answer (no connection, no stream leader yet, timeout).
+
+    A subclass of StoreUnavailable: in cluster mode JetStream is where a reading
+    counts as stored, so the writer retries it with backoff like a store outage, and
+    the control plane answers 503.
+    """
+
 # --- issue 14 (hardening) ---------------------------------------------------------
 
 
 class LimitExceeded(TPSError):
     """A request or change would go past a configured limit.
 
-    ``limit`` names the limit (the setting, e.g. ``TPS_MAX_STREAMS``); ``maximum`` is
-    its value and ``asked`` what the caller would have needed. Refused before any work
-    starts, so nothing was done.
+    ``setting`` names the limit (e.g. ``TPS_MAX_STREAMS``), ``limit`` is its value
+    (``extensions.limit`` in GraphQL) and ``asked`` what the caller would have needed.
+    Refused before any work starts, so nothing was done.
     """
 
-    def __init__(self, limit: str, maximum: int, asked: int, what: str) -> None:
-        super().__init__(f"{limit}: {what} {asked} is more than the limit of {maximum}")
+    code = "BAD_USER_INPUT"  # the caller asked for too much; extensions.limit: how much
+
+    def __init__(self, setting: str, limit: int, asked: int, what: str) -> None:
+        super().__init__(f"{setting}: {what} {asked} is more than the limit of {limit}")
+        self.setting = setting
         self.limit = limit
-        self.maximum = maximum
         self.asked = asked
 
 
@@ -144,6 +207,8 @@ class FeedRefused(TPSError):
     """A feed's destination is not allowed: the configured store, TPS's own HTTP
     address, a host ``TPS_FEED_ALLOW`` does not name, or (unless named explicitly) a
     loopback, link-local or cloud-metadata address. ``reason`` says which."""
+
+    code = "BAD_USER_INPUT"
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason)

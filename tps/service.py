@@ -4,6 +4,14 @@
 ``ingest``: readers and writer, plus the control plane, /health and /metrics over HTTP.
 ``api``: query pool and the HTTP API only; current values and subscriptions come from
 the store.
+
+Cluster mode (``TPS_NATS_URL`` set, see ``tps.cluster``) changes the wiring, not the
+parts: the readers' writer publishes to JetStream instead of writing the store
+(``ClusterNode.publisher``), the supervisor starts the readers the feed leases give
+this instance (``SupervisorReaderControl``) and keeps no registry file (the cluster's is
+in NATS), ``writer`` and ``all`` write JetStream's readings into the store, ``api`` and
+``all`` feed their live hub from NATS, and the control plane is the shared registry on
+every role.
 """
 
 from __future__ import annotations
@@ -14,7 +22,9 @@ import logging
 import socket
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pykka
 
@@ -46,6 +56,10 @@ from tps.redact import redact_url
 from tps.store import Store, open_store
 from tps.token import load_or_create_token
 
+if TYPE_CHECKING:  # cluster mode's modules (and nats-py) load only in cluster mode
+    from tps.cluster.control import SupervisorReaderControl
+    from tps.cluster.node import ClusterNode
+
 logger = logging.getLogger(__name__)
 
 SWITCH_INTERVAL = 0.001
@@ -71,6 +85,8 @@ class Service:
         self.token: str = ""
         self._lock: DataDirLock | None = None
         self.alarms: AlarmParts | None = None
+        self.cluster: ClusterNode | None = None
+        self._reader_control: SupervisorReaderControl | None = None
 
     @property
     def supervisor(self) -> SupervisorProxy:
@@ -116,41 +132,76 @@ class Service:
     def _start_actors(self, sockets: list[socket.socket]) -> None:
         settings = self.settings
         role = settings.role
+        ingests = role in ("all", "ingest")
         self.token, token_path = load_or_create_token(settings)
 
         # The addresses no feed may reach, with the HTTP port actually bound.
         destinations = FeedDestinations.from_settings(settings, http_port=self.http_port)
+        if role == "all" or (settings.clustered and role == "api"):
+            self.hub = LiveHub()
+        if settings.clustered:
+            from tps.cluster.control import SupervisorReaderControl
+            from tps.cluster.node import ClusterNode
+
+            self._reader_control = SupervisorReaderControl() if ingests else None
+            self.cluster = ClusterNode(
+                settings, control=self._reader_control,
+                live=self.hub.publish if self.hub is not None else None,
+                store_factory=self._store,
+                http=f"http://{settings.http_host}:{self.http_port}")
         reader_factory = None
-        if role == "all":
+        # History (rollups, hot tier, backfill) rides on the writer's own store writes, so
+        # it runs where readings are written to the store: single-node mode. (In cluster
+        # mode the ingest side's writer publishes to JetStream; statistics there are
+        # answered from raw readings until rollups follow the cluster's writers.)
+        history_here = ingests and not settings.clustered
+        if role == "all" and history_here:
             # The newest readings in memory, fed by the writer's acknowledgements.
             self.hot = HotTier(int(settings.hot_window * 1e9), settings.hot_max_bytes)
-        progress = (BackfillProgress() if role in ("all", "ingest") and settings.rollups
-                    else None)
-        if role in ("all", "ingest"):
+        progress = BackfillProgress() if history_here and settings.rollups else None
+        if ingests:
             self.writer_stats = WriterStats()
-            self.writer = WriterHandle(settings, self._store, self.writer_stats, hot=self.hot)
+            if self.cluster is not None:
+                from tps.cluster.readings import PUBLISH_INTERVAL
+
+                # The readers' writer publishes to JetStream (its "store"), promptly.
+                self.writer = WriterHandle(
+                    replace(settings, rollups=False,
+                            flush_interval=min(settings.flush_interval, PUBLISH_INTERVAL)),
+                    self.cluster.publisher, self.writer_stats)
+            else:
+                self.writer = WriterHandle(settings, self._store, self.writer_stats,
+                                           hot=self.hot)
             self.feed_poller = FeedPoller().start()
             reader_factory = functools.partial(StreamReader.start, poller=self.feed_poller,
                                                destinations=destinations)
-        if role == "all":
-            self.hub = LiveHub()
         if role in ("all", "api"):
             self.queries = QueryPool(self._store, settings.query_pool_size,
                                      timeout=settings.influx_timeout + 5,
                                      answer_ttl=settings.query_cache_ttl)
 
-        if role in ("all", "ingest"):
+        if ingests:
             self.alarms = AlarmParts.start(settings)
         registry = (StreamRegistry(settings.data_dir / "streams.json")
-                    if role != "api" else None)
-        board = StatsBoard(self.writer_stats)
+                    if role != "api" and not settings.clustered else None)
+        board_writer = self.writer_stats
+        if board_writer is None and self.cluster is not None and self.cluster.writer is not None:
+            board_writer = self.cluster.writer.stats
+        board = StatsBoard(board_writer)
         self.supervisor_ref = Supervisor.start(
-            settings, sink=self._sink if role != "api" else None, writer=self.writer,
-            queries=self.queries, registry=registry, hub=self.hub, board=board,
+            # In cluster mode the feed leases say which streams this process reads.
+            settings.with_feeds(()) if settings.clustered else settings,
+            sink=self._sink if ingests else None,
+            writer=self.writer, queries=self.queries, registry=registry,
+            hub=None if settings.clustered else self.hub, board=board,
             reader_factory=reader_factory, destinations=destinations,
             alarms=self.alarms.keeper if self.alarms is not None else None,
         )
         self._supervisor = supervisor_proxy(self.supervisor_ref)
+        if self._reader_control is not None:
+            self._reader_control.bind(self._supervisor)
+        if self.cluster is not None:
+            self.cluster.start()
 
         if self.hot is not None or progress is not None:
             # Loads the hot tier, then backfills rollups: its own store connection.
@@ -161,10 +212,11 @@ class Service:
             settings=settings, auth=TokenAuth(self.token), queries=self.queries,
             metrics=metrics, supervisor=self._supervisor if role != "api" else None,
             board=board if role != "api" else None, hub=self.hub,
-            token_path=str(token_path) if token_path else None,
+            token_path=str(token_path) if token_path else None, cluster=self.cluster,
             alarm_hub=self.alarms.hub if self.alarms is not None else None,
             history=History(self.hot),
-            history_health=HistoryHealth(settings.rollups, self.hot, progress),
+            history_health=HistoryHealth(settings.rollups and not settings.clustered,
+                                         self.hot, progress),
         )
         ctx.alarms = AlarmsApi(
             ctx, board=self.alarms.board if self.alarms is not None else None,
@@ -181,11 +233,12 @@ class Service:
         # keep it out of the collector's full scans, which otherwise stall the IO loop
         # for tens of milliseconds (the p99 of every request) on this machine.
         gc.freeze()
-        logger.info("TPS started: role %s, %d feed(s), store %s, HTTP on http://%s:%d/",
+        logger.info("TPS started: role %s, %d feed(s), store %s, HTTP on http://%s:%d/%s",
                     role, len(settings.feeds),
                     redact_url(settings.influx_url) if settings.influx_url
                     else f"SQLite in {settings.data_dir}",
-                    settings.http_host, self.http_port)
+                    settings.http_host, self.http_port,
+                    f", cluster instance {self.cluster.instance}" if self.cluster else "")
 
     def _sink(self, readings: Sequence[Reading]) -> None:
         # Spool/buffer first: a reading counts as received only once the writer has it.
@@ -193,12 +246,16 @@ class Service:
             self.writer.submit(readings)
         if self.alarms is not None:
             self.alarms.check(readings)
-        if self.hub is not None:
+        if self.hub is not None and self.cluster is None:
+            # (In cluster mode the hub is fed from NATS, like every other instance's.)
             self.hub.publish(readings)
 
     def stop(self) -> bool:
         """Stop readers, flush the writer (bounded), stop everything; True if all written."""
         clean = True
+        if self.cluster is not None:
+            # Readers first, then leases: the other instances take our feeds at once.
+            self.cluster.hand_back(self.settings.shutdown_timeout)
         supervisor = self._supervisor
         if supervisor is not None:
             try:
@@ -218,6 +275,10 @@ class Service:
             self.supervisor_ref.stop(timeout=10)
         if self.feed_poller is not None:
             self.feed_poller.stop()
+        if self._reader_control is not None:
+            self._reader_control.close()
+        if self.cluster is not None:
+            self.cluster.close()
         self._release_lock()
         return clean
 

@@ -1,7 +1,8 @@
 """The control token that guards every mutating call.
 
 ``TPS_CONTROL_TOKEN`` wins. Without it, TPS generates a random token at first start,
-stores it in ``<data_dir>/control-token`` with mode 0600 and logs where it is; later
+stores it in ``<data_dir>/control-token`` with mode 0600 and logs where it is and how
+to print it (``tps token``; in Docker ``docker compose exec tps tps token``); later
 starts (and the operator CLI) read it from there.
 """
 
@@ -57,6 +58,7 @@ def load_or_create_token(settings: Settings) -> tuple[str, Path | None]:
         if mode & 0o077:
             os.chmod(path, 0o600)
             logger.warning("Control token file %s was mode %o; tightened it to 0600", path, mode)
+        logger.info("Control token in %s; print it with %s", path, _print_hint(data_dir))
         return existing, path
     path.parent.mkdir(parents=True, exist_ok=True)
     token = secrets.token_urlsafe(32)
@@ -68,9 +70,18 @@ def load_or_create_token(settings: Settings) -> tuple[str, Path | None]:
     finally:
         os.close(fd)
     os.replace(tmp, path)
-    logger.warning(
-        "Generated a control token in %s (mode 0600); send it as 'Authorization: Bearer "
-        "<token>' or set TPS_CONTROL_TOKEN",
-        path,
+    # Expected on every first start: an event to note, not a problem to act on.
+    logger.info(
+        "Generated a control token in %s (mode 0600); print it with %s, send it as "
+        "'Authorization: Bearer <token>', or set TPS_CONTROL_TOKEN instead",
+        path, _print_hint(data_dir),
     )
     return token, path
+
+
+def _print_hint(data_dir: Path) -> str:
+    """How an operator prints the token (in a container: through ``docker compose exec``)."""
+    command = f"'tps token --data-dir {data_dir}'"
+    if Path("/.dockerenv").exists():
+        command += " (from the host: 'docker compose exec tps tps token')"
+    return command

@@ -14,14 +14,16 @@ import http.client
 import json
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import tornado.httpserver
 import tornado.netutil
 import tornado.web
 
+from tps.actors.board import StatsBoard
 from tps.actors.query import QueryPool
+from tps.actors.stats import StreamStats
 from tps.api.context import ApiContext, TokenAuth
 from tps.api.graphql.handler import routes
 from tps.config import Settings
@@ -162,8 +164,13 @@ def make_context(
     pool_timeout: float = 15.0,
     subscriber_queue: int = 1000,
     answer_ttl: float = 0.0,
+    streams: Sequence[str] = (),
 ) -> ApiContext:
-    """An ApiContext over a real InfluxDB (through ``store_url``) with a started pool."""
+    """An ApiContext over a real InfluxDB (through ``store_url``) with a started pool.
+
+    ``streams`` are configured streams (on a stats board, as the supervisor registers
+    them): GraphQL knows them before their first reading.
+    """
     settings = Settings(influx_url=store_url, influx_db=db, query_pool_size=pool_size,
                         subscriber_queue=subscriber_queue)
 
@@ -172,8 +179,14 @@ def make_context(
 
     pool = QueryPool(factory, pool_size, timeout=pool_timeout, answer_ttl=answer_ttl)
     pool.start()
+    board = None
+    if streams:
+        board = StatsBoard()
+        for name in streams:
+            board.add_stream(StreamStats(name, f"ws://127.0.0.1:1/{name}", "auto",
+                                         "subscription { temperature }"))
     ctx = ApiContext(settings=settings, auth=TokenAuth(TOKEN), queries=pool,
-                     metrics=RecordingMetrics(), hub=hub)
+                     metrics=RecordingMetrics(), hub=hub, board=board)
     ctx.on_close.append(pool.stop)
     return ctx
 

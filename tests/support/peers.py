@@ -113,7 +113,7 @@ def require_node_peers() -> str:
     if node is None:
         raise RuntimeError("node is not installed: install Node.js 18+ and run "
                            f"`{INSTALL_HINT}`")
-    for package in ("subscriptions-transport-ws", "graphql-ws", "graphql", "ws"):
+    for package in ("subscriptions-transport-ws", "graphql-ws", "graphql", "ws", "@apollo/client"):
         if not (PEERS_DIR / "node_modules" / package).is_dir():
             raise RuntimeError(f"node package {package!r} missing: run `{INSTALL_HINT}`")
     return node

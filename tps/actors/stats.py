@@ -40,6 +40,9 @@ class StreamState(enum.StrEnum):
     BACKOFF = "backoff"
     STOPPED = "stopped"
     FAILED = "failed"
+    # Cluster mode: the state of a stream this instance does not read.
+    REMOTE = "remote"  # read by another instance (its ``owner``)
+    UNASSIGNED = "unassigned"  # running, but no live instance holds it yet
     REFUSED = "refused"
     """The feed's destination is not allowed (``last_error`` says why): kept, not
     connected; the check is repeated now and then, since DNS answers may change."""
@@ -64,6 +67,8 @@ class StreamStats:
     reconnects: int = 0
     restarts: int = 0
     last_error: str | None = None
+    owner: str | None = None
+    """Cluster mode: the instance reading the stream (set by the cluster control plane)."""
 
     def reject(self, reason: str) -> None:
         """Count one rejected frame under ``reason``."""

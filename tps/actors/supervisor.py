@@ -401,11 +401,14 @@ class Supervisor(pykka.ThreadingActor):
         if self._alarms is not None:
             self._alarms.limits_loaded({name: self._limits_of(name) for name in self._readers})
         self._publish()
+        stopped = [feed.name for feed, running in entries if not running]
         logger.info(
-            "Supervisor started %d of %d streams (role=%s)",
+            "Supervisor started %d of %d streams (role=%s)%s",
             started,
             len(entries),
             self._settings.role,
+            f"; left stopped as an operator stopped them before: {', '.join(stopped)} "
+            "('tps streams start NAME' resumes one)" if stopped else "",
         )
 
     def on_stop(self) -> None:

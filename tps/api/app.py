@@ -145,7 +145,8 @@ class HttpFrontend(pykka.ThreadingActor):
         if not self._ready.wait(10):
             raise RuntimeError("HTTP server did not start within 10 s")
         ports = sorted({s.getsockname()[1] for s in self._sockets})
-        logger.info("HTTP API listening on %s port %s", self._ctx.settings.http_host, ports)
+        logger.info("HTTP API listening on %s", ", ".join(
+            f"http://{self._ctx.settings.http_host}:{port}/" for port in ports))
 
     def on_stop(self) -> None:
         """Stop the IO loop and wait for its thread."""

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Protocol, TypeVar
 from tps.actors.alarms import AlarmHub
 from tps.actors.board import StatsBoard
 from tps.actors.supervisor import SupervisorProxy
-from tps.api.control import ControlPlane, FutureWaiter
+from tps.api.control import ControlPlane, FutureWaiter, StreamControl
 from tps.api.requests import TrustedProxies
 from tps.config import Settings
 from tps.history.answers import History
@@ -22,8 +22,9 @@ from tps.history.health import HistoryHealth
 from tps.live import LiveHub
 from tps.store.base import Store
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # cluster mode's modules (and nats-py) load only in cluster mode
     from tps.api.alarms import AlarmsApi
+    from tps.cluster.node import ClusterNode
 
 T = TypeVar("T")
 
@@ -106,6 +107,7 @@ class ApiContext:
     """Answers statistics and series (from the hot tier where there is one)."""
     history_health: HistoryHealth | None = None
     """The ``history`` section of /health (None: not shown)."""
+    cluster: ClusterNode | None = None
     proxies: TrustedProxies = field(init=False)
     """Whose ``X-Forwarded-For`` is believed (``TPS_TRUSTED_PROXIES``)."""
 
@@ -113,8 +115,13 @@ class ApiContext:
         self.proxies = TrustedProxies(self.settings.trusted_proxies)
 
     @property
-    def control(self) -> ControlPlane | None:
-        """Stream control through the supervisor (None without one)."""
+    def control(self) -> StreamControl | None:
+        """Stream control: the shared registry in cluster mode (any role), else the
+        supervisor (None without one)."""
+        if self.cluster is not None:
+            from tps.api.cluster_control import ClusterControlPlane
+
+            return ClusterControlPlane(self.cluster, self.board)
         if self.supervisor is None:
             return None
         return ControlPlane(self.supervisor, self.waiter)

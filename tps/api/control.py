@@ -14,7 +14,7 @@ import logging
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 import pykka
 
@@ -30,6 +30,33 @@ CALL_TIMEOUT = 15.0
 """Seconds the supervisor has to answer one control call."""
 SETTLE_TIMEOUT = 10.0
 """Seconds a control call waits for the readers it stopped before it answers anyway."""
+
+
+class StreamControl(Protocol):
+    """What REST and GraphQL need to control streams: :class:`ControlPlane` (the local
+    supervisor) or, in cluster mode, ``tps.api.cluster_control.ClusterControlPlane``
+    (the shared registry). Errors come from :mod:`tps.errors`."""
+
+    async def list_streams(self) -> list[StreamStats]:
+        """Every stream."""
+
+    async def get_stream(self, name: str) -> StreamStats:
+        """One stream (UnknownStream if there is none)."""
+
+    async def add_stream(self, feed: FeedConfig, started: bool = True) -> StreamStats:
+        """Register ``feed`` and start it unless ``started`` is False."""
+
+    async def remove_stream(self, name: str) -> StreamStats:
+        """Forget the stream."""
+
+    async def stop_stream(self, name: str) -> StreamStats:
+        """Pause the stream."""
+
+    async def start_stream(self, name: str) -> StreamStats:
+        """Resume the stream."""
+
+    async def set_all(self, running: bool) -> list[StreamStats]:
+        """Start or stop every stream."""
 
 
 class FutureWaiter:

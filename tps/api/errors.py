@@ -16,6 +16,7 @@ from tps.errors import (
     ConfigError,
     InvalidArgument,
     LimitExceeded,
+    StoreUnavailable,
     StreamError,
     StreamExists,
     TPSError,
@@ -71,7 +72,7 @@ def from_tps_error(exc: TPSError) -> ApiError:
         return ApiError(422, exc.problem, field=exc.setting)
     if isinstance(exc, LimitExceeded):
         return ApiError(409, str(exc), code="limit_exceeded")
-    if isinstance(exc, StreamError):
+    if isinstance(exc, StreamError | StoreUnavailable):
         return ApiError(503, str(exc))
     return ApiError(500, str(exc))
 

@@ -3,9 +3,11 @@
 ``/health`` always answers 200 while the HTTP loop runs, with ``status`` ``ok`` or
 ``degraded`` and the details an operator needs: which actors are alive, every
 stream's state, the writer's buffer and oldest unwritten reading's age, the spool,
-and whether the store answers. ``/ready`` is for load balancers: 200 only when the
+and whether the store answers; in cluster mode also the NATS connection, the
+instances seen, the leases held. ``/ready`` is for load balancers: 200 only when the
 store answers a ping and the supervisor runs (in the ``api`` role, which has no
-supervisor, only the store counts), else 503.
+supervisor, only the store counts) and, in cluster mode, NATS is connected and the
+cluster's buckets are watched; else 503.
 
 The store is pinged through the query pool with a short timeout (one ping at a time,
 its answer reused for a second), so a stopped InfluxDB turns ``/ready`` to 503 within
@@ -164,6 +166,11 @@ class HealthHandler(_HealthBase):
             "history": (self.ctx.history_health.as_dict()
                         if self.ctx.history_health is not None else None),
         }
+        cluster = self.ctx.cluster
+        if cluster is not None:
+            body["cluster"] = cluster.health()
+            if not cluster.ready():
+                body["status"] = "degraded"
         self.finish(json.dumps(body))
 
     async def head(self) -> None:
@@ -181,6 +188,11 @@ class ReadyHandler(_HealthBase):
         board = self.ctx.board
         if board is not None and not supervisor_running(board.view()):
             reasons.append("supervisor not running")
+        cluster = self.ctx.cluster
+        if cluster is not None and not cluster.ready():
+            status = cluster.link.status()
+            reasons.append(f"NATS cluster not usable: connection {status.state}"
+                           + (f" ({status.last_error})" if status.last_error else ""))
         self.set_status(503 if reasons else 200)
         self.finish(json.dumps({"ready": not reasons, "reasons": reasons}))
 

@@ -23,7 +23,7 @@ import pykka
 import tornado.web
 
 from tps.api.context import ApiContext
-from tps.api.control import CALL_TIMEOUT, ControlPlane
+from tps.api.control import CALL_TIMEOUT, StreamControl
 from tps.api.errors import ApiError, JsonErrorsMixin, from_tps_error
 from tps.api.requests import JsonTooDeep, loads_bounded
 from tps.api.stream_shape import NEW_STREAM_FIELDS, json_schema_type, stream_json
@@ -157,7 +157,7 @@ class ControlHandler(JsonErrorsMixin):
         ):
             raise ApiError(403, f"origin {origin!r} is not allowed by TPS_CORS_ORIGINS")
 
-    def control(self) -> ControlPlane:
+    def control(self) -> StreamControl:
         """The control plane, or 503 in a process that runs no supervisor."""
         control = self.ctx.control
         if control is None:

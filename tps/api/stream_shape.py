@@ -53,24 +53,25 @@ def _last_time(stats: StreamStats) -> datetime | None:
 # Ordered as the CLI's table shows them; JSON and GraphQL keep the same order.
 STREAM_FIELDS: tuple[StreamField, ...] = (
     StreamField("name", "string", lambda s: s.name, "String", required=True, column="NAME"),
-    StreamField("state", "string", lambda s: str(s.state), "String", required=True,
+    StreamField("state", "string", lambda s: str(s.state), "StreamState", required=True,
                 column="STATE", description="What its reader is doing.",
                 schema={"enum": [str(state) for state in StreamState]}),
-    StreamField("received", "integer", lambda s: s.received, "Float", required=True,
+    StreamField("received", "integer", lambda s: s.received, "Counter", required=True,
                 column="RECEIVED", schema={"minimum": 0},
-                description="Readings accepted (a Float in GraphQL: may exceed 2^31)."),
-    StreamField("rejected", "integer", lambda s: s.rejected, "Float", required=True,
+                description="Readings accepted (a Counter in GraphQL: may exceed 2^31)."),
+    StreamField("rejected", "integer", lambda s: s.rejected, "Counter", required=True,
                 column="REJECTED", schema={"minimum": 0},
-                description="Frames rejected (a Float in GraphQL: may exceed 2^31)."),
+                description="Frames rejected (a Counter in GraphQL: may exceed 2^31)."),
     StreamField("last_value", "number", lambda s: s.last_value, "Float", nullable=True,
                 column="LAST", description="Newest value read."),
     StreamField("reconnects", "integer", lambda s: s.reconnects, "Int", column="RECONNECTS",
                 schema={"minimum": 0}),
     StreamField("url", "string", lambda s: redact_url(s.url), "String", required=True,
                 column="URL", description="Without credentials or query values (redacted)."),
-    StreamField("protocol", "string", lambda s: s.protocol, "String", required=True,
+    StreamField("protocol", "string", lambda s: s.protocol, "FeedProtocol", required=True,
                 description="As configured: " + ", ".join(PROTOCOLS) + "."),
-    StreamField("negotiated_protocol", "string", lambda s: s.negotiated_protocol, "String",
+    StreamField("negotiated_protocol", "string", lambda s: s.negotiated_protocol,
+                "FeedProtocol",
                 nullable=True, description="What the feed's server chose."),
     StreamField("query", "string", lambda s: s.query, "String", required=True),
     StreamField("rejected_by_reason", "object", lambda s: dict(s.rejected_by_reason), None,
@@ -80,6 +81,9 @@ STREAM_FIELDS: tuple[StreamField, ...] = (
     StreamField("last_time_ns", "integer", lambda s: s.last_time_ns, None, nullable=True),
     StreamField("restarts", "integer", lambda s: s.restarts, "Int", schema={"minimum": 0}),
     StreamField("last_error", "string", lambda s: s.last_error, "String", nullable=True),
+    StreamField("owner", "string", lambda s: s.owner, "String", nullable=True,
+                description="Cluster mode: the instance (TPS_INSTANCE) reading the stream; "
+                "null when none does, and always in single-node mode."),
 )
 
 

@@ -54,7 +54,8 @@ Getter = Callable[[Any], Any]
 """Reads one field of a record, already serialized (what the scalar's serialize gives)."""
 
 
-def flat_list_context(flat_types: Mapping[str, Mapping[str, Getter]]) -> type[ExecutionContext]:
+def flat_list_context(flat_types: Mapping[str, Mapping[str, Getter]],
+                      base: type[ExecutionContext] = ExecutionContext) -> type[ExecutionContext]:
     """An execution context that completes lists of the named object types in one pass.
 
     graphql-core completes every field of every list item through its general machinery
@@ -68,7 +69,7 @@ def flat_list_context(flat_types: Mapping[str, Mapping[str, Getter]]) -> type[Ex
     """
     types = {name: dict(fields) for name, fields in flat_types.items()}
 
-    class FlatListExecutionContext(ExecutionContext):
+    class FlatListExecutionContext(base):  # type: ignore[valid-type,misc]
         def complete_list_value(
             self, return_type: GraphQLList[Any], field_nodes: list[FieldNode],
             info: GraphQLResolveInfo, path: Path, result: Any,

@@ -184,6 +184,7 @@ class StreamRegistry:
             else:
                 if rejected:
                     self._set_entries_aside(rejected)
+        moved: list[str] = []
         for feed in configured:
             known = self._entries.get(feed.name)
             if known is None and feed.name not in self._removed:
@@ -191,11 +192,15 @@ class StreamRegistry:
             elif known is not None and known.feed != feed:
                 # The configuration says where a configured feed is; the registry only
                 # remembers what was done to it at runtime (stopped, removed).
-                logger.info("Stream %s: configured as %s (registry had %s); keeping its "
-                            "state %s", feed.name, redact_url(feed.url),
-                            redact_url(known.feed.url),
-                            "running" if known.running else "stopped")
+                logger.debug("Stream %s: configured as %s (registry had %s)", feed.name,
+                             redact_url(feed.url), redact_url(known.feed.url))
+                moved.append(feed.name)
                 self._entries[feed.name] = replace(known, feed=feed)
+        if moved:
+            # One line, not one per stream: the demo's simulator port changes every start.
+            logger.info("Configuration changed %d stream(s) since the last run (%s); using "
+                        "the configured URLs and keeping each stream's running/stopped state",
+                        len(moved), ", ".join(moved))
         self.save()
         return self.entries()
 

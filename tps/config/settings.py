@@ -32,7 +32,7 @@ DEFAULT_SUBSCRIPTION = "subscription { temperature }"
 PROTOCOLS = ("auto", LEGACY, MODERN, PLAIN)
 """What a feed's ``protocol`` may be: ``auto`` or one of the wire protocols."""
 _FEED_NAME = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
-ROLES = ("all", "ingest", "api")
+ROLES = ("all", "ingest", "api", "writer")
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +92,15 @@ class Settings:
     rollups: bool = True
     hot_window: float = 31 * 86_400.0
     hot_max_bytes: int = 96 << 20
+    # --- cluster mode (issue 12) ---
+    nats_url: tuple[str, ...] = ()
+    instance: str | None = None
+    lease_ttl: float = 10.0
+
+    @property
+    def clustered(self) -> bool:
+        """True when ``TPS_NATS_URL`` names NATS servers (cluster mode)."""
+        return bool(self.nats_url)
 
     # --- hardening (issue 14) ---
     max_streams: int = 500
@@ -245,6 +254,31 @@ def _path(_: str, raw: str) -> Path:
     return Path(raw).expanduser()
 
 
+def _nats_urls(name: str, raw: str) -> tuple[str, ...]:
+    urls = _list(name, raw)
+    for url in urls:
+        parts = urlsplit(url)
+        if parts.scheme not in ("nats", "tls") or not parts.hostname:
+            raise ConfigError(name, f"expected nats:// or tls:// URLs, got {url!r}")
+        try:
+            parts.port  # noqa: B018 - raises ValueError on a bad port
+        except ValueError:
+            raise ConfigError(name, f"bad port in {url!r}") from None
+    return urls
+
+
+_INSTANCE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
+
+def _instance(name: str, raw: str) -> str | None:
+    if not raw:
+        return None
+    if not _INSTANCE_NAME.fullmatch(raw) or raw.startswith(".") or raw.endswith("."):
+        raise ConfigError(name, f"instance name {raw!r} must match [A-Za-z0-9_.-], be 1 to "
+                          "64 long and not start or end with a dot")
+    return raw
+
+
 def validate_feed_name(name: str, setting: str = "name") -> str:
     """Check a stream name against ``[A-Za-z0-9_.:-]{1,64}``; raise ConfigError if not."""
     if not _FEED_NAME.fullmatch(name):
@@ -388,8 +422,9 @@ SETTINGS: tuple[SettingSpec, ...] = (
     SettingSpec("log_level", _choice("debug", "info", "warning", "error"), "Log level."),
     SettingSpec("log_format", _choice("text", "json"), "`text`, or `json` for one JSON "
                 "object per line."),
-    SettingSpec("role", _choice(*ROLES), "`all`, `ingest` (readers and writer only) or "
-                "`api` (queries and HTTP only)."),
+    SettingSpec("role", _choice(*ROLES), "`all`, `ingest` (readers and writer only), "
+                "`api` (queries and HTTP only) or, in cluster mode, `writer` (JetStream into "
+                "the store only)."),
     SettingSpec("control_token", _opt_str, "Bearer token for mutating calls. Unset: "
                 "generated once and stored in the data dir."),
     SettingSpec("feed_allow", _feed_allow, "Where feeds may connect: comma-separated host "
@@ -429,6 +464,14 @@ SETTINGS: tuple[SettingSpec, ...] = (
     SettingSpec("hot_max_bytes", _int_range(1 << 20, 1 << 40), "Memory budget of the hot "
                 "tier (16 bytes a reading); beyond it the oldest readings are answered from "
                 "the store."),
+    # --- cluster mode (issue 12) ---
+    SettingSpec("nats_url", _nats_urls, "Comma-separated NATS server URLs (`nats://host:4222`). "
+                "Set: cluster mode (shared registry, feed leases, readings on JetStream)."),
+    SettingSpec("instance", _instance, "This instance's name in the cluster. Unset: the host "
+                "name plus a short random suffix."),
+    SettingSpec("lease_ttl", _float_range(1, 300), "Seconds after which a silent instance's "
+                "feeds are taken over by the others (cluster mode)."),
+
 
     # --- hardening (issue 14) ---
     SettingSpec("max_streams", _int_range(1, 100_000), "Most streams one process runs; "
@@ -549,6 +592,8 @@ def load_settings(
                 continue
             values[spec.attr] = spec.parse(key, raw)
     settings = Settings(**values)
+    if settings.role == "writer" and not settings.nats_url:
+        raise ConfigError("TPS_ROLE", "role writer takes readings from NATS: set TPS_NATS_URL")
     if settings.influx_token and settings.influx_username:
         raise ConfigError("TPS_INFLUX_TOKEN", "set either a token or a username, not both")
     return settings

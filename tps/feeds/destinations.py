@@ -259,10 +259,8 @@ class FeedDestinations:
         if port:
             protected.append(Endpoint("TPS's own HTTP API", settings.http_host.lower() or
                                       "0.0.0.0", port))
-        # Cluster mode (issue 12) adds TPS_NATS_URL; read defensively so this module
-        # needs no change when that setting lands.
-        for url in getattr(settings, "nats_url", ()) or ():
-            nats = Endpoint.from_url("a NATS server (TPS_NATS_URL)", str(url))
+        for url in settings.nats_url:  # cluster mode
+            nats = Endpoint.from_url("a NATS server (TPS_NATS_URL)", url)
             if nats is not None:
                 protected.append(nats)
         return cls(settings.feed_allow, protected)

@@ -20,7 +20,8 @@ so runs are repeatable. Extra streams are separate paths: ``/graphql/<name>`` se
 stream ``<name>`` (plain ``/graphql`` is the stream ``temperature``). ``--max-rate``
 sends as fast as the client takes frames (bursts, with back-pressure from the socket,
 yielding to the loop between bursts); ``--emit-log FILE`` records every reading sent
-(``<emission time ns> <stream> <value>`` per line) for fault tests to compare against.
+(``<emission time ns> <stream> <value> <connection>`` per line, the connection being a
+serial number per websocket) for fault tests to compare against.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import json
 import logging
 import os
@@ -91,16 +93,18 @@ class RandomWalk:
 
 
 class EmitLog:
-    """Append-only record of every reading sent: ``<time ns> <stream> <value>``."""
+    """Append-only record of every reading sent: ``<time ns> <stream> <value> <conn>``."""
 
     def __init__(self, path: Path) -> None:
         self._file: IO[str] = path.open("a", encoding="utf-8", buffering=1 << 16)
         self._lock = threading.Lock()
 
-    def record(self, stream: str, values: list[float], times: list[int]) -> None:
+    def record(self, stream: str, values: list[float], times: list[int],
+               connection: int = 0) -> None:
         """Record a burst (flushed at once, so a killed server loses at most the burst
         it was writing - which the client cannot have received either)."""
-        lines = "".join(f"{t} {stream} {v!r}\n" for t, v in zip(times, values, strict=True))
+        lines = "".join(f"{t} {stream} {v!r} {connection}\n"
+                        for t, v in zip(times, values, strict=True))
         with self._lock:
             self._file.write(lines)
             self._file.flush()
@@ -116,8 +120,24 @@ def read_emit_log(path: Path) -> dict[str, list[tuple[int, float]]]:
     result: dict[str, list[tuple[int, float]]] = {}
     for line in path.read_text(encoding="utf-8").splitlines():
         parts = line.split()
-        if len(parts) == 3:
+        if len(parts) in (3, 4):
             result.setdefault(parts[1], []).append((int(parts[0]), float(parts[2])))
+    return result
+
+
+def read_emit_log_by_connection(path: Path) -> dict[str, dict[int, list[tuple[int, float]]]]:
+    """stream -> connection serial -> [(emission time ns, value), ...] (each in order).
+
+    Tells apart two subscriptions to one stream, which the simulator serves with
+    separate random walks (cluster tests use it to prove one reader at a time).
+    """
+    result: dict[str, dict[int, list[tuple[int, float]]]] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        parts = line.split()
+        if len(parts) == 4:
+            by_connection = result.setdefault(parts[1], {})
+            by_connection.setdefault(int(parts[3]), []).append(
+                (int(parts[0]), float(parts[2])))
     return result
 
 
@@ -151,6 +171,7 @@ class FeedSocket(tornado.websocket.WebSocketHandler):
         self.config = simulator.config
         self.protocol = ""
         self.stream = DEFAULT_STREAM
+        self.serial = 0
         self.acked = False
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self.ka_task: asyncio.Task[None] | None = None
@@ -171,6 +192,7 @@ class FeedSocket(tornado.websocket.WebSocketHandler):
         self.stream = args[0] if args and args[0] else DEFAULT_STREAM
         self.protocol = self.selected_subprotocol or ""
         self.sim.connections.add(self)
+        self.serial = self.sim.next_serial()
         offered = self.request.headers.get("Sec-WebSocket-Protocol", "")
         if offered and not self.protocol:
             # subscriptions-transport-ws rejects clients that offer only other protocols.
@@ -292,7 +314,7 @@ class FeedSocket(tornado.websocket.WebSocketHandler):
     def _send_values(self, template: str, values: list[float]) -> Awaitable[None] | None:
         if self.sim.emit_log is not None:
             now = time.time_ns()
-            self.sim.emit_log.record(self.stream, values, [now] * len(values))
+            self.sim.emit_log.record(self.stream, values, [now] * len(values), self.serial)
         if len(values) > 1:
             # A burst goes out as one write of pre-built frames: tornado's per-message
             # write_message would cap the simulator below what the readers can take.
@@ -341,11 +363,16 @@ class Simulator:
         self.config = config
         self.port = config.port
         self.connections: set[FeedSocket] = set()
+        self._serials = itertools.count(1)
         self.emit_log = EmitLog(config.emit_log) if config.emit_log else None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping: asyncio.Event | None = None
         self._ready = threading.Event()
         self._thread: threading.Thread | None = None
+
+    def next_serial(self) -> int:
+        """A new connection's serial number (IO loop thread only)."""
+        return next(self._serials)
 
     def url(self, stream: str | None = None) -> str:
         """The websocket URL of ``stream`` (default: the ``temperature`` stream)."""
@@ -412,7 +439,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--count", type=int, default=None,
                         help="readings per subscription, then 'complete' (default: endless)")
     parser.add_argument("--emit-log", type=Path, default=None,
-                        help="append '<time ns> <stream> <value>' per reading sent")
+                        help="append '<time ns> <stream> <value> <connection>' per reading sent")
 
 
 def config_from_args(args: argparse.Namespace) -> SimulatorConfig:

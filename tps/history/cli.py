@@ -26,9 +26,9 @@ logger = logging.getLogger(__name__)
 def cmd_rollup(args: argparse.Namespace) -> int:
     """Show coverage, or rebuild (exit 1 with one line when the store fails)."""
     from tps.cli import settings_from_args
-    from tps.control_cli import iso8601_to_ns, ns_to_iso8601
     from tps.logging_setup import configure_logging
     from tps.store import open_store
+    from tps.timefmt import iso8601_to_ns, ns_to_iso8601
 
     settings = settings_from_args(args)
     configure_logging(settings.log_level, settings.log_format)

@@ -130,3 +130,38 @@ def encode_rollups(rollups: RollupWrite) -> bytes:
             raise ValueError(f"stream {mark.stream!r}: a coverage mark must set from or until")
         append(f"{COVERAGE_MEASUREMENT},{TAG_KEY}={tag} {','.join(fields)} {int(mark.at)}")
     return "\n".join(lines).encode()
+_UNESCAPES = (("\\,", ","), ("\\=", "="), ("\\ ", " "))
+_HEAD = f"{MEASUREMENT},{TAG_KEY}="
+_VALUE_SEP = f" {FIELD_KEY}="
+
+
+def decode_readings(body: bytes) -> list[Reading]:
+    """Read back what :func:`encode_readings` wrote (cluster mode's NATS payload).
+
+    Only TPS's own shape is accepted - measurement ``temperature``, tag ``stream``,
+    field ``value``, an integer nanosecond timestamp - so anything else on the subject
+    is refused with ValueError (naming the line) rather than guessed at.
+    """
+    streams: dict[str, str] = {}
+    readings: list[Reading] = []
+    append = readings.append
+    for number, line in enumerate(body.decode().split("\n"), 1):
+        if not line:
+            continue
+        rest, sep, stamp = line.rpartition(" ")
+        head, sep2, value = rest.rpartition(_VALUE_SEP)
+        if not sep or not sep2 or not head.startswith(_HEAD):
+            raise ValueError(f"line {number}: not a TPS reading: {line[:80]!r}")
+        stream = streams.get(head)
+        if stream is None:
+            stream = head[len(_HEAD):]
+            for escaped, plain in _UNESCAPES:
+                stream = stream.replace(escaped, plain)
+            if not stream:
+                raise ValueError(f"line {number}: empty stream tag")
+            streams[head] = stream
+        try:
+            append(Reading(stream, int(stamp), float(value)))
+        except ValueError:
+            raise ValueError(f"line {number}: bad value or timestamp: {line[:80]!r}") from None
+    return readings

@@ -18,6 +18,7 @@ import graphene
 from tps.alarms.limits import Limits
 from tps.alarms.model import AlarmEvent as AlarmEventValue
 from tps.alarms.model import AlarmSnapshot, AlarmState, EventType, Severity, StreamAlarmState
+from tps.api.graphql.scalars import DateTime
 from tps.model import ns_to_datetime
 
 logger = logging.getLogger(__name__)
@@ -85,7 +86,7 @@ class AlarmEventType(graphene.ObjectType):  # type: ignore[misc]
         name = "AlarmEvent"
 
     type = graphene.Field(graphene.NonNull(AlarmEventTypeEnum))
-    time = graphene.DateTime(required=True)
+    time = DateTime(required=True)
     seq = graphene.Int(required=True, description="Event number within its alarm, from 1.")
     comment = graphene.String()
     alarm = graphene.Field(graphene.NonNull(lambda: AlarmType),
@@ -110,17 +111,17 @@ class AlarmType(graphene.ObjectType):  # type: ignore[misc]
                            "seconds without a reading).")
     limit = graphene.Float(description="The limit it crossed.")
     limit_name = graphene.String(description="yellowHigh, redLow, staleAfter, ...")
-    triggered_at = graphene.DateTime(required=True)
-    updated_at = graphene.DateTime(required=True)
+    triggered_at = DateTime(required=True)
+    updated_at = DateTime(required=True)
     most_severe_value = graphene.Float(required=True)
     out_of_limits = graphene.Boolean(required=True)
     acknowledged = graphene.Boolean(required=True)
-    acknowledged_at = graphene.DateTime()
+    acknowledged_at = DateTime()
     acknowledge_comment = graphene.String()
-    shelved_until = graphene.DateTime()
+    shelved_until = DateTime()
     shelve_comment = graphene.String()
-    returned_at = graphene.DateTime()
-    cleared_at = graphene.DateTime()
+    returned_at = DateTime()
+    cleared_at = DateTime()
 
     @staticmethod
     def resolve_triggered_at(root: AlarmSnapshot, _info: graphene.ResolveInfo) -> datetime | None:

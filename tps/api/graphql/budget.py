@@ -33,7 +33,7 @@ from graphql import (
     SelectionSetNode,
 )
 
-from tps.api.graphql.schema import DEFAULT_LIMIT
+from tps.api.graphql.schema import DEFAULT_LIMIT, DEFAULT_PAGE
 from tps.compat.graphql_core import field_arguments
 from tps.errors import RequestTooLarge
 
@@ -50,6 +50,10 @@ def _average(args: Mapping[str, Any]) -> int:
     return _int(args.get("window_size"))
 
 
+def _page(args: Mapping[str, Any]) -> int:
+    return _int(args.get("first")) or DEFAULT_PAGE
+
+
 def _series(args: Mapping[str, Any]) -> int:
     return _int(args.get("points"))
 
@@ -62,6 +66,7 @@ ROW_RULES: dict[str, RowRule] = {
     "temperatureMeasurements": _measurements,
     "averageTemperature": _average,
     "temperatureSeries": _series,
+    "temperatureMeasurementsPage": _page,
 }
 """Root query field -> the most readings it can read, from its arguments (Python names)."""
 

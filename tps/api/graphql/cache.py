@@ -13,8 +13,8 @@ import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
-import graphene
 from graphql import (
     ArgumentNode,
     ASTValidationRule,
@@ -23,20 +23,19 @@ from graphql import (
     FragmentDefinitionNode,
     FragmentSpreadNode,
     GraphQLError,
-    GraphQLInt,
     GraphQLSchema,
     InlineFragmentNode,
-    IntValueNode,
+    ObjectFieldNode,
     OperationDefinitionNode,
     SelectionSetNode,
-    StringValueNode,
     ValidationContext,
-    ValidationRule,
-    get_named_type,
+    ValuesOfCorrectTypeRule,
     parse,
     specified_rules,
     validate,
 )
+
+from tps.api.graphql.results import BAD_REQUEST, BAD_USER_INPUT, document_errors
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +53,7 @@ class ParsedDocument:
     ``errors`` is empty for a valid document. ``operations`` maps each operation name
     (``None`` for an anonymous one) to its definition; ``labels`` to the metrics label
     (the first root field name, bounded by the schema, never the client's free text).
+    Every error carries ``extensions.code`` (:func:`~tps.api.graphql.results.document_errors`).
     """
 
     document: DocumentNode | None
@@ -100,9 +100,7 @@ class DocumentCache:
         self._max_entries = max_entries
         self.max_chars = max_chars
         self.max_cached_chars = max_cached_chars
-        self._rules: list[type[ASTValidationRule]] = [
-            ArgumentLiteralRule, *specified_rules, _depth_rule(max_depth)
-        ]
+        self._rules: list[type[ASTValidationRule]] = [*_RULES, _depth_rule(max_depth)]
         self._entries: OrderedDict[str, ParsedDocument] = OrderedDict()
         self._lock = threading.Lock()
         self.hits = 0
@@ -135,14 +133,14 @@ class DocumentCache:
         if len(text) > self.max_chars:
             error = GraphQLError(
                 f"query: the document has {len(text)} characters, more than the limit "
-                f"of {self.max_chars}"
+                f"of {self.max_chars}", extensions={"code": BAD_REQUEST},
             )
             return ParsedDocument(None, (error,), {})
         try:
             document = parse(text, max_tokens=self.max_chars // 2)
         except GraphQLError as error:
-            return ParsedDocument(None, (error,), {})
-        errors = validate(self._schema, document, self._rules)
+            return ParsedDocument(None, document_errors([error]), {})
+        errors = document_errors(validate(self._schema, document, self._rules))
         operations = {
             (d.name.value if d.name else None): d
             for d in document.definitions
@@ -151,34 +149,44 @@ class DocumentCache:
         return ParsedDocument(document, tuple(errors), operations)
 
 
-_INT_MIN, _INT_MAX = -(2**31), 2**31 - 1
+class ArgumentValuesRule(ValuesOfCorrectTypeRule):
+    """graphql-core's check of literal values, naming the argument (or input field) at
+    fault: one ``BAD_USER_INPUT`` error per wrong value, with ``argumentName``.
 
-
-class ArgumentLiteralRule(ValidationRule):
-    """Names the argument when a literal DateTime or Int cannot be read.
-
-    The standard rule reports these too, but its message names only the type
-    (``Expected value of type 'DateTime'``); this one says which argument is wrong.
+    It replaces the standard rule rather than adding to it, so a bad ``DateTime`` gives
+    one error, not two.
     """
 
+    def __init__(self, context: ValidationContext) -> None:
+        super().__init__(context)
+        self._names: list[str] = []
+
     def enter_argument(self, node: ArgumentNode, *_args: object) -> None:
-        argument = self.context.get_argument()
-        if argument is None:
-            return
-        named = get_named_type(argument.type)
-        value = node.value
-        name = node.name.value
-        if named is not None and named.name == "DateTime" and isinstance(value, StringValueNode):
-            try:
-                graphene.DateTime.parse_value(value.value)
-            except (GraphQLError, ValueError, OverflowError):
-                self.report_error(GraphQLError(
-                    f"{name}: expected an ISO 8601 date-time such as "
-                    f"2023-07-28T13:00:00+00:00, got {value.value!r}", node))
-        elif (named is GraphQLInt and isinstance(value, IntValueNode)
-              and not _INT_MIN <= int(value.value) <= _INT_MAX):
-            self.report_error(GraphQLError(
-                f"{name}: {value.value} is outside the 32-bit integer range", node))
+        self._names.append(node.name.value)
+
+    def leave_argument(self, node: ArgumentNode, *_args: object) -> None:
+        self._names.pop()
+
+    def enter_object_field(self, node: ObjectFieldNode, *args: Any) -> None:
+        self._names.append(node.name.value)
+        super().enter_object_field(node, *args)
+
+    def leave_object_field(self, node: ObjectFieldNode, *_args: object) -> None:
+        self._names.pop()
+
+    def report_error(self, error: GraphQLError) -> None:
+        """Prefix the argument's name and say it is the user's input."""
+        if self._names:
+            name = self._names[-1]
+            error = GraphQLError(f"{name}: {error.message}", error.nodes,
+                                 original_error=error.original_error,
+                                 extensions={"code": BAD_USER_INPUT, "argumentName": name})
+        super().report_error(error)
+
+
+_RULES: tuple[type[ASTValidationRule], ...] = tuple(
+    ArgumentValuesRule if rule is ValuesOfCorrectTypeRule else rule for rule in specified_rules
+)
 
 
 def _depth_rule(max_depth: int) -> type[ASTValidationRule]:

@@ -8,7 +8,11 @@ lets more than ``settings.subscriber_queue`` pile up is told and disconnected, s
 can neither grow memory nor slow anyone else.
 
 Subscriptions go to the :class:`~tps.api.graphql.fanout.SubscriptionManager`; a query
-or mutation sent over the socket is answered once by the HTTP layer's executor.
+or mutation sent over the socket is answered once by the HTTP layer's executor. A
+wrong control token in ``connection_init`` does not close the socket: reads work as
+without a token, and a mutation is answered with an ``UNAUTHENTICATED`` error (the
+same rule as over HTTP, :mod:`tps.api.graphql.handshake`). A subscription to a stream
+TPS does not know is answered with a ``NOT_FOUND`` error.
 """
 
 from __future__ import annotations
@@ -23,11 +27,19 @@ from tornado.ioloop import IOLoop
 
 from tps.api.graphql.cache import DocumentCache, ParsedDocument
 from tps.api.graphql.fanout import SubscriptionManager
-from tps.api.graphql.handshake import token_from_payload
-from tps.api.graphql.results import format_error
-from tps.api.graphql.subscription_spec import subscription_spec
+from tps.api.graphql.handshake import Access, token_from_payload
+from tps.api.graphql.known_streams import KnownStreams
+from tps.api.graphql.results import (
+    BAD_REQUEST,
+    INTERNAL_SERVER_ERROR,
+    OPERATION_RESOLUTION_FAILURE,
+    format_error,
+    request_error,
+    tps_error,
+)
+from tps.api.graphql.subscription_spec import SubscriptionSpec, subscription_spec
 from tps.api.requests import JsonTooDeep, loads_bounded
-from tps.errors import InvalidArgument, TooManySubscriptions
+from tps.errors import TooManySubscriptions, TPSError
 from tps.feeds.protocol import MODERN
 
 logger = logging.getLogger(__name__)
@@ -44,7 +56,7 @@ class Executor(Protocol):
         parsed: ParsedDocument,
         operation_name: str | None,
         variables: dict[str, Any] | None,
-        authorized: bool,
+        access: Access,
     ) -> Awaitable[str]:
         """The response (``data``/``errors``) as JSON text."""
 
@@ -70,7 +82,8 @@ class SubscriptionConnection:
         executor: Executor,
         check_token: Callable[[str | None], bool],
         queue_limit: int,
-        authorized: bool = False,
+        access: Access = Access.ANONYMOUS,
+        streams: KnownStreams | None = None,
         max_subscriptions: int = 1000,
     ) -> None:
         self.protocol = protocol
@@ -83,8 +96,9 @@ class SubscriptionConnection:
         self._executor = executor
         self._check_token = check_token
         self._queue_limit = queue_limit
+        self._streams = streams
         self._max_subscriptions = max_subscriptions
-        self.authorized = authorized
+        self.access = access
         self.acknowledged = False
         self.closed = False
         self.pending = 0
@@ -92,6 +106,11 @@ class SubscriptionConnection:
         self._modern = protocol == MODERN
         self._next_type = "next" if self._modern else "data"
         self._init_timer: object | None = None
+
+    @property
+    def authorized(self) -> bool:
+        """True when this socket may send mutations (it brought the control token)."""
+        return self.access is Access.CONTROL
 
     # -- lifecycle --
 
@@ -215,15 +234,8 @@ class SubscriptionConnection:
             return
         token = token_from_payload(message.get("payload"))
         if token is not None:
-            if not self._check_token(token):
-                if self._modern:
-                    self.shutdown(4403, "Forbidden: the control token is wrong")
-                else:
-                    self._json({"type": "connection_error",
-                                "payload": {"message": "the control token is wrong"}})
-                    self.shutdown(1008, "Forbidden")
-                return
-            self.authorized = True
+            # A wrong token is not a reason to close: reads need none (see handshake).
+            self.access = Access.of_token(token, self._check_token)
         self.acknowledged = True
         self._cancel_timer()
         self._json({"type": "connection_ack"})
@@ -272,8 +284,9 @@ class SubscriptionConnection:
         operation_name = payload.get("operationName")
         if not isinstance(query, str) or not (variables is None or isinstance(variables, dict)) \
                 or not (operation_name is None or isinstance(operation_name, str)):
-            self._send_error(sub_id, [{"message": "query: expected a string query, an object "
-                                       "of variables and a string operationName"}])
+            self._send_error(sub_id, [request_error(
+                "query: expected a string query, an object of variables and a string "
+                "operationName", BAD_REQUEST)])
             return
         parsed = self._cache.get(query)
         if parsed.errors:
@@ -281,8 +294,9 @@ class SubscriptionConnection:
             return
         op = parsed.operation(operation_name)
         if op is None:
-            self._send_error(sub_id, [{"message": "operationName: no such operation in the "
-                                       "document"}])
+            self._send_error(sub_id, [request_error(
+                "operationName: no such operation in the document",
+                OPERATION_RESOLUTION_FAILURE)])
             return
         if len(self.active) >= self._max_subscriptions:
             self._refuse(sub_id, TooManySubscriptions(
@@ -296,10 +310,41 @@ class SubscriptionConnection:
             return
         try:
             spec = subscription_spec(self._schema, query, parsed, operation_name, variables)
-        except (GraphQLError, InvalidArgument) as exc:
+        except (GraphQLError, TPSError) as exc:
             del self.active[sub_id]
-            self._send_error(sub_id, [{"message": str(exc)}])
+            self._send_error(sub_id, [format_error(exc) if isinstance(exc, GraphQLError)
+                                      else tps_error(exc)])
             return
+        streams = self._streams
+        if spec.stream is None or streams is None or streams.in_memory(spec.stream):
+            self._subscribe(sub_id, spec)
+            return
+        IOLoop.current().add_callback(self._add_when_known, sub_id, self.active[sub_id], spec)
+
+    async def _add_when_known(self, sub_id: str, encoded: str, spec: SubscriptionSpec) -> None:
+        """Subscribe once the stream is known to exist (the store may have to be asked);
+        else end the subscription with NOT_FOUND."""
+        assert self._streams is not None
+        error: dict[str, Any] | None = None
+        try:
+            await self._streams.require(spec.stream)
+        except TPSError as exc:
+            error = tps_error(exc)
+        except Exception:
+            logger.exception("Checking stream %r of a subscription failed", spec.stream)
+            error = request_error("internal error while checking the stream",
+                                  INTERNAL_SERVER_ERROR)
+        if self.closed or self.active.get(sub_id) is not encoded:
+            return  # completed (or replaced) meanwhile
+        if error is not None:
+            del self.active[sub_id]
+            self._send_error(sub_id, [error])
+            return
+        self._subscribe(sub_id, spec)
+
+    def _subscribe(self, sub_id: str, spec: SubscriptionSpec) -> None:
+        """Hand the subscription to the manager; past ``TPS_MAX_SUBSCRIPTIONS`` it ends
+        with an error for that id and the connection stays."""
         try:
             self._manager.add(id(self), sub_id, self, spec)
         except TooManySubscriptions as exc:
@@ -307,8 +352,8 @@ class SubscriptionConnection:
             self._refuse(sub_id, exc)
 
     def _refuse(self, sub_id: str, exc: TooManySubscriptions) -> None:
-        """A subscription over a cap: an error for that id; the connection stays."""
-        self._send_error(sub_id, [format_error(GraphQLError(str(exc), original_error=exc))])
+        """A subscription over a cap: an error for that id (``extensions.limit``)."""
+        self._send_error(sub_id, [tps_error(exc)])
 
     async def _execute_once(
         self,
@@ -318,7 +363,7 @@ class SubscriptionConnection:
         variables: dict[str, Any] | None,
     ) -> None:
         """A query or mutation sent over the socket: one result, then complete."""
-        response = await self._executor(parsed, operation_name, variables, self.authorized)
+        response = await self._executor(parsed, operation_name, variables, self.access)
         if sub_id not in self.active:
             return
         self.deliver(sub_id, response)

@@ -5,7 +5,18 @@ HTTP follows the GraphQL-over-HTTP conventions: ``POST`` with ``application/json
 mutation over GET is refused with 405). A request that is not a GraphQL request at
 all (not JSON, no query, wrong content type) gets 400 and a JSON error; anything the
 GraphQL layer refuses (parse, validation, argument limits, store unavailable) comes
-back with 200 in ``errors``. Nothing a client sends produces a 500.
+back with 200 in ``errors``, and so does a mutation without the control token
+(``UNAUTHENTICATED``: Apollo and urql show a GraphQL error's message, while they
+report a 401 as a bare network error). Every error has ``extensions.code``
+(:mod:`tps.api.graphql.results`). Nothing a client sends produces a 500.
+
+Every query and mutation passes the request budget first
+(:mod:`tps.api.graphql.budget`): a request that may read more than
+``TPS_MAX_REQUEST_ROWS`` rows or uses more than ``TPS_MAX_ALIASES`` aliases gets one
+``BAD_USER_INPUT`` error with ``extensions.limit``, and nothing runs. One that may read
+many rows is built off the IO loop and written in pieces
+(:mod:`tps.api.graphql.offload`). A body larger than
+``TPS_MAX_REQUEST_BYTES`` is answered 413 from its ``Content-Length``.
 
 A request with ``Upgrade: websocket`` on the same path becomes a subscription
 connection (:mod:`tps.api.graphql.connection`, fanned out by
@@ -33,9 +44,18 @@ from tps.api.graphql.budget import Budget, check_budget, request_cost
 from tps.api.graphql.cache import DocumentCache, ParsedDocument
 from tps.api.graphql.connection import SubscriptionConnection
 from tps.api.graphql.fanout import SubscriptionManager
-from tps.api.graphql.handshake import DEFAULT_SUBPROTOCOL, choose_subprotocol
+from tps.api.graphql.handshake import DEFAULT_SUBPROTOCOL, Access, choose_subprotocol
+from tps.api.graphql.known_streams import KnownStreams
 from tps.api.graphql.offload import HeavyRequests, dump_chunks
-from tps.api.graphql.results import format_error, format_result
+from tps.api.graphql.results import (
+    BAD_REQUEST,
+    OPERATION_RESOLUTION_FAILURE,
+    CodedExecutionContext,
+    format_error,
+    format_result,
+    request_error,
+    tps_error,
+)
 from tps.api.graphql.schema import FLAT_LISTS, RequestContext, build_schema
 from tps.api.requests import JsonTooDeep, loads_bounded
 from tps.compat.graphql_core import coerce_variables, flat_list_context
@@ -45,7 +65,7 @@ from tps.compat.tornado import (
     spell_websocket_headers_as_rfc,
     write_text_frame,
 )
-from tps.errors import RequestTooLarge
+from tps.errors import RequestTooLarge, Unauthenticated
 
 logger = logging.getLogger(__name__)
 
@@ -53,8 +73,6 @@ JSON_TYPE = "application/json; charset=utf-8"
 WS_SEND_BUFFER = 64 * 1024
 """Kernel send buffer of a subscription socket, in bytes."""
 _ACCEPTED_TYPES = ("application/json", "application/graphql-response+json")
-
-
 OFFLOAD_ROWS = 2_000
 """A request that may read more rows than this is built off the IO loop
 (:mod:`tps.api.graphql.offload`); smaller ones, the hot path, stay on it."""
@@ -78,8 +96,9 @@ class GraphQLService:
         self.ctx = ctx
         self.schema = schema or build_schema().graphql_schema
         self.cache = DocumentCache(self.schema)
-        self._context_class = flat_list_context(FLAT_LISTS)
+        self._context_class = flat_list_context(FLAT_LISTS, CodedExecutionContext)
         self.subscriptions = SubscriptionManager(self.schema, ctx)
+        self.streams = KnownStreams(ctx)
         settings = ctx.settings
         self.budget = Budget(settings.max_request_rows, settings.max_aliases)
         self.heavy = HeavyRequests()
@@ -89,14 +108,13 @@ class GraphQLService:
         parsed: ParsedDocument,
         operation_name: str | None,
         variables: dict[str, Any] | None,
-        authorized: bool,
+        access: Access,
     ) -> Response | Awaitable[Response]:
         """Run a valid query or mutation; the response as JSON pieces, or an awaitable.
 
-        A request over budget is refused before any work (``errors`` only, naming the
-        limit); one that may read many rows runs off the IO loop; the rest run here, and
-        answer without a coroutine when every resolver is synchronous (the
-        ``currentTemperature`` hot path).
+        A request over budget is refused before any work (one ``BAD_USER_INPUT`` error
+        naming the limit); one that may read many rows runs off the IO loop; the rest
+        run here (see :meth:`execute`).
         """
         op = parsed.operation(operation_name)
         assert parsed.document is not None and op is not None
@@ -104,19 +122,18 @@ class GraphQLService:
             coerced = coerce_variables(self.schema, op.variable_definitions or (),
                                        variables or {})
         except GraphQLError:
-            coerced = None  # execution reports the bad variable, with its message
+            coerced = None  # execution reports the bad variable, with its code
         if coerced is not None:
             try:
                 cost = request_cost(self.schema, parsed.document, op, coerced)
                 check_budget(cost, self.budget)
             except RequestTooLarge as exc:
-                error = GraphQLError(str(exc), original_error=exc)
-                return [_dumps({"errors": [format_error(error)]})]
+                return [_dumps({"errors": [tps_error(exc)]})]
             if cost.rows > OFFLOAD_ROWS:
                 home = asyncio.get_running_loop()
                 return self.heavy.run(lambda: self._off_loop(
-                    parsed, operation_name, variables, authorized, home))
-        response = self.execute(parsed, operation_name, variables, authorized)
+                    parsed, operation_name, variables, access, home))
+        response = self.execute(parsed, operation_name, variables, access)
         if isawaitable(response):
             return self._dump_later(response)
         assert isinstance(response, dict)
@@ -127,16 +144,27 @@ class GraphQLService:
         parsed: ParsedDocument,
         operation_name: str | None,
         variables: dict[str, Any] | None,
-        authorized: bool,
+        access: Access,
         home: asyncio.AbstractEventLoop | None = None,
     ) -> dict[str, Any] | Awaitable[dict[str, Any]]:
-        """Run a valid query or mutation (no budget check: see :meth:`respond`); the
-        response mapping, or an awaitable of it."""
+        """Run a valid query or mutation; the response mapping, or an awaitable of it.
+
+        No budget check (see :meth:`respond`). A mutation needs ``Access.CONTROL``;
+        otherwise the answer is one ``UNAUTHENTICATED`` error and nothing runs. Returns a
+        plain value when every resolver answered synchronously (the
+        ``currentTemperature`` hot path), saving a coroutine per request. ``home`` is the
+        IO loop when this runs on a heavy-request thread.
+        """
         assert parsed.document is not None
+        op = parsed.operation(operation_name)
+        if op is not None and op.operation == OperationType.MUTATION \
+                and access is not Access.CONTROL:
+            return {"errors": [tps_error(Unauthenticated(access.refusal()))]}
         result = execute(
             self.schema,
             parsed.document,
-            context_value=RequestContext(self.ctx, authorized, home),
+            context_value=RequestContext(self.ctx, access is Access.CONTROL, self.streams,
+                                         home),
             variable_values=variables,
             operation_name=operation_name,
             execution_context_class=self._context_class,
@@ -157,11 +185,11 @@ class GraphQLService:
         parsed: ParsedDocument,
         operation_name: str | None,
         variables: dict[str, Any] | None,
-        authorized: bool,
+        access: Access,
         home: asyncio.AbstractEventLoop,
     ) -> Response:
         """On a heavy-request thread: execute, then serialize in pieces."""
-        response = self.execute(parsed, operation_name, variables, authorized, home)
+        response = self.execute(parsed, operation_name, variables, access, home)
         if isawaitable(response):
             response = await response
         assert isinstance(response, dict)
@@ -172,10 +200,10 @@ class GraphQLService:
         parsed: ParsedDocument,
         operation_name: str | None,
         variables: dict[str, Any] | None,
-        authorized: bool,
+        access: Access,
     ) -> str:
         """:meth:`respond` as a coroutine returning the JSON text (the WebSocket path)."""
-        response = self.respond(parsed, operation_name, variables, authorized)
+        response = self.respond(parsed, operation_name, variables, access)
         if isawaitable(response):
             response = await response
         assert isinstance(response, list)
@@ -208,6 +236,10 @@ class BadRequestError(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status = status
+
+    def body(self) -> dict[str, Any]:
+        """The JSON answer (code ``BAD_REQUEST``)."""
+        return {"errors": [request_error(str(self), BAD_REQUEST)]}
 
 
 @tornado.web.stream_request_body
@@ -244,8 +276,9 @@ class GraphQLHandler(tornado.websocket.WebSocketHandler):
         limit = self.service.ctx.settings.max_request_bytes
         declared = self.request.headers.get("Content-Length", "")
         if declared.strip().isdigit() and int(declared) > limit:
-            self._send_json(413, {"errors": [{"message": (
-                f"body: {int(declared)} bytes is more than TPS_MAX_REQUEST_BYTES ({limit})")}]})
+            refusal = RequestTooLarge("TPS_MAX_REQUEST_BYTES", limit, int(declared),
+                                      "the body's bytes:")
+            self._send_json(413, {"errors": [tps_error(refusal)]})
 
     def data_received(self, chunk: bytes) -> None:
         """Collect the body (bounded by the server's ``max_body_size``)."""
@@ -274,7 +307,7 @@ class GraphQLHandler(tornado.websocket.WebSocketHandler):
             variables = _variables(self.get_query_argument("variables", None), from_text=True)
             operation_name = self.get_query_argument("operationName", None) or None
         except BadRequestError as exc:
-            self._send_json(exc.status, {"errors": [{"message": str(exc)}]})
+            self._send_json(exc.status, exc.body())
             return
         await self._handle(query, variables, operation_name, over_get=True)
 
@@ -300,7 +333,7 @@ class GraphQLHandler(tornado.websocket.WebSocketHandler):
             if operation_name is not None and not isinstance(operation_name, str):
                 raise BadRequestError(400, "operationName: must be a string")
         except BadRequestError as exc:
-            self._send_json(exc.status, {"errors": [{"message": str(exc)}]})
+            self._send_json(exc.status, exc.body())
             return
         await self._handle(query, variables, operation_name or None, over_get=False)
 
@@ -357,24 +390,20 @@ class GraphQLHandler(tornado.websocket.WebSocketHandler):
                 f"no operation named {operation_name!r}" if operation_name
                 else "the document has several operations; name one"
             )
-            return 200, _error(f"operationName: {problem}"), "invalid"
+            error = request_error(f"operationName: {problem}", OPERATION_RESOLUTION_FAILURE)
+            return 200, [_dumps({"errors": [error]})], "invalid"
         label = parsed.label(operation_name)
         if op.operation == OperationType.SUBSCRIPTION:
-            return 400, _error("subscriptions need a WebSocket connection to /graphql"), label
-        authorized = False
-        if op.operation == OperationType.MUTATION:
-            if over_get:
-                self.set_header("Allow", "POST")
-                return 405, _error("mutations must be sent with POST"), label
-            authorized = self.service.ctx.auth.check_header(
-                self.request.headers.get("Authorization")
-            )
-            if not authorized:
-                self.set_header("WWW-Authenticate", "Bearer")
-                message = "unauthorized: mutations need 'Authorization: Bearer <control token>'"
-                return 401, _error(message), label
+            message = "subscriptions need a WebSocket connection to /graphql"
+            return 400, [_dumps({"errors": [request_error(message, BAD_REQUEST)]})], label
+        if op.operation == OperationType.MUTATION and over_get:
+            self.set_header("Allow", "POST")
+            error = request_error("mutations must be sent with POST", BAD_REQUEST)
+            return 405, [_dumps({"errors": [error]})], label
+        access = Access.of_header(self.request.headers.get("Authorization"),
+                                  self.service.ctx.auth.check_token)
         try:
-            response = self.service.respond(parsed, operation_name, variables, authorized)
+            response = self.service.respond(parsed, operation_name, variables, access)
             if isawaitable(response):
                 response = await response
         except GraphQLError as exc:
@@ -434,7 +463,9 @@ class GraphQLHandler(tornado.websocket.WebSocketHandler):
             executor=service.execute_async,
             check_token=ctx.auth.check_token,
             queue_limit=ctx.settings.subscriber_queue,
-            authorized=ctx.auth.check_header(self.request.headers.get("Authorization")),
+            access=Access.of_header(self.request.headers.get("Authorization"),
+                                    ctx.auth.check_token),
+            streams=service.streams,
             max_subscriptions=ctx.settings.max_connection_subscriptions,
         )
         self.connection.opened()
@@ -465,10 +496,6 @@ class GraphQLHandler(tornado.websocket.WebSocketHandler):
         """Drop this connection's subscriptions."""
         if self.connection is not None:
             self.connection.connection_lost()
-
-
-def _error(message: str) -> Response:
-    return [_dumps({"errors": [{"message": message}]})]
 
 
 def _variables(raw: Any, from_text: bool = False) -> dict[str, Any] | None:

@@ -1,10 +1,12 @@
 """The Graphene schema of TPS: queries, mutations and the subscription types.
 
 Resolvers are thin: they validate arguments (every violation is an
-:class:`~tps.errors.InvalidArgument` naming the argument), then answer from the live
-hub (``currentTemperature`` in the ``all`` role) or hand a blocking store call to the
+:class:`~tps.errors.InvalidArgument` naming the argument; a stream name TPS does not
+know is :class:`~tps.errors.UnknownStream`), then answer from the live hub
+(``currentTemperature`` in the ``all`` role) or hand a blocking store call to the
 query pool and await it without blocking the IO loop. Control-plane mutations go to
 the supervisor proxy through the context's :class:`~tps.api.context.FutureWaiter`.
+Errors become ``extensions.code`` by their type (:mod:`tps.api.graphql.results`).
 
 Subscription fields resolve to their root value: the subscription machinery in
 :mod:`tps.api.graphql.subscriptions` executes the validated document once per event
@@ -19,17 +21,18 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
+from inspect import isawaitable
 from typing import Any, TypeVar
 
 import graphene
-from graphql import GraphQLError, GraphQLFloat
+from graphql import GraphQLFloat
 
 from tps.actors.stats import StreamStats
 from tps.alarms.limits import Limits, parse_limits
 from tps.alarms.model import AlarmEvent, AlarmSnapshot
 from tps.api.alarms import AlarmsApi
 from tps.api.context import ApiContext, QueryRunner
-from tps.api.control import ControlPlane
+from tps.api.control import StreamControl
 from tps.api.graphql.alarm_types import (
     AlarmEventType,
     AlarmType,
@@ -39,11 +42,31 @@ from tps.api.graphql.alarm_types import (
     limits_input,
     limits_or_blank,
 )
+from tps.api.graphql.known_streams import KnownStreams
+from tps.api.graphql.paging import Cursor, Page, fetch_limit, make_page, start_ns
+from tps.api.graphql.scalars import (
+    LENIENT_ENUMS,
+    Counter,
+    DateTime,
+    FeedProtocol,
+    FeedStatus,
+    StreamState,
+    enum_value,
+    instant_ns,
+)
 from tps.api.stream_shape import NEW_STREAM_FIELDS, STREAM_FIELDS, StreamField, json_schema_type
+from tps.compat.graphene import accept_strings
 from tps.config import DEFAULT_SUBSCRIPTION, PROTOCOLS, FeedConfig, validate_feed_name
-from tps.errors import ConfigError, InvalidArgument, StoreUnavailable, UnknownAlarm
+from tps.errors import (
+    ConfigError,
+    InvalidArgument,
+    ServiceUnavailable,
+    StoreUnavailable,
+    Unauthenticated,
+    UnknownAlarm,
+)
 from tps.history.answers import Series, SeriesBucket
-from tps.model import Reading, Statistics, datetime_to_ns, ns_to_datetime
+from tps.model import Reading, Statistics, ns_to_datetime
 from tps.store.base import Store
 
 logger = logging.getLogger(__name__)
@@ -51,6 +74,7 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 DEFAULT_LIMIT = 10_000
+DEFAULT_PAGE = 1_000
 MAX_LIMIT = 100_000
 MAX_WINDOW = 100_000
 RECENT_NS = 2_000_000_000
@@ -68,6 +92,8 @@ class RequestContext:
 
     api: ApiContext
     authorized: bool = False
+    streams: KnownStreams | None = None
+    """Which stream names exist (None: every name is taken as known)."""
     home: asyncio.AbstractEventLoop | None = None
 
 
@@ -126,8 +152,8 @@ def check_range(argument: str, value: int | None, low: int, high: int) -> int | 
 
 def check_window(after: datetime | None, before: datetime | None) -> tuple[int | None, int | None]:
     """The window as nanoseconds; a naive datetime is UTC; ``after`` <= ``before``."""
-    after_ns = datetime_to_ns(after) if after is not None else None
-    before_ns = datetime_to_ns(before) if before is not None else None
+    after_ns = instant_ns(after) if after is not None else None
+    before_ns = instant_ns(before) if before is not None else None
     if after_ns is not None and before_ns is not None and after_ns > before_ns:
         raise InvalidArgument("after", "must not be later than before")
     return after_ns, before_ns
@@ -140,20 +166,20 @@ def _context(info: graphene.ResolveInfo) -> RequestContext:
 
 
 def _require_control(info: graphene.ResolveInfo) -> ApiContext:
-    """The API context when the caller holds the control token; else an error."""
+    """The API context when the caller holds the control token; else Unauthenticated."""
     context = _context(info)
     if not context.authorized:
-        raise GraphQLError(
+        raise Unauthenticated(
             "unauthorized: mutations need the header 'Authorization: Bearer <control token>'"
         )
     return context.api
 
 
-def _control(api: ApiContext) -> ControlPlane:
+def _control(api: ApiContext) -> StreamControl:
     """The control plane, or a clear error in the ``api`` role (no readers here)."""
     control = api.control
     if control is None:
-        raise GraphQLError(
+        raise ServiceUnavailable(
             "streams are not managed by this process (role api); send mutations to the "
             "ingest process"
         )
@@ -179,6 +205,41 @@ def _refresh_coverage(info: graphene.ResolveInfo) -> None:
             logger.debug("Coverage refresh failed: %s", finished.exception())
 
     task.add_done_callback(done)
+
+
+def _known_now(info: graphene.ResolveInfo, stream: str | None) -> bool:
+    """True when ``stream`` is None or known without asking the store (the fast path)."""
+    streams = _context(info).streams
+    return streams is None or streams.known_now(stream)
+
+
+async def _after_known(info: graphene.ResolveInfo, stream: str | None,
+                       then: Callable[[], T | Awaitable[T]]) -> T:
+    """``then()`` once ``stream`` is known to exist (UnknownStream otherwise)."""
+    await _require_known(info, stream)
+    # Known now, so ``then`` takes its own fast path (the name is cached).
+    result = then()
+    if isawaitable(result):
+        return await result
+    return result
+
+
+async def _require_known(info: graphene.ResolveInfo, stream: str | None) -> None:
+    """Return when ``stream`` is None or a stream TPS knows; UnknownStream otherwise.
+
+    ``KnownStreams`` lives on the IO loop: a big request running on a heavy-request
+    thread asks it from there (``home``).
+    """
+    context = _context(info)
+    streams = context.streams
+    if streams is None:
+        return
+    home = context.home
+    if home is not None and home is not asyncio.get_running_loop():
+        asked = asyncio.run_coroutine_threadsafe(streams.require(stream), home)
+        await asyncio.wrap_future(asked)
+        return
+    await streams.require(stream)
 
 
 async def _on_pool(
@@ -208,9 +269,13 @@ async def _ask(queries: QueryRunner, fn: Callable[[Store], T],
 class Temperature(graphene.ObjectType):  # type: ignore[misc]
     """One reading. ``time`` and ``timestamp`` are the same instant (both names are in use)."""
 
-    time = graphene.DateTime(required=True, description="Instant of the reading (UTC).")
-    timestamp = graphene.DateTime(required=True, description="Same instant as `time`.")
-    value = graphene.Float(required=True, description="Temperature value.")
+    time = DateTime(required=True, description="Instant of the reading (UTC).")
+    timestamp = DateTime(required=True, description="Same instant as `time`.")
+    value = graphene.Float(
+        required=True,
+        description="Temperature as the feed sent it, unconverted: degrees Celsius from the "
+        "satellite-temperature feeds and `tps simulate`.",
+    )
     stream = graphene.String(required=True, description="Stream the reading came from.")
 
     @staticmethod
@@ -223,7 +288,8 @@ class Temperature(graphene.ObjectType):  # type: ignore[misc]
 
 
 class TemperatureStatistics(graphene.ObjectType):  # type: ignore[misc]
-    """Aggregate of a window; min/max/mean are null when count is 0."""
+    """Aggregate of a window (values in the feeds' unit, degrees Celsius); min/max/mean
+    are null when count is 0."""
 
     min = graphene.Float()
     max = graphene.Float()
@@ -234,7 +300,7 @@ class TemperatureStatistics(graphene.ObjectType):  # type: ignore[misc]
 class TemperatureSeriesBucket(graphene.ObjectType):  # type: ignore[misc]
     """One interval of a series: its start and the aggregate of its readings."""
 
-    time = graphene.DateTime(required=True, description=(
+    time = DateTime(required=True, description=(
         "Start of the interval (UTC), aligned to the Unix epoch like InfluxQL's "
         "GROUP BY time(interval)."))
     min = graphene.Float(required=True)
@@ -283,7 +349,8 @@ class TemperatureSeries(graphene.ObjectType):  # type: ignore[misc]
 
 
 class Average(graphene.ObjectType):  # type: ignore[misc]
-    """Rolling mean of the newest ``windowSize`` readings; null when there are none."""
+    """Rolling mean of the newest ``windowSize`` readings (degrees Celsius); null when
+    there are none."""
 
     value = graphene.Float()
     window_size = graphene.Int(required=True)
@@ -295,9 +362,28 @@ _SCALARS: dict[str, Any] = {
     "String": graphene.String,
     "Float": graphene.Float,
     "Int": graphene.Int,
-    "DateTime": graphene.DateTime,
+    "DateTime": DateTime,
     "Boolean": graphene.Boolean,
+    "Counter": Counter,
+    "StreamState": StreamState,
+    "FeedProtocol": FeedProtocol,
 }
+
+
+class TemperaturePage(graphene.ObjectType):  # type: ignore[misc]
+    """One page of readings, oldest first. Pass ``nextCursor`` as ``cursor`` to get the
+    next; ``hasMore`` says whether more readings were already stored when this page was
+    read (a later call with the same cursor also returns readings stored since)."""
+
+    readings = graphene.List(graphene.NonNull(Temperature), required=True)
+    next_cursor = graphene.String(
+        description="Where the next page starts (null only when this page and the cursor "
+        "it was asked with are both empty).")
+    has_more = graphene.Boolean(required=True)
+
+    @staticmethod
+    def resolve_next_cursor(root: Page, _info: graphene.ResolveInfo) -> str | None:
+        return root.next_cursor.encode() if root.next_cursor is not None else None
 
 
 def _stream_resolver(spec: StreamField) -> Callable[[Any, graphene.ResolveInfo], Any]:
@@ -312,7 +398,7 @@ def _stream_resolver(spec: StreamField) -> Callable[[Any, graphene.ResolveInfo],
 def _alarms(info: graphene.ResolveInfo) -> AlarmsApi:
     alarms = _context(info).api.alarms
     if alarms is None:
-        raise GraphQLError("alarms are not available in this process")
+        raise ServiceUnavailable("alarms are not available in this process")
     return alarms
 
 
@@ -334,6 +420,9 @@ def _resolve_stream_alarm_state(root: Any, info: graphene.ResolveInfo) -> str:
 # the name is non-null: the api role knows streams only by the names stored.
 Stream = type("Stream", (graphene.ObjectType,), {
     "__doc__": "A stream with its state and counters (only the name in the ``api`` role).",
+    "id": graphene.ID(required=True, description="The stream's name (unique; for client "
+                      "caches such as Apollo's).",
+                      resolver=lambda root, _info: root.name),
     **{
         spec.name: _SCALARS[spec.graphql](required=spec.name == "name",
                                           description=spec.description or None,
@@ -349,23 +438,26 @@ Stream = type("Stream", (graphene.ObjectType,), {
 
 
 class ToggleFeedInput(graphene.InputObjectType):  # type: ignore[misc]
-    """``status``: "on" or "off"; ``stream``: one stream (default: every stream)."""
+    """``status``: on or off (the strings "on" and "off" are accepted too); ``stream``:
+    one stream (default: every stream)."""
 
-    status = graphene.String(required=True)
+    status = FeedStatus(required=True)
     stream = graphene.String()
 
 
 class ToggleFeedPayload(graphene.ObjectType):  # type: ignore[misc]
     """The status asked for and the streams it was applied to."""
 
-    status = graphene.String(required=True)
+    status = FeedStatus(required=True)
     streams = graphene.List(graphene.NonNull(Stream), required=True)
 
 
+_NEW_STREAM_TYPES: dict[str, Any] = {"protocol": FeedProtocol}
 AddStreamInput = type("AddStreamInput", (graphene.InputObjectType,), {
     "__doc__": "A feed to subscribe to (protocol: " + ", ".join(PROTOCOLS) + ").",
     **{
-        spec.name: _SCALARS[json_schema_type(spec.python_type).capitalize()](
+        spec.name: _NEW_STREAM_TYPES.get(
+            spec.name, _SCALARS[json_schema_type(spec.python_type).capitalize()])(
             required=spec.required, description=spec.description)
         for spec in NEW_STREAM_FIELDS if spec.graphql
     },
@@ -386,19 +478,21 @@ class Query(graphene.ObjectType):  # type: ignore[misc]
     """Read-only questions about the readings and streams."""
 
     current_temperature = graphene.Field(
-        Temperature, stream=graphene.String(), description="The newest reading."
+        Temperature, stream=graphene.String(),
+        description="The newest reading (of `stream`, or of any); null before the first. "
+        "A stream that is neither configured nor stored is NOT_FOUND.",
     )
     temperature_statistics = graphene.Field(
         graphene.NonNull(TemperatureStatistics),
-        after=graphene.DateTime(),
-        before=graphene.DateTime(),
+        after=DateTime(),
+        before=DateTime(),
         stream=graphene.String(),
         description="min/max/mean/count over an inclusive window (either bound optional).",
     )
     temperature_series = graphene.Field(
         graphene.NonNull(TemperatureSeries),
-        after=graphene.DateTime(required=True),
-        before=graphene.DateTime(required=True),
+        after=DateTime(required=True),
+        before=DateTime(required=True),
         points=graphene.Int(default_value=500),
         stream=graphene.String(),
         description=("min/max/mean/count per interval over an inclusive window, at most "
@@ -407,12 +501,28 @@ class Query(graphene.ObjectType):  # type: ignore[misc]
     )
     temperature_measurements = graphene.Field(
         graphene.NonNull(graphene.List(graphene.NonNull(Temperature))),
-        after=graphene.DateTime(),
-        before=graphene.DateTime(),
+        after=DateTime(),
+        before=DateTime(),
         last=graphene.Int(),
         limit=graphene.Int(),
         stream=graphene.String(),
-        description="Readings in a window, oldest first; no arguments: the last 2 seconds.",
+        description="Readings in a window, oldest first; no arguments: the last 2 seconds. "
+        f"At most `limit` readings (default {DEFAULT_LIMIT:,}, at most {MAX_LIMIT:,}): use "
+        "temperatureMeasurementsPage to read a longer window.",
+    )
+    temperature_measurements_page = graphene.Field(
+        graphene.NonNull(TemperaturePage),
+        after=DateTime(),
+        before=DateTime(),
+        stream=graphene.String(),
+        first=graphene.Int(description=f"Readings per page (default {DEFAULT_PAGE:,}, at "
+                           f"most {MAX_LIMIT:,})."),
+        cursor=graphene.String(description="nextCursor of the previous page."),
+        description="Readings in an inclusive window, oldest first, a page at a time.",
+    )
+    stream = graphene.Field(
+        Stream, name=graphene.String(required=True),
+        description="One stream by name; NOT_FOUND when TPS knows no such stream.",
     )
     average_temperature = graphene.Field(
         graphene.NonNull(Average),
@@ -425,8 +535,8 @@ class Query(graphene.ObjectType):  # type: ignore[misc]
         graphene.NonNull(graphene.List(graphene.NonNull(AlarmType))),
         active=graphene.Boolean(),
         stream=graphene.String(),
-        after=graphene.DateTime(),
-        before=graphene.DateTime(),
+        after=DateTime(),
+        before=DateTime(),
         description="active: true lists every alarm not yet CLEARED; otherwise alarms "
         "triggered in the window (default: the 7 days before `before`), newest state.",
     )
@@ -473,7 +583,7 @@ class Query(graphene.ObjectType):  # type: ignore[misc]
             latest = hub.latest(stream)
             if latest is not None:
                 return latest
-        return _on_pool(info, lambda store: store.current(stream), ("current", stream))
+        return _current_from_store(info, stream)
 
     @staticmethod
     def resolve_temperature_statistics(
@@ -485,6 +595,9 @@ class Query(graphene.ObjectType):  # type: ignore[misc]
     ) -> Statistics | Awaitable[Statistics]:
         stream = check_stream(stream)
         after_ns, before_ns = check_window(after, before)
+        if not _known_now(info, stream):
+            return _after_known(info, stream, lambda: Query.resolve_temperature_statistics(
+                _root, info, after, before, stream))
         history = _context(info).api.history
         question = history.statistics_plan(after_ns, before_ns, stream)
         answer = history.statistics_now(question)
@@ -507,6 +620,9 @@ class Query(graphene.ObjectType):  # type: ignore[misc]
         stream = check_stream(stream)
         after_ns, before_ns = check_window(after, before)
         assert after_ns is not None and before_ns is not None
+        if not _known_now(info, stream):
+            return _after_known(info, stream, lambda: Query.resolve_temperature_series(
+                _root, info, after, before, points, stream))
         history = _context(info).api.history
         question = history.series_plan(after_ns, before_ns, points, stream)
         answer = history.series_now(question)
@@ -530,6 +646,7 @@ class Query(graphene.ObjectType):  # type: ignore[misc]
         check_range("last", last, 1, MAX_LIMIT)
         size = check_range("limit", limit, 1, MAX_LIMIT) or DEFAULT_LIMIT
         after_ns, before_ns = check_window(after, before)
+        await _require_known(info, stream)
         if after_ns is None and before_ns is None and last is None:
             after_ns = time.time_ns() - RECENT_NS
 
@@ -539,6 +656,40 @@ class Query(graphene.ObjectType):  # type: ignore[misc]
         key = ("measurements", after_ns, before_ns, stream, last, size)
         result: list[Reading] = await _on_pool(info, fetch, key)
         return result
+
+    @staticmethod
+    async def resolve_temperature_measurements_page(
+        _root: None,
+        info: graphene.ResolveInfo,
+        after: datetime | None = None,
+        before: datetime | None = None,
+        stream: str | None = None,
+        first: int | None = None,
+        cursor: str | None = None,
+    ) -> Page:
+        stream = check_stream(stream)
+        size = check_range("first", first, 1, MAX_LIMIT) or DEFAULT_PAGE
+        position = Cursor.decode(cursor) if cursor is not None else None
+        after_ns, before_ns = check_window(after, before)
+        await _require_known(info, stream)
+        start, limit = start_ns(after_ns, position), fetch_limit(size, position)
+
+        def fetch(store: Store) -> list[Reading]:
+            return store.measurements(start, before_ns, stream, limit=limit)
+
+        rows: list[Reading] = await _on_pool(
+            info, fetch, ("page", start, before_ns, stream, limit))
+        return make_page(rows, size, position)
+
+    @staticmethod
+    async def resolve_stream(_root: None, info: graphene.ResolveInfo, name: str) -> Any:
+        checked = check_stream(name)
+        assert checked is not None
+        control = _context(info).api.control
+        if control is not None:
+            return await control.get_stream(checked)
+        await _require_known(info, checked)
+        return StoredStream(checked)
 
     @staticmethod
     def resolve_average_temperature(
@@ -563,9 +714,17 @@ class Query(graphene.ObjectType):  # type: ignore[misc]
         return [StoredStream(name) for name in names]
 
 
+async def _current_from_store(info: graphene.ResolveInfo, stream: str | None) -> Reading | None:
+    await _require_known(info, stream)
+    result: Reading | None = await _on_pool(
+        info, lambda store: store.current(stream), ("current", stream))
+    return result
+
+
 async def _average_from_store(
     info: graphene.ResolveInfo, window_size: int, stream: str | None
 ) -> AverageValue:
+    await _require_known(info, stream)
     def fetch(store: Store) -> list[Reading]:
         return store.measurements(None, None, stream, last=window_size, limit=window_size)
 
@@ -634,7 +793,7 @@ class Mutation(graphene.ObjectType):  # type: ignore[misc]
         _root: None, info: graphene.ResolveInfo, input: dict[str, Any]
     ) -> ToggleResult:
         api = _require_control(info)
-        status = str(input.get("status", "")).strip().lower()
+        status = str(enum_value(input.get("status", ""))).strip().lower()
         if status not in ("on", "off"):
             raise InvalidArgument("status", f'must be "on" or "off", got {input.get("status")!r}')
         stream = check_stream(input.get("stream"))
@@ -659,7 +818,7 @@ class Mutation(graphene.ObjectType):  # type: ignore[misc]
         feed = FeedConfig(
             name=str(input["name"]),
             url=str(input["url"]),
-            protocol=str(input.get("protocol") or "auto"),
+            protocol=str(enum_value(input.get("protocol")) or "auto"),
             query=DEFAULT_SUBSCRIPTION if query is None else str(query),
         )
         # The supervisor checks every field (check_feed) and names the bad one.
@@ -682,7 +841,8 @@ class Subscription(graphene.ObjectType):  # type: ignore[misc]
     temperature = graphene.Field(
         graphene.NonNull(Temperature),
         stream=graphene.String(),
-        description="Every new reading (of one stream, or of all).",
+        description="Every new reading (of one stream, or of all). A stream that is "
+        "neither configured nor stored is NOT_FOUND.",
     )
     average_temperature = graphene.Field(
         graphene.NonNull(Average),
@@ -715,4 +875,6 @@ class Subscription(graphene.ObjectType):  # type: ignore[misc]
 
 def build_schema() -> graphene.Schema:
     """The TPS schema (build once per application; it is immutable)."""
-    return graphene.Schema(query=Query, mutation=Mutation, subscription=Subscription)
+    schema = graphene.Schema(query=Query, mutation=Mutation, subscription=Subscription)
+    accept_strings(schema.graphql_schema, LENIENT_ENUMS)
+    return schema

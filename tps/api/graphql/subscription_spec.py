@@ -15,6 +15,11 @@ from typing import Any
 from graphql import FieldNode, GraphQLError, GraphQLSchema, OperationType
 
 from tps.api.graphql.cache import ParsedDocument
+from tps.api.graphql.results import (
+    GRAPHQL_VALIDATION_FAILED,
+    OPERATION_RESOLUTION_FAILURE,
+    variable_error,
+)
 from tps.api.graphql.schema import MAX_WINDOW, check_range, check_stream
 from tps.compat.graphql_core import coerce_variables, field_arguments
 from tps.errors import InvalidArgument
@@ -48,21 +53,28 @@ def subscription_spec(
 ) -> SubscriptionSpec:
     """Read the subscription field and its checked arguments from a valid document.
 
-    Raises GraphQLError (bad variables) or InvalidArgument (out-of-range arguments).
+    Raises GraphQLError (bad variables, an unsupported document; with
+    ``extensions.code``) or InvalidArgument (out-of-range arguments).
     """
     op = parsed.operation(operation_name)
     subscription_type = schema.subscription_type
     if op is None or op.operation != OperationType.SUBSCRIPTION or subscription_type is None:
-        raise GraphQLError("operationName: no subscription operation selected")
-    coerced = coerce_variables(schema, op.variable_definitions or (), variables or {})
+        raise GraphQLError("operationName: no subscription operation selected",
+                           extensions={"code": OPERATION_RESOLUTION_FAILURE})
+    try:
+        coerced = coerce_variables(schema, op.variable_definitions or (), variables or {})
+    except GraphQLError as error:
+        raise variable_error(error) from None
     fields = [s for s in op.selection_set.selections if isinstance(s, FieldNode)]
     if len(fields) != 1:
-        raise GraphQLError("subscription: select exactly one root field (fragments unsupported)")
+        raise GraphQLError("subscription: select exactly one root field (fragments unsupported)",
+                           extensions={"code": GRAPHQL_VALIDATION_FAILED})
     node = fields[0]
     name = node.name.value
     definition = subscription_type.fields.get(name)
     if definition is None:
-        raise GraphQLError(f"subscription: unknown field {name!r}")
+        raise GraphQLError(f"subscription: unknown field {name!r}",
+                           extensions={"code": GRAPHQL_VALIDATION_FAILED})
     args = field_arguments(definition, node, coerced)
     stream = check_stream(args.get("stream"))
     window: int | None = None
