@@ -260,36 +260,42 @@ def test_row5_many_window_sizes_share_one_seed_and_never_tie_up_the_query_pool(
 
 
 def test_row3_subscriptions_are_capped_and_a_connection_closes_in_linear_time(
-    shared: TpsProcess
+    shared: TpsProcess, sim: SimulatorProcess
 ) -> None:
     """10,000 distinct subscriptions on one socket, then closing it, froze the API for
-    43.8 s (quadratic teardown) and nothing capped them."""
-    query = "subscription ($s: String) { temperature(stream: $s) { value } }"
+    43.8 s (quadratic teardown) and nothing capped them. (Distinct window sizes of a
+    registered, stopped stream: every subscription its own group, no events.)"""
+    assert request(shared, "POST", "/api/streams", {"name": "quiet", "url": sim.url("quiet"),
+                                                    "started": False}, token=TOKEN)[0] == 201
+    query = ('subscription ($n: Int!) { averageTemperature(windowSize: $n, stream: "quiet") '
+             "{ value } }")
     ws = _ws(shared)
     other = _ws(shared)
     try:
         with watched(shared):
             for i in range(3001):
                 ws.send(json.dumps({"id": str(i), "type": "subscribe", "payload": {
-                    "query": query, "variables": {"s": f"s{i}"}}}))
+                    "query": query, "variables": {"n": i + 1}}}))
             refused = _until_pong(ws)
             assert [m["id"] for m in refused] == ["3000"], refused[:3]
             assert "TPS_MAX_CONNECTION_SUBSCRIPTIONS" in refused[0]["payload"][0]["message"]
+            assert refused[0]["payload"][0]["extensions"]["limit"] == 3000
             for i in range(2):
                 other.send(json.dumps({"id": str(i), "type": "subscribe", "payload": {
-                    "query": query, "variables": {"s": "x"}}}))
+                    "query": query, "variables": {"n": i + 1}}}))
             refused = _until_pong(other)
             assert [m["id"] for m in refused] == ["1"], refused
             assert "TPS_MAX_SUBSCRIPTIONS" in refused[0]["payload"][0]["message"]
             ws.close()  # 3,000 subscriptions end at once
             fresh = _ws(shared)
             fresh.send(json.dumps({"id": "a", "type": "subscribe", "payload": {
-                "query": query, "variables": {"s": "base"}}}))
+                "query": "subscription { temperature(stream: \"base\") { value } }"}}))
             assert json.loads(fresh.recv())["type"] == "next"  # room again, and live
             fresh.close()
     finally:
         ws.close()
         other.close()
+        _remove(shared, "quiet")
 
 
 # --- row 4 and row 14 (registry): a TPS started over an existing registry --------------------
