@@ -94,6 +94,7 @@ def through_tps(influx: InfluxServer, seconds: float, rate: float, flush: float,
     settings = load_settings({
         "TPS_INFLUX_URL": influx.url, "TPS_INFLUX_DB": db, "TPS_HTTP_PORT": "0",
         "TPS_DATA_DIR": str(tmp / db), "TPS_FLUSH_INTERVAL": str(flush),
+        "TPS_FEED_ALLOW": "127.0.0.1",  # the simulator listens on loopback
     }).with_feeds((FeedConfig("lat", sim.url("lat")),))
     service = Service(settings)
     service.start()

@@ -94,3 +94,39 @@ def test_flat_list_completion_answers_like_graphql_core(selection: str) -> None:
         answers.append(result.data["series"])
     assert answers[0] == answers[1]
     assert list(answers[0]["buckets"][0]) == list(answers[1]["buckets"][0])  # key order
+
+
+@pytest.mark.parametrize("selection", [
+    "time value stream",
+    "timestamp v: value __typename time",
+    "time ... on Temperature { value }",  # not flat: graphql-core's own path
+])
+def test_flat_temperature_lists_answer_like_graphql_core(selection: str) -> None:
+    """Issue 14: big temperatureMeasurements answers take the flat path."""
+    import graphene
+    from graphql import ExecutionContext, ExecutionResult, execute
+
+    from tps.api.graphql.schema import FLAT_LISTS, Temperature
+    from tps.compat.graphql_core import flat_list_context
+    from tps.model import Reading
+
+    rows = [Reading("s", 1_690_549_200_123_456_789 + i * 1_000_000_007, 20.5 + i)
+            for i in range(5)]
+
+    class OnlyRows(graphene.ObjectType):  # type: ignore[misc]
+        rows = graphene.List(graphene.NonNull(Temperature))
+
+        @staticmethod
+        def resolve_rows(_root: None, _info: object) -> object:
+            return rows
+
+    schema = graphene.Schema(query=OnlyRows).graphql_schema
+    document = parse(f"{{ rows {{ {selection} }} }}")
+    answers = []
+    for context_class in (ExecutionContext, flat_list_context(FLAT_LISTS)):
+        result = execute(schema, document, execution_context_class=context_class)
+        assert isinstance(result, ExecutionResult) and result.errors is None, result
+        assert result.data is not None
+        answers.append(result.data["rows"])
+    assert answers[0] == answers[1]
+    assert list(answers[0][0]) == list(answers[1][0])

@@ -160,7 +160,9 @@ def test_mutations_without_the_control_token_are_one_unauthenticated_error(
     async def run() -> dict[str, Any]:
         service = GraphQLService(_api(), SCHEMA)
         parsed = service.cache.get('mutation { toggleFeed(input: {status: "off"}) { status } }')
-        return await service.execute_async(parsed, None, None, access)
+        answer: dict[str, Any] = json.loads(
+            await service.execute_async(parsed, None, None, access))
+        return answer
 
     answer = _run(run())
     assert "data" not in answer

@@ -18,7 +18,7 @@ from graphql import get_introspection_query
 from tps.api.context import ApiContext, TokenAuth
 from tps.api.graphql.cache import DocumentCache, ParsedDocument
 from tps.api.graphql.connection import SubscriptionConnection
-from tps.api.graphql.fanout import RollingWindow, SubscriptionManager
+from tps.api.graphql.fanout import AverageWindows, SubscriptionManager
 from tps.api.graphql.handshake import Access, choose_subprotocol, token_from_payload
 from tps.api.graphql.schema import build_schema, check_range, check_stream, check_window
 from tps.api.graphql.store_poller import NewReadings
@@ -109,15 +109,27 @@ def test_argument_checks_name_the_argument() -> None:
 # --- rolling window ------------------------------------------------------------------
 
 
-def test_rolling_window_keeps_the_newest_values_and_ignores_repeats() -> None:
-    window = RollingWindow(3)
-    assert window.mean() is None
+def test_average_windows_keep_the_newest_values_and_ignore_repeats() -> None:
+    window = AverageWindows(8)
+    assert window.mean(3) == (None, 0)
     for i in range(5):
         assert window.push(Reading("a", i, float(i)))
-    assert window.mean() == 3.0
+    assert window.mean(3) == (3.0, 3)
     assert not window.push(Reading("a", 4, 100.0))  # already counted
     assert window.push(Reading("b", 1, 6.0))  # another stream has its own clock
-    assert window.mean() == pytest.approx((3 + 4 + 6) / 3)
+    assert window.mean(3)[0] == pytest.approx((3 + 4 + 6) / 3)
+
+
+def test_average_windows_share_one_ring_between_window_sizes() -> None:
+    """Every window size's mean comes from one ring, exact after it wraps."""
+    window = AverageWindows(16)
+    values = [float(v * v % 17) for v in range(100)]
+    for i, value in enumerate(values):
+        window.push(Reading("a", i, value))
+    for size in (1, 4, 10, 16):
+        mean, count = window.mean(size)
+        assert count == size and mean == pytest.approx(sum(values[-size:]) / size)
+    assert not window.covers(17) and window.covers(16)
 
 
 # --- the api role's store poller ---------------------------------------------------
@@ -188,8 +200,8 @@ def _connection(protocol: str, wire: Wire, hub: LiveHub, queue: int = 1000
     manager = SubscriptionManager(SCHEMA, ctx)
 
     async def executor(parsed: ParsedDocument, operation_name: str | None,
-                       variables: dict[str, Any] | None, access: Access) -> dict[str, Any]:
-        return {"data": None}
+                       variables: dict[str, Any] | None, access: Access) -> str:
+        return '{"data":null}'
 
     connection = SubscriptionConnection(
         protocol, send=wire.send, busy=wire.busy, close=wire.close, schema=SCHEMA,

@@ -390,3 +390,34 @@ def test_open_store_uses_sqlite_in_the_data_dir_otherwise(tmp_path: Path) -> Non
     store.ensure_ready()
     assert (tmp_path / "data" / "tps.sqlite3").exists()
     store.close()
+
+
+def test_a_large_measurements_answer_is_read_in_chunks_and_equals_the_whole(
+    influx: InfluxServer, influx_db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 14: answers over CHUNK_ROWS come as chunked JSON, parsed chunk by chunk (one
+    json.loads of 100,000 rows held the interpreter lock, and so the IO loop, for tens of
+    ms); what they hold is the same."""
+    from tps.store import influx as influx_module
+
+    store = InfluxStore(influx.url, influx_db, timeout=30.0)
+    store.ensure_ready()
+    readings = [Reading("a" if i % 3 else "b", 1_700_000_000_000_000_000 + i * 1000, i / 4)
+                for i in range(2_500)]
+    store.write(readings)
+    whole = store.measurements(None, None, limit=2_500)
+    newest = store.measurements(None, None, "a", last=700, limit=2_500)
+    parses: list[int] = []
+    real_loads = json.loads
+
+    def counting_loads(text: str | bytes, **kwargs: object) -> object:
+        parses.append(len(text))
+        return real_loads(text, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(influx_module, "CHUNK_ROWS", 1_000)
+    monkeypatch.setattr(json, "loads", counting_loads)
+    assert store.measurements(None, None, limit=2_500) == whole == sorted(
+        readings, key=lambda r: (r.time_ns, r.stream))
+    assert len(parses) == 3  # 2,500 rows in chunks of 1,000
+    assert store.measurements(None, None, "a", last=700, limit=2_500) == newest
+    store.close()

@@ -56,6 +56,7 @@ def start_service(tmp_path: Path, influx: InfluxServer, db: str,
     settings = load_settings({
         "TPS_INFLUX_URL": influx.url, "TPS_INFLUX_DB": db, "TPS_HTTP_PORT": "0",
         "TPS_DATA_DIR": str(tmp_path / "data"), "TPS_FLUSH_INTERVAL": "0.2",
+        "TPS_FEED_ALLOW": "127.0.0.1",
     }).with_feeds(feeds)
     service = Service(settings)
     service.start()

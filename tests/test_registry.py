@@ -78,24 +78,45 @@ def test_a_corrupt_file_is_kept_aside_logged_once_and_configured_feeds_are_used(
     assert "corrupt" in records[0].getMessage() and str(aside[0]) in records[0].getMessage()
 
 
-@pytest.mark.parametrize(
-    "content",
-    [
-        "[]",
-        '{"version": 2, "streams": []}',
-        '{"version": 1, "streams": [{"name": "a b", "url": "ws://h/", "query": "q"}]}',
-        '{"version": 1, "streams": [{"name": "a", "url": "http://h/", "query": "q"}]}',
-        '{"version": 1, "streams": [{"name": "a", "url": "ws://h/", "query": "q", '
-        '"running": "yes"}]}',
-        '{"version": 1, "streams": [{"name": "a", "url": "ws://h/", "query": "q"}, '
-        '{"name": "a", "url": "ws://h/", "query": "q"}]}',
-    ],
-)
+@pytest.mark.parametrize("content", ["[]", '{"version": 2, "streams": []}',
+                                     '{"version": 1, "streams": {}}'])
 def test_a_file_of_the_wrong_shape_counts_as_corrupt(tmp_path: Path, content: str) -> None:
     path = tmp_path / "streams.json"
     path.write_text(content)
     assert [e.feed for e in StreamRegistry(path).load([B])] == [B]
     assert len(list(tmp_path.glob("streams.json.corrupt-*"))) == 1
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        '{"name": "a b", "url": "ws://h/", "query": "q"}',
+        '{"name": "x", "url": "http://h/", "query": "q"}',
+        '{"name": "x", "url": "ws://h/\\r\\nFAKE", "query": "q"}',
+        '{"name": "x", "url": "ws://h/", "query": "q", "running": "yes"}',
+        '{"name": "a", "url": "ws://h/", "query": "q"}',
+        '"not an object"',
+    ],
+)
+def test_one_bad_entry_is_set_aside_alone_and_the_others_load(
+    tmp_path: Path, bad: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 14, row 14: one bad registry entry used to set the whole registry aside."""
+    path = tmp_path / "streams.json"
+    good = ('{"name": "a", "url": "ws://127.0.0.1:4000/graphql", '
+            '"query": "subscription { temperature }"}')
+    path.write_text('{"version": 1, "streams": [' + good + ", " + bad + "]}")
+    loaded = StreamRegistry(path).load()
+    assert [e.feed.name for e in loaded] == ["a"]
+    assert not list(tmp_path.glob("streams.json.corrupt-*"))
+    aside = list(tmp_path.glob("streams.json.rejected-*"))
+    assert len(aside) == 1
+    rejected = json.loads(aside[0].read_text())
+    assert [r["entry"] for r in rejected] == [json.loads(bad)]
+    assert json.loads(path.read_text())["streams"][0]["name"] == "a"
+    assert len(json.loads(path.read_text())["streams"]) == 1
+    lines = [r.getMessage() for r in caplog.records if r.name == "tps.config.registry"]
+    assert len(lines) == 1 and "invalid" in lines[0] and "\n" not in lines[0]
 
 
 def test_a_failed_write_leaves_the_previous_registry_intact(

@@ -2,7 +2,8 @@
 
 Runs the simulator in this process, points one feed at each simulated satellite, and
 runs TPS in the ``all`` role on the embedded SQLite store (unless ``TPS_INFLUX_URL`` is
-set), then prints where to look.
+set), then prints where to look. Feeds may reach loopback only when
+``TPS_FEED_ALLOW`` names it; the demo adds exactly its simulator's ``host:port``.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from tps.actors.stats import StreamState
 from tps.config import FeedConfig, Settings
 from tps.feeds.simulator import Simulator, SimulatorConfig
 from tps.logging_setup import configure_logging
+from tps.redact import redact_url
 from tps.service import Service
 
 logger = logging.getLogger(__name__)
@@ -39,14 +41,19 @@ def run_demo(
     if not settings.feeds:
         simulated = tuple(FeedConfig(name=f"sat{i}", url=simulator.url(f"sat{i}"))
                           for i in range(1, feeds + 1))
-        settings = replace(settings, feeds=simulated, role="all")
+        # The simulator listens on loopback, where feeds may go only when named
+        # explicitly: the demo names exactly its own simulator's address and port.
+        own = f"{simulator.config.host}:{simulator.port}"
+        settings = replace(settings, feeds=simulated, role="all",
+                           feed_allow=(*settings.feed_allow, own))
     service = Service(settings)
     try:
         service.start()
         base = f"http://{settings.http_host}:{service.http_port}"
         print(f"""
 TPS demo is running: {_feeds_line(service)}, store: {
-            settings.influx_url or f"SQLite in {settings.data_dir}"}.
+            redact_url(settings.influx_url) if settings.influx_url
+            else f"SQLite in {settings.data_dir}"}.
   Dashboard      {base}/
   GraphiQL       {base}/graphql
   REST streams   {base}/api/streams

@@ -158,6 +158,7 @@ class ServiceUnavailable(TPSError):
 
     code = "SERVICE_UNAVAILABLE"
 
+
 # --- cluster mode (issue 12) ---
 
 
@@ -168,3 +169,56 @@ class ClusterUnavailable(StoreUnavailable):
     counts as stored, so the writer retries it with backoff like a store outage, and
     the control plane answers 503.
     """
+
+# --- issue 14 (hardening) ---------------------------------------------------------
+
+
+class LimitExceeded(TPSError):
+    """A request or change would go past a configured limit.
+
+    ``setting`` names the limit (e.g. ``TPS_MAX_STREAMS``), ``limit`` is its value
+    (``extensions.limit`` in GraphQL) and ``asked`` what the caller would have needed.
+    Refused before any work starts, so nothing was done.
+    """
+
+    code = "BAD_USER_INPUT"  # the caller asked for too much; extensions.limit: how much
+
+    def __init__(self, setting: str, limit: int, asked: int, what: str) -> None:
+        super().__init__(f"{setting}: {what} {asked} is more than the limit of {limit}")
+        self.setting = setting
+        self.limit = limit
+        self.asked = asked
+
+
+class RequestTooLarge(LimitExceeded):
+    """A GraphQL request asks for more than one request may (rows across every field
+    and alias, aliases, body bytes)."""
+
+
+class TooManyStreams(LimitExceeded):
+    """Adding a stream would go past ``TPS_MAX_STREAMS``."""
+
+
+class TooManySubscriptions(LimitExceeded):
+    """A subscription would go past the per-connection or the global subscription cap."""
+
+
+class FeedRefused(TPSError):
+    """A feed's destination is not allowed: the configured store, TPS's own HTTP
+    address, a host ``TPS_FEED_ALLOW`` does not name, or (unless named explicitly) a
+    loopback, link-local or cloud-metadata address. ``reason`` says which."""
+
+    code = "BAD_USER_INPUT"
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class DataDirInUse(ConfigError):
+    """Another TPS process holds the data dir's lock (``pid`` on ``host``)."""
+
+    def __init__(self, problem: str, pid: int | None, host: str | None) -> None:
+        super().__init__("TPS_DATA_DIR", problem)
+        self.pid = pid
+        self.host = host

@@ -20,8 +20,10 @@ import functools
 import gc
 import logging
 import socket
+import sys
 from collections.abc import Sequence
 from dataclasses import replace
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pykka
@@ -40,7 +42,9 @@ from tps.api.context import ApiContext, TokenAuth
 from tps.api.metrics import Metrics
 from tps.config import Settings
 from tps.config.registry import StreamRegistry
+from tps.datadir import DataDirLock, prepare_data_dir
 from tps.errors import ConfigError
+from tps.feeds.destinations import FeedDestinations
 from tps.feeds.poller import FeedPoller
 from tps.history.answers import History
 from tps.history.backfill import BackfillProgress
@@ -48,6 +52,7 @@ from tps.history.health import HistoryHealth
 from tps.history.hot import HotTier
 from tps.live import LiveHub
 from tps.model import Reading
+from tps.redact import redact_url
 from tps.store import Store, open_store
 from tps.token import load_or_create_token
 
@@ -56,6 +61,9 @@ if TYPE_CHECKING:  # cluster mode's modules (and nats-py) load only in cluster m
     from tps.cluster.node import ClusterNode
 
 logger = logging.getLogger(__name__)
+
+SWITCH_INTERVAL = 0.001
+"""Seconds a thread runs Python before another may take the interpreter lock."""
 
 
 class Service:
@@ -75,6 +83,7 @@ class Service:
         self.history_actor: pykka.ActorRef[HistoryActor] | None = None
         self.http_port: int = settings.http_port
         self.token: str = ""
+        self._lock: DataDirLock | None = None
         self.alarms: AlarmParts | None = None
         self.cluster: ClusterNode | None = None
         self._reader_control: SupervisorReaderControl | None = None
@@ -90,27 +99,34 @@ class Service:
         return open_store(self.settings)
 
     def start(self) -> None:
-        """Start every actor of the role and the HTTP server; raises on failure."""
+        """Start every actor of the role and the HTTP server; raises on failure.
+
+        A process that ingests holds the data dir's lock (:mod:`tps.datadir`) until
+        :meth:`stop`; a data dir TPS cannot use is a ConfigError, one line.
+        """
         settings = self.settings
-        try:
-            settings.data_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise ConfigError("TPS_DATA_DIR", f"cannot create {settings.data_dir}: "
-                              f"{exc.strerror}") from None
+        if settings.role == "api":
+            prepare_data_dir(settings.data_dir)  # token and SQLite only: no lock
+        else:
+            self._lock = DataDirLock.acquire(settings.data_dir)
         try:
             sockets = bind(settings.http_host, settings.http_port)
         except OSError as exc:
+            self._release_lock()
             raise ConfigError("TPS_HTTP_PORT", f"cannot listen on {settings.http_host}:"
                               f"{settings.http_port}: {exc.strerror}") from None
         self.http_port = int(sockets[0].getsockname()[1])
         try:
             self._start_actors(sockets)
-        except BaseException:
+        except BaseException as exc:
             # Leave no actor thread behind: a half-started service would keep the
             # process alive after the error is reported.
             for sock in sockets:
                 sock.close()
             self.stop()
+            problem = _data_dir_problem(exc, settings.data_dir)
+            if problem is not None:
+                raise problem from None
             raise
 
     def _start_actors(self, sockets: list[socket.socket]) -> None:
@@ -119,6 +135,8 @@ class Service:
         ingests = role in ("all", "ingest")
         self.token, token_path = load_or_create_token(settings)
 
+        # The addresses no feed may reach, with the HTTP port actually bound.
+        destinations = FeedDestinations.from_settings(settings, http_port=self.http_port)
         if role == "all" or (settings.clustered and role == "api"):
             self.hub = LiveHub()
         if settings.clustered:
@@ -155,7 +173,8 @@ class Service:
                 self.writer = WriterHandle(settings, self._store, self.writer_stats,
                                            hot=self.hot)
             self.feed_poller = FeedPoller().start()
-            reader_factory = functools.partial(StreamReader.start, poller=self.feed_poller)
+            reader_factory = functools.partial(StreamReader.start, poller=self.feed_poller,
+                                               destinations=destinations)
         if role in ("all", "api"):
             self.queries = QueryPool(self._store, settings.query_pool_size,
                                      timeout=settings.influx_timeout + 5,
@@ -175,7 +194,7 @@ class Service:
             sink=self._sink if ingests else None,
             writer=self.writer, queries=self.queries, registry=registry,
             hub=None if settings.clustered else self.hub, board=board,
-            reader_factory=reader_factory,
+            reader_factory=reader_factory, destinations=destinations,
             alarms=self.alarms.keeper if self.alarms is not None else None,
         )
         self._supervisor = supervisor_proxy(self.supervisor_ref)
@@ -205,6 +224,10 @@ class Service:
             health=self.alarms.health if self.alarms is not None else None)
         if self.alarms is not None:
             metrics.watch_alarms(self.alarms.board)
+        # Big answers and seeds are built on worker threads; each time the IO loop wants
+        # the interpreter lock back it waits up to the switch interval (5 ms by default,
+        # per system call). 1 ms keeps /ready and small requests quick meanwhile.
+        sys.setswitchinterval(SWITCH_INTERVAL)
         self.http = HttpFrontend.start(ctx, sockets)
         # Everything built so far (schema, modules, actors) lives as long as the process:
         # keep it out of the collector's full scans, which otherwise stall the IO loop
@@ -212,7 +235,8 @@ class Service:
         gc.freeze()
         logger.info("TPS started: role %s, %d feed(s), store %s, HTTP on http://%s:%d/%s",
                     role, len(settings.feeds),
-                    settings.influx_url or f"SQLite in {settings.data_dir}",
+                    redact_url(settings.influx_url) if settings.influx_url
+                    else f"SQLite in {settings.data_dir}",
                     settings.http_host, self.http_port,
                     f", cluster instance {self.cluster.instance}" if self.cluster else "")
 
@@ -255,7 +279,13 @@ class Service:
             self._reader_control.close()
         if self.cluster is not None:
             self.cluster.close()
+        self._release_lock()
         return clean
+
+    def _release_lock(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     def _log_final_counts(self, supervisor: SupervisorProxy) -> None:
         # One line per stream, so an operator (and the SIGTERM test) can reconcile what
@@ -267,3 +297,17 @@ class Service:
         for stats in streams:
             logger.info("Final count: stream %s received %d readings, rejected %d",
                         stats.name, stats.received, stats.rejected)
+
+
+def _data_dir_problem(exc: BaseException, data_dir: Path) -> ConfigError | None:
+    """A start-up failure caused by a file in the data dir TPS may not use, as the one
+    line an operator needs (else None: a real bug keeps its traceback)."""
+    if isinstance(exc, ConfigError) or not isinstance(exc, OSError) or not exc.filename:
+        return None
+    try:
+        inside = Path(str(exc.filename)).resolve().is_relative_to(data_dir.resolve())
+    except OSError:
+        inside = False
+    if not inside:
+        return None
+    return ConfigError("TPS_DATA_DIR", f"cannot use {exc.filename}: {exc.strerror}")

@@ -19,6 +19,8 @@ from tps.config.settings import Settings
 logger = logging.getLogger(__name__)
 
 TOKEN_FILE = "control-token"  # noqa: S105 - a file name, not a secret
+MIN_TOKEN_CHARS = 16
+"""A configured token shorter than this is warned about (a generated one has 43)."""
 
 
 def token_path(data_dir: Path) -> Path:
@@ -41,6 +43,12 @@ def load_or_create_token(settings: Settings) -> tuple[str, Path | None]:
     A stored token readable by others is tightened to 0600 with a warning.
     """
     if settings.control_token:
+        if len(settings.control_token) < MIN_TOKEN_CHARS:
+            logger.warning(
+                "TPS_CONTROL_TOKEN is shorter than %d characters (%d); anyone who guesses it "
+                "controls the streams. Use at least %d random characters (e.g. python -c "
+                "'import secrets; print(secrets.token_urlsafe(32))'), or unset it to have TPS "
+                "generate one", MIN_TOKEN_CHARS, len(settings.control_token), MIN_TOKEN_CHARS)
         return settings.control_token, None
     data_dir = settings.data_dir
     path = token_path(data_dir)

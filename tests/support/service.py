@@ -18,6 +18,9 @@ from typing import Any
 from tests.support.influxdb import free_port
 from tests.support.wait import wait_until
 
+LOOPBACK_FEEDS = "*,127.0.0.1"
+"""TPS_FEED_ALLOW for tests: any host name, and the loopback address 127.0.0.1."""
+
 
 class TpsProcess:
     """``python -m tps serve`` with ``TPS_*`` settings from ``env``; output to a log file."""
@@ -27,8 +30,11 @@ class TpsProcess:
         self.name = name
         self.port = int(env.get("TPS_HTTP_PORT") or free_port())
         self.data_dir = Path(env.get("TPS_DATA_DIR") or tmp / f"{name}-data")
+        # The tests' simulators and peers listen on loopback, which feeds may reach only
+        # when TPS_FEED_ALLOW names it explicitly (as an operator would).
         self.env = {**os.environ, "TPS_HTTP_PORT": str(self.port),
-                    "TPS_DATA_DIR": str(self.data_dir), "TPS_LOG_LEVEL": "INFO", **env}
+                    "TPS_DATA_DIR": str(self.data_dir), "TPS_LOG_LEVEL": "INFO",
+                    "TPS_FEED_ALLOW": LOOPBACK_FEEDS, **env}
         self.log_path = tmp / f"{name}.log"
         self.proc: subprocess.Popen[bytes] | None = None
 

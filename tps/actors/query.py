@@ -43,6 +43,12 @@ STUCK_AFTER = 0.05
 JOIN_WITHIN = 0.1
 MAX_ANSWERS = 1024
 """Answers kept for ``answer_ttl`` at most (identical questions asked again)."""
+MAX_REMEMBERED_ROWS = 1000
+"""Longer answers (lists of readings) are never kept for reuse: reuse is for the small
+questions dashboards repeat, and a kept 100,000-row answer would hold its memory long
+after it expired."""
+PURGE_AT = 64
+"""Expired answers are dropped whenever this many are kept."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,7 +267,7 @@ class QueryPool:
             deliver(outcome)
 
         try:
-            ref.tell(RunQuery(fn, done))
+            ref.tell(RunQuery(fn, _Once(done)))
         except pykka.ActorDeadError:
             self._release(index, generation, ticket)
             deliver(StoreUnavailable("query actor stopped"))
@@ -316,8 +322,10 @@ class QueryPool:
         return result
 
     def _remember(self, shared_key: tuple[int, Hashable], answer: Any) -> None:
+        if isinstance(answer, list) and len(answer) > MAX_REMEMBERED_ROWS:
+            return
         now = time.monotonic()
-        if len(self._answers) >= MAX_ANSWERS:
+        if len(self._answers) >= PURGE_AT:
             # Expired answers go first; if all are fresh, the cache starts over.
             self._answers = {k: v for k, v in self._answers.items()
                              if now - v[1] <= self.answer_ttl}
@@ -345,6 +353,25 @@ class QueryPool:
             raise StoreUnavailable(
                 f"no answer within {limit:g} s"
             ) from None
+
+
+class _Once:
+    """A callback that forgets its target once called.
+
+    pykka keeps an actor's last message referenced until the next one arrives; a
+    message holding the whole callback chain would keep its answer (maybe 100,000
+    readings) alive that long too.
+    """
+
+    __slots__ = ("_callback",)
+
+    def __init__(self, callback: Callable[[Any], None]) -> None:
+        self._callback: Callable[[Any], None] | None = callback
+
+    def __call__(self, outcome: Any) -> None:
+        callback, self._callback = self._callback, None
+        if callback is not None:
+            callback(outcome)
 
 
 def _current_loop() -> IOLoop | None:

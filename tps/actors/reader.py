@@ -47,7 +47,8 @@ from tps.actors.stats import StreamState, StreamStats
 from tps.actors.timer import tell_later
 from tps.compat.websocket_client import buffered, enable_read_ahead
 from tps.config.settings import FeedConfig
-from tps.errors import FrameError
+from tps.errors import FeedRefused, FrameError
+from tps.feeds.destinations import FeedDestinations
 from tps.feeds.poller import FeedPoller, Registration
 from tps.feeds.protocol import (
     PLAIN,
@@ -63,6 +64,7 @@ from tps.feeds.protocol import (
 from tps.ingest.backoff import Backoff
 from tps.model import Reading
 from tps.ratelimit import RateLimitedLog
+from tps.redact import redact_url
 
 logger = logging.getLogger(__name__)
 
@@ -88,6 +90,11 @@ REJECT_LOG_INTERVAL = 10.0
 """At most one log line per rejection reason per this many seconds."""
 CLOSE_TIMEOUT = 0.2
 """Seconds a close waits for the server's close frame."""
+REFUSED_RETRY = 60.0
+"""Seconds between destination checks of a refused feed (DNS answers may change)."""
+REFUSED_LOG_INTERVAL = 600.0
+"""At most one log line per refusal reason per this many seconds."""
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
 _DATA_OPCODES = (websocket.ABNF.OPCODE_TEXT, websocket.ABNF.OPCODE_BINARY)
 
@@ -327,8 +334,13 @@ class StreamReader(pykka.ThreadingActor):
 
     States (``stats.state``): connecting -> subscribed; backoff after a loss; stopped
     on stop; failed if an unexpected exception kills the actor (``on_failure`` is then
-    called so a supervisor can restart it). ``on_stopped`` is called once at the end of
-    a stop, after the socket is closed and no poller thread holds it any more.
+    called so a supervisor can restart it); refused while ``destinations`` (the
+    feed-destination policy, checked before every connect) does not allow the feed's
+    address. ``on_stopped`` is called once at the end of a stop, after the socket is
+    closed and no poller thread holds it any more.
+
+    The handshake follows no redirect: a 3xx is a failed connect, so a server cannot
+    lead the reader past the destination check.
     """
 
     def __init__(
@@ -343,6 +355,7 @@ class StreamReader(pykka.ThreadingActor):
         silence_timeout: float = SILENCE_TIMEOUT,
         poller: FeedPoller | None = None,
         on_stopped: Callable[[], None] | None = None,
+        destinations: FeedDestinations | None = None,
     ) -> None:
         super().__init__()
         self.feed = feed
@@ -361,6 +374,9 @@ class StreamReader(pykka.ThreadingActor):
         self._link: _Link | None = None
         self._cancel_timer: Callable[[], None] | None = None
         self._shared = poller
+        self._destinations = destinations
+        self._refusals = RateLimitedLog(REFUSED_LOG_INTERVAL)
+        self._shown_url = redact_url(feed.url)
 
     # --- pykka hooks ---------------------------------------------------------------
 
@@ -426,20 +442,42 @@ class StreamReader(pykka.ThreadingActor):
         # would refuse a server that picks none, but that server speaks plain JSON.
         header = [f"Sec-WebSocket-Protocol: {', '.join(offer)}"] if offer else None
         try:
-            ws = websocket.create_connection(
-                self.feed.url,
-                timeout=CONNECT_TIMEOUT,
-                header=header,
-                skip_utf8_validation=True,  # json.loads validates; the pure-Python check is slow
-                enable_multithread=False,
-            )
+            # Checked after DNS, on every connect; the handshake runs on this very
+            # socket (with the URL's Host header and TLS server name), so what was
+            # checked is what is connected to.
+            sock = (self._destinations.connect(self.feed.url, CONNECT_TIMEOUT)
+                    if self._destinations is not None else None)
+        except FeedRefused as exc:
+            self._refuse(exc.reason)
+            return
+        except (OSError, ValueError) as exc:
+            # ValueError: e.g. a host name the IDNA codec refuses - a config problem the
+            # operator must see, but no reason to crash and restart the actor forever.
+            self._retry(_describe(exc), connected=False)
+            return
+        ws = websocket.WebSocket(
+            skip_utf8_validation=True,  # json.loads validates; the pure-Python check is slow
+            enable_multithread=False,
+        )
+        ws.settimeout(CONNECT_TIMEOUT)
+        try:
+            ws.connect(  # type: ignore[no-untyped-call]
+                self.feed.url, timeout=CONNECT_TIMEOUT, header=header, socket=sock,
+                redirect_limit=0)
         except websocket.WebSocketBadStatusException as exc:
+            _release(sock)
             self._retry(f"server answered HTTP {exc.status_code} instead of a websocket",
                         connected=False)
             return
         except (websocket.WebSocketException, OSError, ValueError) as exc:
-            # ValueError: e.g. a host name the IDNA codec refuses - a config problem the
-            # operator must see, but no reason to crash and restart the actor forever.
+            _release(sock)
+            status = ws.getstatus()
+            if status in _REDIRECTS:
+                location = (ws.getheaders() or {}).get("location") or "nowhere"
+                self._retry(f"server answered HTTP {status}, a redirect to "
+                            f"{redact_url(location)}; redirects are not followed (point "
+                            "the feed at the final URL)", connected=False)
+                return
             self._retry(_describe(exc), connected=False)
             return
         try:
@@ -462,7 +500,7 @@ class StreamReader(pykka.ThreadingActor):
         self._link = link
         self.stats.negotiated_protocol = codec.protocol
         logger.info("Stream %s connected to %s with protocol %s",
-                    self.feed.name, self.feed.url, codec.protocol)
+                    self.feed.name, self._shown_url, codec.protocol)
         if codec.protocol == PLAIN:
             # Plain JSON has no handshake: the data simply starts flowing.
             link.mark_subscribed()
@@ -492,8 +530,21 @@ class StreamReader(pykka.ThreadingActor):
         self.stats.reconnects += 1
         what = "lost connection to" if connected else "could not connect to"
         logger.warning("Stream %s %s %s: %s - reconnecting in %.1f s",
-                       self.feed.name, what, self.feed.url, reason, delay)
+                       self.feed.name, what, self._shown_url, reason, delay)
         self._cancel_timer = tell_later(delay, self.actor_ref, _Connect(self._generation))
+
+    def _refuse(self, reason: str) -> None:
+        """The destination check said no: nothing was sent anywhere. Stay refused (the
+        operator sees why) and check again after ``REFUSED_RETRY``."""
+        self._close()
+        self.stats.state = StreamState.REFUSED
+        self.stats.last_error = f"refused: {reason}"
+        self._refusals.log(logger, logging.WARNING, reason,
+                           "Stream %s refused to connect to %s: %s - checking again every "
+                           "%.0f s (see TPS_FEED_ALLOW)", self.feed.name, self._shown_url,
+                           reason, REFUSED_RETRY)
+        self._cancel_timer = tell_later(REFUSED_RETRY, self.actor_ref,
+                                        _Connect(self._generation))
 
     def _close(self) -> None:
         # A new generation makes every message still in flight for the old link a no-op.
@@ -538,6 +589,13 @@ def _close_socket(ws: websocket.WebSocket, name: str) -> None:
         # close() leaves the socket open when it thinks the connection already ended.
         with contextlib.suppress(OSError):
             ws.shutdown()  # type: ignore[no-untyped-call]
+
+
+def _release(sock: Any) -> None:
+    """Close a socket websocket-client did not take over (it closes those it did)."""
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.close()
 
 
 def _describe(exc: BaseException) -> str:

@@ -43,6 +43,9 @@ class StreamState(enum.StrEnum):
     # Cluster mode: the state of a stream this instance does not read.
     REMOTE = "remote"  # read by another instance (its ``owner``)
     UNASSIGNED = "unassigned"  # running, but no live instance holds it yet
+    REFUSED = "refused"
+    """The feed's destination is not allowed (``last_error`` says why): kept, not
+    connected; the check is repeated now and then, since DNS answers may change."""
 
 
 @dataclass

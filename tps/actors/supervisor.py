@@ -34,6 +34,7 @@ what happens next.
 from __future__ import annotations
 
 import concurrent.futures
+import functools
 import logging
 import time
 from collections import Counter, deque
@@ -59,8 +60,18 @@ from tps.actors.timer import tell_later
 from tps.alarms.limits import Limits
 from tps.config.registry import StreamRegistry
 from tps.config.settings import FeedConfig, Settings, check_feed
-from tps.errors import ConfigError, StreamError, StreamExists, UnknownStream
+from tps.errors import (
+    ConfigError,
+    FeedRefused,
+    InvalidArgument,
+    StreamError,
+    StreamExists,
+    TooManyStreams,
+    UnknownStream,
+)
+from tps.feeds.destinations import FeedDestinations
 from tps.live import LiveHub
+from tps.redact import redact_url
 
 logger = logging.getLogger(__name__)
 
@@ -274,10 +285,11 @@ def _resolved(future: pykka.Future[Any]) -> bool:
     return True
 
 
-def _default_reader_factory() -> ReaderFactory:
+def _default_reader_factory(destinations: FeedDestinations) -> ReaderFactory:
     from tps.actors.reader import StreamReader  # only processes that ingest need it
 
-    return StreamReader.start
+    factory: ReaderFactory = functools.partial(StreamReader.start, destinations=destinations)
+    return factory
 
 
 class Supervisor(pykka.ThreadingActor):
@@ -293,6 +305,12 @@ class Supervisor(pykka.ThreadingActor):
     and the published view for /health, /ready and /metrics. ``stop_timeout`` is how
     long a reader may take to stop before it is reported (and, at shutdown, left
     behind); ``flush_timeout`` bounds the flush after a removal.
+
+    ``destinations`` is the feed-destination policy (default: built from ``settings``):
+    a new stream whose URL it refuses without DNS is refused at once, and the default
+    reader factory hands it to every reader, which checks it before every connect (a
+    ``reader_factory`` passed in brings its own). At most ``settings.max_streams``
+    streams are registered.
 
     Use it through :class:`SupervisorProxy` (:func:`supervisor_proxy`).
     """
@@ -312,9 +330,11 @@ class Supervisor(pykka.ThreadingActor):
         policy: RestartPolicy | None = None,
         stop_timeout: float = 3.0,
         flush_timeout: float = 2.0,
+        destinations: FeedDestinations | None = None,
     ) -> None:
         super().__init__()
         self._settings = settings
+        self._destinations = destinations or FeedDestinations.from_settings(settings)
         self._sink = sink
         self._writer = writer
         self._queries = queries
@@ -363,17 +383,28 @@ class Supervisor(pykka.ThreadingActor):
                     exc,
                 )
                 self._registry = None
-        for feed, running in entries:
+        limit = self._settings.max_streams
+        started = 0
+        for index, (feed, running) in enumerate(entries):
             reader = self._track(feed, running)
-            if running:
+            if index >= limit:
+                reader.stats.state = StreamState.REFUSED
+                reader.stats.last_error = (f"refused: more than TPS_MAX_STREAMS ({limit}) "
+                                           "streams; not started")
+            elif running:
                 self._start_reader(reader)
+                started += 1
+        if len(entries) > limit:
+            logger.error("%d streams are registered but TPS_MAX_STREAMS is %d; the last %d "
+                         "are not started (state refused)", len(entries), limit,
+                         len(entries) - limit)
         if self._alarms is not None:
             self._alarms.limits_loaded({name: self._limits_of(name) for name in self._readers})
         self._publish()
         stopped = [feed.name for feed, running in entries if not running]
         logger.info(
             "Supervisor started %d of %d streams (role=%s)%s",
-            len(entries) - len(stopped),
+            started,
             len(entries),
             self._settings.role,
             f"; left stopped as an operator stopped them before: {', '.join(stopped)} "
@@ -417,16 +448,24 @@ class Supervisor(pykka.ThreadingActor):
     def add_stream(self, feed: FeedConfig, started: bool = True) -> StreamStats:
         """Register a new stream (persisted) and start its reader unless ``started`` is False.
 
-        Raises InvalidArgument (a bad field, naming it), StreamExists, or StreamError
-        when this process does not ingest.
+        Raises InvalidArgument (a bad field, naming it; a URL the destination policy
+        refuses without DNS), StreamExists, TooManyStreams, or StreamError when this
+        process does not ingest.
         """
         if self._sink is None:
             raise StreamError(
                 f"this process runs role={self._settings.role} and ingests no streams"
             )
-        check_feed(feed, self._settings.feed_allow)
+        check_feed(feed)
+        try:
+            self._destinations.precheck(feed.url)
+        except FeedRefused as exc:
+            raise InvalidArgument("url", exc.reason) from None
         if feed.name in self._readers:
             raise StreamExists(feed.name)
+        limit = self._settings.max_streams
+        if len(self._readers) >= limit:
+            raise TooManyStreams("TPS_MAX_STREAMS", limit, len(self._readers) + 1, "streams")
         reader = self._track(feed, started)
         self._persist(lambda registry: registry.put(feed, started))
         if self._alarms is not None:
@@ -437,7 +476,7 @@ class Supervisor(pykka.ThreadingActor):
         logger.info(
             "Stream %r added (%s, protocol %s); %s",
             feed.name,
-            feed.url,
+            redact_url(feed.url),
             feed.protocol,
             _start_outcome(reader) if started else "left stopped",
         )
@@ -973,7 +1012,7 @@ class Supervisor(pykka.ThreadingActor):
         reader.serial = self._serial
         reader.stats.state = StreamState.CONNECTING
         on_failure, on_stopped = self._reader_callbacks(name, reader.serial)
-        factory = self._reader_factory or _default_reader_factory()
+        factory = self._reader_factory or _default_reader_factory(self._destinations)
         reader.ref = factory(
             reader.feed,
             self._sink,

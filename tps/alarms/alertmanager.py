@@ -44,6 +44,7 @@ from urllib.parse import urlsplit
 from tps.alarms.model import AlarmEvent, AlarmSnapshot, AlarmState, Severity
 from tps.ingest.backoff import Backoff
 from tps.model import ns_to_datetime
+from tps.redact import redact_url
 
 logger = logging.getLogger(__name__)
 
@@ -164,6 +165,7 @@ class _HttpPoster:
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"expected an http:// or https:// URL, got {url!r}")
         self.url = url
+        self.shown_url = redact_url(url)
         self._https = parts.scheme == "https"
         self._host = parts.hostname
         self._port = parts.port
@@ -186,12 +188,12 @@ class _HttpPoster:
                 self.close()
                 if reused and attempt == 1:
                     continue  # the server closed a kept-alive connection: once more
-                raise OSError(f"{self.url} is unreachable: {exc or type(exc).__name__}") \
+                raise OSError(f"{self.shown_url} is unreachable: {exc or type(exc).__name__}") \
                     from exc
             if response.will_close:
                 self.close()
             if not 200 <= response.status < 300:
-                raise RuntimeError(f"{self.url} answered HTTP {response.status}: "
+                raise RuntimeError(f"{self.shown_url} answered HTTP {response.status}: "
                                    f"{answer[:200].decode(errors='replace')}")
             return
 
@@ -218,6 +220,7 @@ class AlertmanagerSender:
                  clock: Callable[[], float] = time.monotonic) -> None:
         self._poster = _HttpPoster(url.rstrip("/") + ALERTS_PATH, timeout)
         self.url = url
+        self.shown_url = redact_url(url)
         self._resend = resend_interval
         self._backoff = backoff or Backoff(initial=0.5, cap=10.0)
         self._clock = clock
@@ -263,7 +266,7 @@ class AlertmanagerSender:
 
     def health(self) -> dict[str, Any]:
         """For /health: reachable as of the last attempt, counters, firing alerts."""
-        return {"url": self.url, "posts": self.posts, "failures": self.failures,
+        return {"url": self.shown_url, "posts": self.posts, "failures": self.failures,
                 "lastError": self.last_error, "firing": self._book.firing(),
                 "ok": self.last_error is None}
 
@@ -311,12 +314,12 @@ class AlertmanagerSender:
                 if self.last_error is None or self._backoff.attempts == 1:
                     logger.warning("Alertmanager at %s: posting %d alert(s) failed (%s); "
                                    "keeping them, retrying with backoff (next in %.1f s)",
-                                   self.url, len(payload), exc, delay)
+                                   self.shown_url, len(payload), exc, delay)
                 self.last_error = str(exc)
                 continue
             if self.last_error is not None:
                 logger.info("Alertmanager at %s reached again: %d alert(s) delivered",
-                            self.url, len(payload))
+                            self.shown_url, len(payload))
             self.posts += 1
             self.last_error = None
             self.last_success = self._clock()
@@ -333,6 +336,7 @@ class WebhookSender:
                  backoff: Backoff | None = None) -> None:
         self._poster = _HttpPoster(url, timeout)
         self.url = url
+        self.shown_url = redact_url(url)
         self._backoff = backoff or Backoff(initial=0.5, cap=10.0)
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
@@ -368,7 +372,7 @@ class WebhookSender:
                     self._queue.popleft()
                 self.dropped += overflow
                 logger.warning("Alarm webhook %s: queue full, dropped the %d oldest "
-                               "event(s) (%d in all)", self.url, overflow, self.dropped)
+                               "event(s) (%d in all)", self.shown_url, overflow, self.dropped)
             self._wake.notify_all()
 
     def _run(self) -> None:
@@ -386,7 +390,7 @@ class WebhookSender:
                 self.last_error = str(exc)
                 delay = self._backoff.next_delay()
                 logger.warning("Alarm webhook %s: delivery failed (%s); retrying in %.1f s",
-                               self.url, exc, delay)
+                               self.shown_url, exc, delay)
                 self._stopped.wait(delay)
                 continue
             self.posts += 1

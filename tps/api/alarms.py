@@ -20,7 +20,6 @@ alarm already CLEARED is 409, anything malformed is 400 - never a 5xx.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import threading
@@ -42,6 +41,7 @@ from tps.alarms.query import history_window, select_alarms
 from tps.api.context import ApiContext
 from tps.api.control import CALL_TIMEOUT, FutureWaiter
 from tps.api.errors import ApiError, from_tps_error
+from tps.api.requests import JsonTooDeep, loads_bounded
 from tps.api.rest import ControlHandler
 from tps.errors import AlarmClosed, AlarmsUnavailable, InvalidArgument, TPSError, UnknownAlarm
 from tps.model import datetime_to_ns
@@ -243,8 +243,8 @@ def limits_json(limits: Limits | None) -> dict[str, Any]:
 # --- REST -------------------------------------------------------------------------------
 
 
-def _json_body(handler: tornado.web.RequestHandler, *, required: bool) -> dict[str, Any]:
-    body = handler.request.body
+def _json_body(handler: ControlHandler, *, required: bool) -> dict[str, Any]:
+    body = handler.body  # streamed in after the token check (ControlHandler.prepare)
     if not body and not required:
         return {}
     media = (handler.request.headers.get("Content-Type") or "").split(";", 1)[0].strip().lower()
@@ -253,7 +253,9 @@ def _json_body(handler: tornado.web.RequestHandler, *, required: bool) -> dict[s
     if len(body) > MAX_BODY_BYTES:
         raise ApiError(413, f"body larger than {MAX_BODY_BYTES} bytes")
     try:
-        data = json.loads(body)
+        data = loads_bounded(body)
+    except JsonTooDeep as exc:
+        raise ApiError(400, f"body: {exc}") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise ApiError(400, f"body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
@@ -278,6 +280,7 @@ class _AlarmHandler(ControlHandler):
     """Plumbing shared by the alarm handlers."""
 
     alarms: AlarmsApi
+    body_limit = MAX_BODY_BYTES
 
     def initialize(self, ctx: ApiContext, alarms: AlarmsApi) -> None:  # type: ignore[override]
         """Receive the API context and the alarms facade from the route table."""
@@ -323,14 +326,14 @@ class LimitsHandler(_AlarmHandler):
         except InvalidArgument as exc:
             raise ApiError(400, str(exc), field=exc.argument) from None
         result = await self.run(self.alarms.set_limits(name, limits))
-        logger.info("REST: limits of stream %r set by %s", name, self.request.remote_ip)
+        logger.info("REST: limits of stream %r set by %s", name, self.client())
         self.write_json(limits_json(result))
 
     async def delete(self, name: str) -> None:
         """Clear the limits; 204."""
         self.require_token()
         await self.run(self.alarms.set_limits(name, None))
-        logger.info("REST: limits of stream %r cleared by %s", name, self.request.remote_ip)
+        logger.info("REST: limits of stream %r cleared by %s", name, self.client())
         self.set_status(204)
         self.clear_header("Content-Type")
         self.finish()
@@ -404,7 +407,7 @@ class AlarmActionHandler(_AlarmHandler):
             snapshot = await self.run(self.alarms.shelve(alarm_id, data["seconds"], comment))
         logger.info("REST: alarm %s %s by %s", alarm_id,
                     "acknowledged" if action == "acknowledge" else "shelved",
-                    self.request.remote_ip)
+                    self.client())
         self.write_json(snapshot.to_json())
 
 

@@ -14,11 +14,15 @@ from typing import Any
 
 import pykka
 import tornado.httpserver
+import tornado.httputil
 import tornado.ioloop
 import tornado.netutil
+import tornado.routing
 import tornado.web
 
 from tps.api.context import ApiContext
+from tps.api.errors import ApiError, JsonErrorsMixin
+from tps.api.requests import AllowedHosts
 
 logger = logging.getLogger(__name__)
 
@@ -51,9 +55,72 @@ def make_routes(ctx: ApiContext) -> list[Route]:
     return routes
 
 
+class MisdirectedHandler(JsonErrorsMixin):
+    """Answers a request whose ``Host`` is not in ``TPS_ALLOWED_HOSTS`` with 421."""
+
+    def initialize(self, hosts: AllowedHosts) -> None:
+        """Receive the allowed hosts from the route table."""
+        self.hosts = hosts
+
+    def prepare(self) -> None:
+        """421 for a foreign host; 404 for an unknown path on an allowed one."""
+        if self.hosts.allows(self.request.host_name):
+            raise ApiError(404, f"no such resource: {self.request.path}")
+        raise ApiError(421, f"host {self.request.host_name!r} is not served here "
+                       "(TPS_ALLOWED_HOSTS)", code="misdirected")
+
+
+class _HostIn(tornado.routing.Matcher):
+    """Matches requests whose ``Host`` is allowed (see :class:`AllowedHosts`)."""
+
+    def __init__(self, hosts: AllowedHosts) -> None:
+        self.hosts = hosts
+
+    def match(self, request: tornado.httputil.HTTPServerRequest) -> dict[str, Any] | None:
+        """Match (with no arguments) when the host is allowed."""
+        return {} if self.hosts.allows(request.host_name) else None
+
+
 def make_app(ctx: ApiContext) -> tornado.web.Application:
-    """A Tornado application over ``ctx``."""
-    return tornado.web.Application(make_routes(ctx), compress_response=True)
+    """A Tornado application over ``ctx``.
+
+    With ``TPS_ALLOWED_HOSTS`` set, only ``/health`` and ``/ready`` (which probes reach
+    by address) answer any ``Host``; everything else answers allowed hosts only.
+    """
+    settings = ctx.settings
+    options: dict[str, Any] = {
+        "compress_response": True,
+        "websocket_max_message_size": settings.max_request_bytes,
+    }
+    routes = make_routes(ctx)
+    hosts = AllowedHosts(settings.allowed_hosts)
+    if not hosts.restricted:
+        return tornado.web.Application(routes, **options)
+    open_paths = {"/health", "/ready"}
+    rules: list[Any] = [route for route in routes if route[0] in open_paths]
+    rules.append(tornado.routing.Rule(
+        _HostIn(hosts), [route for route in routes if route[0] not in open_paths]))
+    rules.append((r".*", MisdirectedHandler, {"hosts": hosts}))
+    return tornado.web.Application(rules, **options)
+
+
+def make_server(ctx: ApiContext) -> tornado.httpserver.HTTPServer:
+    """The HTTP server over :func:`make_app`, with the request limits of the settings.
+
+    ``X-Forwarded-For`` is never applied by Tornado (``xheaders``): it names a client
+    only when ``TPS_TRUSTED_PROXIES`` trusts the peer (:class:`TrustedProxies`). A client
+    has ``TPS_HTTP_HEADER_TIMEOUT`` for its headers (a slow-header socket is closed)
+    and ``TPS_HTTP_BODY_TIMEOUT`` for a body of at most ``TPS_MAX_REQUEST_BYTES``;
+    control calls check the token and lower the limit before any body is read.
+    """
+    settings = ctx.settings
+    return tornado.httpserver.HTTPServer(
+        make_app(ctx),
+        xheaders=False,
+        idle_connection_timeout=settings.http_header_timeout,
+        body_timeout=settings.http_body_timeout,
+        max_body_size=settings.max_request_bytes,
+    )
 
 
 def bind(host: str, port: int) -> list[socket.socket]:
@@ -99,7 +166,7 @@ class HttpFrontend(pykka.ThreadingActor):
     def _run(self) -> None:
         asyncio.set_event_loop(asyncio.new_event_loop())
         self._loop = tornado.ioloop.IOLoop.current()
-        server = tornado.httpserver.HTTPServer(make_app(self._ctx), xheaders=True)
+        server = make_server(self._ctx)
         server.add_sockets(self._sockets)
         self._loop.add_callback(self._ready.set)
         try:

@@ -15,6 +15,7 @@ from tps.actors.alarms import AlarmHub
 from tps.actors.board import StatsBoard
 from tps.actors.supervisor import SupervisorProxy
 from tps.api.control import ControlPlane, FutureWaiter, StreamControl
+from tps.api.requests import TrustedProxies
 from tps.config import Settings
 from tps.history.answers import History
 from tps.history.health import HistoryHealth
@@ -106,8 +107,12 @@ class ApiContext:
     """Answers statistics and series (from the hot tier where there is one)."""
     history_health: HistoryHealth | None = None
     """The ``history`` section of /health (None: not shown)."""
-
     cluster: ClusterNode | None = None
+    proxies: TrustedProxies = field(init=False)
+    """Whose ``X-Forwarded-For`` is believed (``TPS_TRUSTED_PROXIES``)."""
+
+    def __post_init__(self) -> None:
+        self.proxies = TrustedProxies(self.settings.trusted_proxies)
 
     @property
     def control(self) -> StreamControl | None:

@@ -15,6 +15,7 @@ import tornado.web
 from tps.errors import (
     ConfigError,
     InvalidArgument,
+    LimitExceeded,
     StoreUnavailable,
     StreamError,
     StreamExists,
@@ -31,6 +32,7 @@ CODES: dict[int, str] = {
     409: "conflict",
     413: "too_large",
     415: "unsupported_media_type",
+    421: "misdirected",
     422: "invalid_field",
     500: "internal_error",
     503: "unavailable",
@@ -68,6 +70,8 @@ def from_tps_error(exc: TPSError) -> ApiError:
         return ApiError(422, exc.problem, field=exc.argument)
     if isinstance(exc, ConfigError):
         return ApiError(422, exc.problem, field=exc.setting)
+    if isinstance(exc, LimitExceeded):
+        return ApiError(409, str(exc), code="limit_exceeded")
     if isinstance(exc, StreamError | StoreUnavailable):
         return ApiError(503, str(exc))
     return ApiError(500, str(exc))

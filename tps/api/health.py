@@ -173,6 +173,10 @@ class HealthHandler(_HealthBase):
                 body["status"] = "degraded"
         self.finish(json.dumps(body))
 
+    async def head(self) -> None:
+        """The same status without the body (probes that only look at the status)."""
+        await self.get()
+
 
 class ReadyHandler(_HealthBase):
     """``GET /ready``: 200 when the store answers and the supervisor runs, else 503."""
@@ -191,6 +195,10 @@ class ReadyHandler(_HealthBase):
                            + (f" ({status.last_error})" if status.last_error else ""))
         self.set_status(503 if reasons else 200)
         self.finish(json.dumps({"ready": not reasons, "reasons": reasons}))
+
+    async def head(self) -> None:
+        """The same status without the body."""
+        await self.get()
 
 
 def routes(ctx: ApiContext) -> list[Route]:

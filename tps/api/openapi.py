@@ -264,7 +264,8 @@ def openapi_document() -> dict[str, Any]:
                         "400": _error("Malformed JSON."),
                         "401": unauthorized,
                         "403": _error("Origin not allowed."),
-                        "409": _error("A stream of that name exists."),
+                        "409": _error("A stream of that name exists, or TPS_MAX_STREAMS streams do "
+                                       "(`error.code` limit_exceeded)."),
                         "413": _error("Body too large."),
                         "415": _error("Content-Type is not application/json."),
                         "422": _error("A field is invalid; `error.field` names it."),

@@ -3,9 +3,12 @@
 Handlers never block the IO loop: every supervisor call goes through
 :class:`tps.api.control.ControlPlane`, awaited off the loop; a stop or removal is
 answered once it has taken effect. Mutating calls need
-``Authorization: Bearer <token>`` (checked first, so a caller without the token
-learns nothing and changes nothing). Cross-origin browser calls are answered only for
-origins listed in ``TPS_CORS_ORIGINS``.
+``Authorization: Bearer <token>``, checked in ``prepare`` before a byte of the body is
+read (the handlers stream their bodies), so a caller without the token learns nothing,
+changes nothing and cannot make TPS buffer anything; bodies are small (64 KiB to add a
+stream, 1 KiB otherwise). Cross-origin browser calls are answered only for origins
+listed in ``TPS_CORS_ORIGINS``. The audit lines name the client as
+:class:`~tps.api.requests.TrustedProxies` determines it.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import tornado.web
 from tps.api.context import ApiContext
 from tps.api.control import CALL_TIMEOUT, StreamControl
 from tps.api.errors import ApiError, JsonErrorsMixin, from_tps_error
+from tps.api.requests import JsonTooDeep, loads_bounded
 from tps.api.stream_shape import NEW_STREAM_FIELDS, json_schema_type, stream_json
 from tps.config.settings import FeedConfig
 from tps.errors import TPSError
@@ -29,6 +33,9 @@ from tps.errors import TPSError
 logger = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 64 * 1024
+"""Largest body of ``POST /api/streams``."""
+CONTROL_BODY_BYTES = 1024
+"""Largest body of every other control call (they take none)."""
 _NEW_STREAM = {spec.name: spec for spec in NEW_STREAM_FIELDS}
 Route = tuple[str, type[tornado.web.RequestHandler], dict[str, Any]]
 T = TypeVar("T")
@@ -46,7 +53,9 @@ def parse_new_stream(content_type: str | None, body: bytes) -> tuple[FeedConfig,
     if len(body) > MAX_BODY_BYTES:
         raise ApiError(413, f"body larger than {MAX_BODY_BYTES} bytes")
     try:
-        data = json.loads(body)
+        data = loads_bounded(body)
+    except JsonTooDeep as exc:
+        raise ApiError(400, f"body: {exc}") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise ApiError(400, f"body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
@@ -66,10 +75,13 @@ def parse_new_stream(content_type: str | None, body: bytes) -> tuple[FeedConfig,
     return feed, bool(values["started"])
 
 
+@tornado.web.stream_request_body
 class ControlHandler(JsonErrorsMixin):
-    """Shared plumbing: JSON answers, CORS, auth, awaiting the supervisor."""
+    """Shared plumbing: JSON answers, CORS, auth before the body, awaiting the supervisor."""
 
     ctx: ApiContext
+    body_limit = CONTROL_BODY_BYTES
+    """Largest body this resource's POST or PUT accepts (other methods: 1 KiB)."""
 
     def initialize(self, ctx: ApiContext) -> None:
         """Receive the API context from the route table."""
@@ -84,8 +96,33 @@ class ControlHandler(JsonErrorsMixin):
             self._cors_headers()
 
     def prepare(self) -> None:
-        """Add the CORS headers now that the context is known."""
+        """CORS headers; then, before any body is read, the token of a mutating call and
+        the body limit (413 at once for a larger ``Content-Length``)."""
         self._cors_headers()
+        self._body = bytearray()
+        method = self.request.method or "GET"
+        if method not in ("GET", "HEAD", "OPTIONS"):
+            self.require_token()
+        limit = self.body_limit if method in ("POST", "PUT", "PATCH") else CONTROL_BODY_BYTES
+        declared = self.request.headers.get("Content-Length", "")
+        if declared.strip().isdigit() and int(declared) > limit:
+            raise ApiError(413, f"body larger than {limit} bytes")
+        connection = self.request.connection
+        if connection is not None and hasattr(connection, "set_max_body_size"):
+            connection.set_max_body_size(limit)
+
+    def data_received(self, chunk: bytes) -> None:
+        """Collect the (bounded) body."""
+        self._body += chunk
+
+    @property
+    def body(self) -> bytes:
+        """The request body, read after :meth:`prepare` allowed it."""
+        return bytes(self._body)
+
+    def client(self) -> str:
+        """Who sent the request, for audit lines (``TPS_TRUSTED_PROXIES``)."""
+        return self.ctx.proxies.client_ip(self.request)
 
     def _cors_headers(self) -> None:
         origin = self.request.headers.get("Origin")
@@ -153,6 +190,8 @@ class ControlHandler(JsonErrorsMixin):
 class StreamsHandler(ControlHandler):
     """``/api/streams``: list (GET) and add (POST)."""
 
+    body_limit = MAX_BODY_BYTES
+
     async def get(self) -> None:
         """Every stream."""
         streams = await self.answer(self.control().list_streams())
@@ -160,11 +199,10 @@ class StreamsHandler(ControlHandler):
 
     async def post(self) -> None:
         """Add a stream and start its reader; 201 with Location."""
-        self.require_token()
         content_type = self.request.headers.get("Content-Type")
-        feed, started = parse_new_stream(content_type, self.request.body)
+        feed, started = parse_new_stream(content_type, self.body)
         stats = await self.answer(self.control().add_stream(feed, started))
-        logger.info("REST: stream %r added by %s", feed.name, self.request.remote_ip)
+        logger.info("REST: stream %r added by %s", feed.name, self.client())
         self.set_header("Location", f"/api/streams/{quote(feed.name, safe='')}")
         self.write_json(stream_json(stats), status=201)
 
@@ -178,9 +216,8 @@ class StreamHandler(ControlHandler):
 
     async def delete(self, name: str) -> None:
         """Stop the reader, flush what it read, forget the stream; 204."""
-        self.require_token()
         await self.answer(self.control().remove_stream(name))
-        logger.info("REST: stream %r removed by %s", name, self.request.remote_ip)
+        logger.info("REST: stream %r removed by %s", name, self.client())
         self.set_status(204)
         self.clear_header("Content-Type")
         self.finish()
@@ -191,12 +228,11 @@ class StreamActionHandler(ControlHandler):
 
     async def post(self, name: str, action: str) -> None:
         """Stop or start the stream; 200 with its state."""
-        self.require_token()
         control = self.control()
         change = control.start_stream(name) if action == "start" else control.stop_stream(name)
         stats = await self.answer(change)
         done = "started" if action == "start" else "stopped"
-        logger.info("REST: stream %r %s by %s", name, done, self.request.remote_ip)
+        logger.info("REST: stream %r %s by %s", name, done, self.client())
         self.write_json(stream_json(stats))
 
 

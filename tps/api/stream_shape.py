@@ -19,6 +19,7 @@ from typing import Any
 from tps.actors.stats import StreamState, StreamStats
 from tps.config.settings import DEFAULT_SUBSCRIPTION, PROTOCOLS
 from tps.model import ns_to_datetime
+from tps.redact import redact_url
 
 NAME_PATTERN = "^[A-Za-z0-9_.:-]{1,64}$"
 """Stream names (checked by ``tps.config.settings.validate_feed_name``)."""
@@ -65,7 +66,8 @@ STREAM_FIELDS: tuple[StreamField, ...] = (
                 column="LAST", description="Newest value read."),
     StreamField("reconnects", "integer", lambda s: s.reconnects, "Int", column="RECONNECTS",
                 schema={"minimum": 0}),
-    StreamField("url", "string", lambda s: s.url, "String", required=True, column="URL"),
+    StreamField("url", "string", lambda s: redact_url(s.url), "String", required=True,
+                column="URL", description="Without credentials or query values (redacted)."),
     StreamField("protocol", "string", lambda s: s.protocol, "FeedProtocol", required=True,
                 description="As configured: " + ", ".join(PROTOCOLS) + "."),
     StreamField("negotiated_protocol", "string", lambda s: s.negotiated_protocol,
@@ -112,7 +114,7 @@ NEW_STREAM_FIELDS: tuple[NewStreamField, ...] = (
     NewStreamField("name", str, True, None, "Stream name.",
                    {"pattern": NAME_PATTERN, "example": "sat-1"}),
     NewStreamField("url", str, True, None,
-                   "ws:// or wss:// URL; the host must match TPS_FEED_ALLOW.",
+                   "ws:// or wss:// URL; where it may connect is set by TPS_FEED_ALLOW.",
                    {"example": "ws://127.0.0.1:4000/graphql"}),
     NewStreamField("protocol", str, False, "auto", "auto, or the wire protocol to speak.",
                    {"enum": list(PROTOCOLS)}),

@@ -37,7 +37,8 @@ from tps.cluster.readings import LiveFeed, ReadingsPublisher
 from tps.cluster.registry import ClusterRegistry, RegistryEntry
 from tps.cluster.writer import ClusterWriterService
 from tps.config.settings import FeedConfig, Settings, check_feed
-from tps.errors import ClusterUnavailable
+from tps.errors import ClusterUnavailable, FeedRefused, InvalidArgument, TooManyStreams
+from tps.feeds.destinations import FeedDestinations
 from tps.model import Reading
 from tps.store.base import StoreFactory
 
@@ -145,8 +146,18 @@ class ClusterNode:
 
     def add_stream(self, feed: FeedConfig, running: bool = True
                    ) -> concurrent.futures.Future[RegistryEntry]:
-        """Register a stream cluster-wide (validated against ``TPS_FEED_ALLOW``)."""
-        check_feed(feed, self.settings.feed_allow)
+        """Register a stream cluster-wide: its fields checked, its URL refused at once
+        when the feed-destination policy can tell without DNS (every reader checks again
+        before each connect), at most ``TPS_MAX_STREAMS`` streams."""
+        check_feed(feed)
+        try:
+            FeedDestinations.from_settings(self.settings).precheck(feed.url)
+        except FeedRefused as exc:
+            raise InvalidArgument("url", exc.reason) from None
+        known = self.registry.streams()
+        limit, count = self.settings.max_streams, len(known)
+        if feed.name not in known and count >= limit:
+            raise TooManyStreams("TPS_MAX_STREAMS", limit, count + 1, "streams")
         return self._call(lambda: self.registry.add(feed, running), f"adding {feed.name}")
 
     def remove_stream(self, name: str) -> concurrent.futures.Future[RegistryEntry]:

@@ -20,7 +20,9 @@ How configured feeds (``TPS_FEEDS`` / the TOML file) merge with the registry:
 
 A registry file that cannot be read as a registry is renamed aside
 (``streams.json.corrupt-<UTC timestamp>``), reported in one log line, and TPS starts
-from the configured feeds instead of refusing to start.
+from the configured feeds instead of refusing to start. An *entry* that is not a valid
+stream (a bad name or URL, a missing field) is set aside alone, in
+``streams.json.rejected-<UTC timestamp>``, with one log line each; the other streams load.
 
 The class is plain (no locks): only the supervisor actor's thread uses it.
 """
@@ -34,11 +36,12 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from tps.alarms.limits import Limits, parse_limits
 from tps.config.settings import FeedConfig, check_feed
 from tps.errors import ConfigError, InvalidArgument
+from tps.redact import redact_url
 
 logger = logging.getLogger(__name__)
 
@@ -67,15 +70,63 @@ class StreamEntry:
         return data
 
 
+def _private(path: Path) -> IO[str]:
+    """``path`` opened for writing, readable by this user only (mode 0600)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)
+    return open(fd, "w", encoding="utf-8")
+
+
 class RegistryFormatError(ValueError):
     """The registry file exists but does not hold a valid registry."""
 
 
-def _parse(text: str) -> tuple[list[StreamEntry], set[str]]:
-    """Parse the registry file's text into (entries, tombstones)."""
+def _entry(item: Any, seen: set[str]) -> StreamEntry:
+    """One registry entry, checked like any feed; RegistryFormatError says what is wrong."""
+    if not isinstance(item, dict):
+        raise RegistryFormatError("not an object")
+    try:
+        feed = FeedConfig(
+            name=item["name"],
+            url=item["url"],
+            protocol=item.get("protocol", "auto"),
+            query=item["query"],
+        )
+        running = item.get("running", True)
+    except KeyError as exc:
+        raise RegistryFormatError(f"misses {exc}") from None
+    if not all(isinstance(v, str) for v in feed.to_dict().values()) or not isinstance(
+        running, bool
+    ):
+        raise RegistryFormatError("has a value of the wrong type")
+    try:
+        check_feed(feed)
+    except InvalidArgument as exc:
+        raise RegistryFormatError(str(exc)) from None
+    if feed.name in seen:
+        raise RegistryFormatError(f"stream {feed.name!r} appears twice")
+    limits, limits_set = None, "limits" in item
+    if item.get("limits") is not None:
+        try:
+            limits = parse_limits(item["limits"])
+        except InvalidArgument as exc:
+            # Only this stream's runtime limits are lost, not the stream.
+            logger.error("Stream registry: stream %r has invalid limits (%s); using "
+                         "its configured limits instead", feed.name, exc)
+            limits, limits_set = None, False
+    return StreamEntry(feed, running, limits, limits_set)
+
+
+def _parse(text: str) -> tuple[list[StreamEntry], set[str], list[tuple[Any, str]]]:
+    """Parse the registry file's text into (entries, tombstones, rejected entries).
+
+    A file that is not a registry raises RegistryFormatError; an entry that is not a
+    valid stream is rejected alone (with the problem), so one bad entry never costs the
+    others.
+    """
     try:
         data = json.loads(text)
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, RecursionError) as exc:
         raise RegistryFormatError(f"not JSON ({exc})") from None
     if not isinstance(data, dict) or data.get("version") != FORMAT_VERSION:
         raise RegistryFormatError(f"expected an object with version {FORMAT_VERSION}")
@@ -83,44 +134,20 @@ def _parse(text: str) -> tuple[list[StreamEntry], set[str]]:
     if not isinstance(streams, list) or not isinstance(removed, list):
         raise RegistryFormatError("'streams' and 'removed' must be lists")
     entries: list[StreamEntry] = []
+    rejected: list[tuple[Any, str]] = []
     seen: set[str] = set()
     for item in streams:
-        if not isinstance(item, dict):
-            raise RegistryFormatError(f"stream entry {item!r} is not an object")
         try:
-            feed = FeedConfig(
-                name=item["name"],
-                url=item["url"],
-                protocol=item.get("protocol", "auto"),
-                query=item["query"],
-            )
-            running = item.get("running", True)
-        except KeyError as exc:
-            raise RegistryFormatError(f"stream entry misses {exc}") from None
-        if not all(isinstance(v, str) for v in feed.to_dict().values()) or not isinstance(
-            running, bool
-        ):
-            raise RegistryFormatError(f"stream entry {item!r} has a value of the wrong type")
-        try:
-            check_feed(feed)
-        except InvalidArgument as exc:
-            raise RegistryFormatError(f"stream {feed.name!r}: {exc}") from None
-        if feed.name in seen:
-            raise RegistryFormatError(f"stream {feed.name!r} appears twice")
-        seen.add(feed.name)
-        limits, limits_set = None, "limits" in item
-        if item.get("limits") is not None:
-            try:
-                limits = parse_limits(item["limits"])
-            except InvalidArgument as exc:
-                # Only this stream's runtime limits are lost, not the registry.
-                logger.error("Stream registry: stream %r has invalid limits (%s); using "
-                             "its configured limits instead", feed.name, exc)
-                limits, limits_set = None, False
-        entries.append(StreamEntry(feed, running, limits, limits_set))
-    if not all(isinstance(name, str) for name in removed):
-        raise RegistryFormatError("'removed' must list stream names")
-    return entries, set(removed) - seen
+            entry = _entry(item, seen)
+        except RegistryFormatError as exc:
+            rejected.append((item, str(exc)))
+            continue
+        seen.add(entry.feed.name)
+        entries.append(entry)
+    tombstones = {name for name in removed if isinstance(name, str)}
+    rejected += [(name, "a removed stream's name must be a string")
+                 for name in removed if not isinstance(name, str)]
+    return entries, tombstones - seen, rejected
 
 
 class StreamRegistry:
@@ -150,10 +177,13 @@ class StreamRegistry:
             raise ConfigError("TPS_DATA_DIR", f"cannot read {self.path}: {exc.strerror}") from None
         if text is not None:
             try:
-                entries, self._removed = _parse(text)
+                entries, self._removed, rejected = _parse(text)
                 self._entries = {entry.feed.name: entry for entry in entries}
             except RegistryFormatError as exc:
                 self._set_aside(str(exc))
+            else:
+                if rejected:
+                    self._set_entries_aside(rejected)
         moved: list[str] = []
         for feed in configured:
             known = self._entries.get(feed.name)
@@ -163,7 +193,7 @@ class StreamRegistry:
                 # The configuration says where a configured feed is; the registry only
                 # remembers what was done to it at runtime (stopped, removed).
                 logger.debug("Stream %s: configured as %s (registry had %s)", feed.name,
-                             feed.url, known.feed.url)
+                             redact_url(feed.url), redact_url(known.feed.url))
                 moved.append(feed.name)
                 self._entries[feed.name] = replace(known, feed=feed)
         if moved:
@@ -189,6 +219,26 @@ class StreamRegistry:
             problem,
             aside,
         )
+
+    def _set_entries_aside(self, rejected: list[tuple[Any, str]]) -> None:
+        """Keep invalid entries in ``streams.json.rejected-<UTC>`` (one line each in the
+        log); the valid ones load, and the next save leaves the bad ones out."""
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        aside = self.path.with_name(f"{self.path.name}.rejected-{stamp}")
+        n = 1
+        while aside.exists():
+            n += 1
+            aside = self.path.with_name(f"{self.path.name}.rejected-{stamp}-{n}")
+        with _private(aside) as handle:
+            json.dump([{"entry": item, "problem": problem} for item, problem in rejected],
+                      handle, indent=2)
+            handle.write("\n")
+        for item, problem in rejected:
+            name = item.get("name") if isinstance(item, dict) else None
+            logger.error("Stream registry %s: entry %s is invalid (%s); kept it in %s, the "
+                         "other streams load", self.path,
+                         repr(name) if isinstance(name, str) else "without a name",
+                         problem, aside)
 
     # --- queries ---------------------------------------------------------------------
 
@@ -233,7 +283,10 @@ class StreamRegistry:
         self.save()
 
     def save(self) -> None:
-        """Write the registry atomically: temp file, fsync, rename, fsync the folder."""
+        """Write the registry atomically: temp file, fsync, rename, fsync the folder.
+
+        Mode 0600: feed URLs may carry credentials, and this file keeps them whole.
+        """
         data = {
             "version": FORMAT_VERSION,
             "streams": [entry.to_dict() for entry in self._entries.values()],
@@ -241,7 +294,7 @@ class StreamRegistry:
         }
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
-        with open(tmp, "w", encoding="utf-8") as handle:
+        with _private(tmp) as handle:
             json.dump(data, handle, indent=2)
             handle.write("\n")
             handle.flush()

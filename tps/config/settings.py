@@ -8,7 +8,7 @@ place and not another.
 
 from __future__ import annotations
 
-import fnmatch
+import ipaddress
 import json
 import logging
 import math
@@ -21,8 +21,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from tps.alarms.limits import Limits, parse_limits
-from tps.errors import ConfigError, InvalidArgument
+from tps.errors import ConfigError, FeedRefused, InvalidArgument
+from tps.feeds.destinations import FeedDestinations, parse_allow
 from tps.feeds.protocol import LEGACY, MODERN, PLAIN
+from tps.redact import redact_url
 
 logger = logging.getLogger(__name__)
 
@@ -99,6 +101,18 @@ class Settings:
     def clustered(self) -> bool:
         """True when ``TPS_NATS_URL`` names NATS servers (cluster mode)."""
         return bool(self.nats_url)
+
+    # --- hardening (issue 14) ---
+    max_streams: int = 500
+    max_request_bytes: int = 1 << 20
+    max_request_rows: int = 200_000
+    max_aliases: int = 32
+    max_subscriptions: int = 10_000
+    max_connection_subscriptions: int = 1000
+    http_header_timeout: float = 10.0
+    http_body_timeout: float = 30.0
+    trusted_proxies: tuple[str, ...] = ()
+    allowed_hosts: tuple[str, ...] = ()
 
     def with_feeds(self, feeds: tuple[FeedConfig, ...]) -> Settings:
         """A copy with another feed list."""
@@ -200,6 +214,33 @@ def _list(_: str, raw: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in raw.split(",") if part.strip())
 
 
+def _feed_allow(name: str, raw: str) -> tuple[str, ...]:
+    entries = _list(name, raw)
+    try:
+        parse_allow(entries)
+    except ValueError as exc:
+        raise ConfigError(name, str(exc)) from None
+    return entries
+
+
+def _networks(name: str, raw: str) -> tuple[str, ...]:
+    entries = _list(name, raw)
+    for entry in entries:
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            raise ConfigError(name, f"expected IP addresses or networks, got {entry!r}") from None
+    return entries
+
+
+def _hosts(name: str, raw: str) -> tuple[str, ...]:
+    entries = tuple(entry.lower() for entry in _list(name, raw))
+    for entry in entries:
+        if any(c.isspace() or c in "/@:" for c in entry.strip("[]")) and not entry.startswith("["):
+            raise ConfigError(name, f"expected host names (patterns), got {entry!r}")
+    return entries
+
+
 def _http_url(name: str, raw: str) -> str | None:
     if not raw:
         return None
@@ -247,19 +288,30 @@ def validate_feed_name(name: str, setting: str = "name") -> str:
     return name
 
 
-def check_feed(feed: FeedConfig, allow: Sequence[str] = ("*",)) -> FeedConfig:
-    """The one check of a feed, wherever it comes from; InvalidArgument names the field.
+MAX_URL_CHARS = 2048
+"""Longest feed URL accepted."""
 
-    Configured feeds (``TPS_FEEDS``, the TOML file), the registry file and feeds added
-    at runtime (REST, GraphQL) all pass through here. The URL must be ws:// or wss://
-    and its host must match one of the fnmatch patterns in ``allow``
-    (``TPS_FEED_ALLOW``, checked for runtime additions), so an API caller cannot make
-    TPS connect to arbitrary internal hosts.
+
+def check_feed(feed: FeedConfig, allow: Sequence[str] | None = None) -> FeedConfig:
+    """The one check of a feed's fields, wherever it comes from; InvalidArgument names
+    the field.
+
+    Configured feeds (``TPS_FEEDS``, the TOML file), each registry entry and feeds added
+    at runtime (REST, GraphQL) all pass through here: a valid name, a ws:// or wss://
+    URL with a host and no control characters or spaces, a known protocol, a query.
+    Where the URL may *connect* is the feed-destination policy's question
+    (:class:`tps.feeds.destinations.FeedDestinations`), asked before every connect;
+    ``allow`` (``TPS_FEED_ALLOW``) also asks the part of it that needs no DNS now.
     """
     try:
         validate_feed_name(feed.name, "name")
     except ConfigError as exc:
         raise InvalidArgument("name", exc.problem) from None
+    if len(feed.url) > MAX_URL_CHARS:
+        raise InvalidArgument("url", f"longer than {MAX_URL_CHARS} characters")
+    if any(ch.isspace() or not ch.isprintable() for ch in feed.url):
+        raise InvalidArgument("url", "must not contain spaces or control characters "
+                              "(percent-encode them)")
     try:
         parts = urlsplit(feed.url)
         host = parts.hostname
@@ -267,11 +319,13 @@ def check_feed(feed: FeedConfig, allow: Sequence[str] = ("*",)) -> FeedConfig:
     except ValueError as exc:
         raise InvalidArgument("url", f"not a valid URL: {exc}") from None
     if parts.scheme not in ("ws", "wss") or not host:
-        raise InvalidArgument("url", f"must be a ws:// or wss:// URL with a host, got {feed.url!r}")
-    if not any(fnmatch.fnmatchcase(host.lower(), pattern.lower()) for pattern in allow):
-        raise InvalidArgument(
-            "url", f"host {host!r} is not allowed by TPS_FEED_ALLOW ({', '.join(allow)})"
-        )
+        raise InvalidArgument("url", "must be a ws:// or wss:// URL with a host, got "
+                              f"{redact_url(feed.url)!r}")
+    if allow is not None:
+        try:
+            FeedDestinations(allow).precheck(feed.url)
+        except FeedRefused as exc:
+            raise InvalidArgument("url", exc.reason) from None
     if feed.protocol not in PROTOCOLS:
         raise InvalidArgument("protocol", f"must be one of {', '.join(PROTOCOLS)}")
     if not feed.query.strip():
@@ -373,8 +427,10 @@ SETTINGS: tuple[SettingSpec, ...] = (
                 "the store only)."),
     SettingSpec("control_token", _opt_str, "Bearer token for mutating calls. Unset: "
                 "generated once and stored in the data dir."),
-    SettingSpec("feed_allow", _list, "Comma-separated host patterns (fnmatch) that feeds "
-                "may point at."),
+    SettingSpec("feed_allow", _feed_allow, "Where feeds may connect: comma-separated host "
+                "patterns (fnmatch), addresses or networks, each optionally `:port`. Loopback, "
+                "link-local and metadata addresses need an explicit entry (`localhost`, "
+                "`127.0.0.1`); the store and TPS itself are never allowed (see Security)."),
     SettingSpec("cors_origins", _list, "Comma-separated origins allowed to make "
                 "cross-origin calls."),
     SettingSpec("spool", _bool, "`on`: readings are spooled to disk before they count as "
@@ -415,6 +471,32 @@ SETTINGS: tuple[SettingSpec, ...] = (
                 "name plus a short random suffix."),
     SettingSpec("lease_ttl", _float_range(1, 300), "Seconds after which a silent instance's "
                 "feeds are taken over by the others (cluster mode)."),
+
+
+    # --- hardening (issue 14) ---
+    SettingSpec("max_streams", _int_range(1, 100_000), "Most streams one process runs; "
+                "adding one more is refused."),
+    SettingSpec("max_request_bytes", _int_range(1024, 1 << 30), "Largest HTTP request body "
+                "and GraphQL websocket message, in bytes (control calls have smaller fixed "
+                "limits)."),
+    SettingSpec("max_request_rows", _int_range(1, 100_000_000), "Most readings one GraphQL "
+                "request may ask for, summed over every field and alias (checked before any "
+                "work starts)."),
+    SettingSpec("max_aliases", _int_range(1, 10_000), "Most aliased fields in one GraphQL "
+                "document."),
+    SettingSpec("max_subscriptions", _int_range(1, 10_000_000), "Most GraphQL subscriptions "
+                "open at once, over all connections."),
+    SettingSpec("max_connection_subscriptions", _int_range(1, 1_000_000), "Most GraphQL "
+                "subscriptions open on one websocket connection."),
+    SettingSpec("http_header_timeout", _float_range(0.1, 3600), "Seconds a client has to "
+                "send a request's headers; also how long an idle keep-alive connection "
+                "stays open."),
+    SettingSpec("http_body_timeout", _float_range(0.1, 3600), "Seconds a client has to send "
+                "a request's body."),
+    SettingSpec("trusted_proxies", _networks, "Comma-separated proxy addresses or networks "
+                "whose `X-Forwarded-For` is believed. Unset: the header is ignored."),
+    SettingSpec("allowed_hosts", _hosts, "Comma-separated `Host` header names (fnmatch) "
+                "TPS answers, besides /health and /ready. Unset: any."),
 )
 _BY_ATTR = {spec.attr: spec for spec in SETTINGS}
 ENV_NAMES = frozenset(spec.env for spec in SETTINGS)

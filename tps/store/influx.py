@@ -32,6 +32,7 @@ from tps.history.buckets import Aggregate, combine
 from tps.history.planner import Buckets, Piece, Raw
 from tps.history.types import CoverageRange, RollupWrite, coverage_range
 from tps.model import Reading, Statistics
+from tps.redact import redact_url
 from tps.store import influxql
 from tps.store.base import StreamArrays
 from tps.store.lineprotocol import encode_readings, encode_rollups, is_storable
@@ -39,6 +40,8 @@ from tps.store.lineprotocol import encode_readings, encode_rollups, is_storable
 logger = logging.getLogger(__name__)
 
 _LINE_PROTOCOL = "text/plain; charset=utf-8"
+CHUNK_ROWS = 10_000
+"""Rows per chunk when a measurements answer is larger (see ``InfluxStore._query``)."""
 _FORM = "application/x-www-form-urlencoded"
 
 MAX_POINTS_PER_REQUEST = 50_000
@@ -77,6 +80,8 @@ class InfluxStore:
         if not db:
             raise ValueError("InfluxDB database name must not be empty")
         self.url = url.rstrip("/")
+        self.shown_url = redact_url(self.url)
+        """The URL as messages and logs show it (no credentials or query values)."""
         self.db = db
         self.timeout = timeout
         self._https = parts.scheme == "https"
@@ -97,7 +102,7 @@ class InfluxStore:
         self._ping_url = f"{base}/ping"
 
     def __repr__(self) -> str:
-        return f"InfluxStore({self.url!r}, {self.db!r})"
+        return f"InfluxStore({self.shown_url!r}, {self.db!r})"
 
     # --- the Store interface -------------------------------------------------------
 
@@ -112,14 +117,14 @@ class InfluxStore:
             # 2.x/3.x refuse CREATE DATABASE (buckets are made elsewhere); the bucket
             # may still exist and be writable, so check it before giving up.
             logger.info("InfluxDB at %s refused CREATE DATABASE %r (%s); checking that "
-                        "it exists instead", self.url, self.db, exc)
+                        "it exists instead", self.shown_url, self.db, exc)
         probe = influxql.select_measurements(None, None, None, newest=True, limit=1)
         try:
             self._query(probe, missing_ok=False)
         except StoreUnavailable:
             raise
         except StoreError as exc:
-            raise StoreError(f"InfluxDB database {self.db!r} at {self.url} is not usable "
+            raise StoreError(f"InfluxDB database {self.db!r} at {self.shown_url} is not usable "
                              f"and could not be created: {exc}") from None
 
     def ping(self) -> bool:
@@ -175,7 +180,7 @@ class InfluxStore:
         if status == 404 and "not found" in self._message(error, data):
             # The database was dropped (or never made) under us: make it and retry once.
             logger.warning("InfluxDB database %r at %s is missing; creating it and "
-                           "retrying the write", self.db, self.url)
+                           "retrying the write", self.db, self.shown_url)
             self.ensure_ready()
             status, error, data = self._request("POST", self._write_url, body, _LINE_PROTOCOL)
         self._check(status, error, data, "write")
@@ -230,7 +235,9 @@ class InfluxStore:
             return []
         statement = influxql.select_measurements(
             after_ns, before_ns, stream, newest=last is not None, limit=count)
-        readings = [r for series in self._query(statement) for r in _readings(series, stream)]
+        chunk = CHUNK_ROWS if count > CHUNK_ROWS else None
+        readings = [r for series in self._query(statement, chunk_size=chunk)
+                    for r in _readings(series, stream)]
         # InfluxDB orders ties by series key (the escaped name); TPS promises the
         # plain name, and the rows of a DESC query are reversed anyway.
         readings.sort(key=_time_then_stream)
@@ -251,7 +258,7 @@ class InfluxStore:
                 raise
             except StoreError as exc:
                 logger.warning("InfluxDB at %s refused a subquery (%s); averaging the "
-                               "newest readings in TPS from now on", self.url, exc)
+                               "newest readings in TPS from now on", self.shown_url, exc)
                 self._subqueries = False
             else:
                 if not rows or rows[0]["mean"] is None:
@@ -406,11 +413,11 @@ class InfluxStore:
         try:
             results = json.loads(data)["results"]
         except (ValueError, KeyError, TypeError) as exc:
-            raise StoreError(f"InfluxDB at {self.url} sent an unreadable query answer: "
+            raise StoreError(f"InfluxDB at {self.shown_url} sent an unreadable query answer: "
                              f"{data[:200]!r}") from exc
         if not isinstance(results, list) or len(results) != len(statements):
             logger.warning("InfluxDB at %s answered %s results for %d statements; asking one "
-                           "statement per request from now on", self.url,
+                           "statement per request from now on", self.shown_url,
                            len(results) if isinstance(results, list) else "no",
                            len(statements))
             self._multi_statements = False
@@ -456,26 +463,40 @@ class InfluxStore:
     # --- HTTP -------------------------------------------------------------------
 
     def _query(self, statement: str, *, with_db: bool = True,
-               missing_ok: bool = True) -> list[Series]:
-        """POST one statement; its series. "database not found" reads as no data."""
+               missing_ok: bool = True, chunk_size: int | None = None) -> list[Series]:
+        """POST one statement; its series. "database not found" reads as no data.
+
+        With ``chunk_size`` the server answers in chunks of that many rows (one JSON
+        document per line), parsed one by one: one ``json.loads`` of a 100,000-row
+        answer is a single C call that holds the interpreter lock for tens of ms, and
+        the IO loop waits that long. A server that ignores ``chunked`` answers one
+        document, which parses the same way.
+        """
         params = {"q": statement, "epoch": "ns"}
         if with_db:
             params["db"] = self.db
+        if chunk_size is not None:
+            params.update(chunked="true", chunk_size=str(chunk_size))
         status, error, data = self._request(
             "POST", self._query_url, urlencode(params).encode(), _FORM)
         self._check(status, error, data, "query")
-        try:
-            answer = json.loads(data)
-            result = answer["results"][0]
-        except (ValueError, KeyError, IndexError, TypeError) as exc:
-            raise StoreError(f"InfluxDB at {self.url} sent an unreadable query answer: "
-                             f"{data[:200]!r}") from exc
-        message = result.get("error")
-        if message:
-            if missing_ok and str(message).startswith("database not found"):
-                return []
-            raise StoreError(f"InfluxDB refused query: {message}")
-        series: list[Series] = result.get("series") or []
+        documents = data.split(b"\n") if chunk_size is not None else [data]
+        series: list[Series] = []
+        for document in documents:
+            if not document.strip():
+                continue
+            try:
+                answer = json.loads(document)
+                result = answer["results"][0]
+            except (ValueError, KeyError, IndexError, TypeError) as exc:
+                raise StoreError(f"InfluxDB at {self.shown_url} sent an unreadable query "
+                                 f"answer: {document[:200]!r}") from exc
+            message = result.get("error")
+            if message:
+                if missing_ok and str(message).startswith("database not found"):
+                    return []
+                raise StoreError(f"InfluxDB refused query: {message}")
+            series.extend(result.get("series") or [])
         return series
 
     def _request(
@@ -499,14 +520,14 @@ class InfluxStore:
                 data = response.read()
             except TimeoutError as exc:
                 self._drop_connection()
-                raise StoreUnavailable(f"InfluxDB at {self.url} did not answer within "
+                raise StoreUnavailable(f"InfluxDB at {self.shown_url} did not answer within "
                                        f"{self.timeout:g} s") from exc
             except (OSError, http.client.HTTPException) as exc:
                 self._drop_connection()
                 stale = isinstance(exc, ConnectionError | http.client.BadStatusLine)
                 if reused and stale and attempt == 1:
                     continue
-                raise StoreUnavailable(f"InfluxDB at {self.url} is unreachable: "
+                raise StoreUnavailable(f"InfluxDB at {self.shown_url} is unreachable: "
                                        f"{exc or type(exc).__name__}") from exc
             if response.will_close:
                 self._drop_connection()

@@ -38,7 +38,8 @@ from tps.api.graphql.results import (
     tps_error,
 )
 from tps.api.graphql.subscription_spec import SubscriptionSpec, subscription_spec
-from tps.errors import TPSError
+from tps.api.requests import JsonTooDeep, loads_bounded
+from tps.errors import TooManySubscriptions, TPSError
 from tps.feeds.protocol import MODERN
 
 logger = logging.getLogger(__name__)
@@ -56,8 +57,8 @@ class Executor(Protocol):
         operation_name: str | None,
         variables: dict[str, Any] | None,
         access: Access,
-    ) -> Awaitable[dict[str, Any]]:
-        """The response mapping (``data``/``errors``)."""
+    ) -> Awaitable[str]:
+        """The response (``data``/``errors``) as JSON text."""
 
 
 class SubscriptionConnection:
@@ -83,6 +84,7 @@ class SubscriptionConnection:
         queue_limit: int,
         access: Access = Access.ANONYMOUS,
         streams: KnownStreams | None = None,
+        max_subscriptions: int = 1000,
     ) -> None:
         self.protocol = protocol
         self._send = send
@@ -95,6 +97,7 @@ class SubscriptionConnection:
         self._check_token = check_token
         self._queue_limit = queue_limit
         self._streams = streams
+        self._max_subscriptions = max_subscriptions
         self.access = access
         self.acknowledged = False
         self.closed = False
@@ -207,7 +210,10 @@ class SubscriptionConnection:
         if self.closed:
             return
         try:
-            message = json.loads(text)
+            message = loads_bounded(text)
+        except JsonTooDeep:
+            self.shutdown(4400, "Invalid message: JSON nested too deeply")
+            return
         except ValueError:
             message = None
         if not isinstance(message, dict) or not isinstance(message.get("type"), str):
@@ -292,6 +298,11 @@ class SubscriptionConnection:
                 "operationName: no such operation in the document",
                 OPERATION_RESOLUTION_FAILURE)])
             return
+        if len(self.active) >= self._max_subscriptions:
+            self._refuse(sub_id, TooManySubscriptions(
+                "TPS_MAX_CONNECTION_SUBSCRIPTIONS", self._max_subscriptions,
+                len(self.active) + 1, "subscriptions on this connection:"))
+            return
         self.active[sub_id] = json.dumps(sub_id)
         if op.operation != OperationType.SUBSCRIPTION:
             IOLoop.current().add_callback(self._execute_once, sub_id, parsed, operation_name,
@@ -306,7 +317,7 @@ class SubscriptionConnection:
             return
         streams = self._streams
         if spec.stream is None or streams is None or streams.in_memory(spec.stream):
-            self._manager.add(id(self), sub_id, self, spec)
+            self._subscribe(sub_id, spec)
             return
         IOLoop.current().add_callback(self._add_when_known, sub_id, self.active[sub_id], spec)
 
@@ -329,7 +340,20 @@ class SubscriptionConnection:
             del self.active[sub_id]
             self._send_error(sub_id, [error])
             return
-        self._manager.add(id(self), sub_id, self, spec)
+        self._subscribe(sub_id, spec)
+
+    def _subscribe(self, sub_id: str, spec: SubscriptionSpec) -> None:
+        """Hand the subscription to the manager; past ``TPS_MAX_SUBSCRIPTIONS`` it ends
+        with an error for that id and the connection stays."""
+        try:
+            self._manager.add(id(self), sub_id, self, spec)
+        except TooManySubscriptions as exc:
+            del self.active[sub_id]
+            self._refuse(sub_id, exc)
+
+    def _refuse(self, sub_id: str, exc: TooManySubscriptions) -> None:
+        """A subscription over a cap: an error for that id (``extensions.limit``)."""
+        self._send_error(sub_id, [tps_error(exc)])
 
     async def _execute_once(
         self,
@@ -342,7 +366,7 @@ class SubscriptionConnection:
         response = await self._executor(parsed, operation_name, variables, self.access)
         if sub_id not in self.active:
             return
-        self.deliver(sub_id, json.dumps(response, separators=(",", ":")))
+        self.deliver(sub_id, response)
         self.active.pop(sub_id, None)
         self._json({"id": sub_id, "type": "complete"})
 

@@ -10,6 +10,14 @@ back with 200 in ``errors``, and so does a mutation without the control token
 report a 401 as a bare network error). Every error has ``extensions.code``
 (:mod:`tps.api.graphql.results`). Nothing a client sends produces a 500.
 
+Every query and mutation passes the request budget first
+(:mod:`tps.api.graphql.budget`): a request that may read more than
+``TPS_MAX_REQUEST_ROWS`` rows or uses more than ``TPS_MAX_ALIASES`` aliases gets one
+``BAD_USER_INPUT`` error with ``extensions.limit``, and nothing runs. One that may read
+many rows is built off the IO loop and written in pieces
+(:mod:`tps.api.graphql.offload`). A body larger than
+``TPS_MAX_REQUEST_BYTES`` is answered 413 from its ``Content-Length``.
+
 A request with ``Upgrade: websocket`` on the same path becomes a subscription
 connection (:mod:`tps.api.graphql.connection`, fanned out by
 :mod:`tps.api.graphql.fanout`). A browser asking for HTML with no
@@ -18,6 +26,7 @@ query gets GraphiQL.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -31,11 +40,13 @@ from graphql import ExecutionResult, GraphQLError, GraphQLSchema, OperationType,
 from tornado.concurrent import Future
 
 from tps.api.context import ApiContext
+from tps.api.graphql.budget import Budget, check_budget, request_cost
 from tps.api.graphql.cache import DocumentCache, ParsedDocument
 from tps.api.graphql.connection import SubscriptionConnection
 from tps.api.graphql.fanout import SubscriptionManager
 from tps.api.graphql.handshake import DEFAULT_SUBPROTOCOL, Access, choose_subprotocol
 from tps.api.graphql.known_streams import KnownStreams
+from tps.api.graphql.offload import HeavyRequests, dump_chunks
 from tps.api.graphql.results import (
     BAD_REQUEST,
     OPERATION_RESOLUTION_FAILURE,
@@ -46,14 +57,15 @@ from tps.api.graphql.results import (
     tps_error,
 )
 from tps.api.graphql.schema import FLAT_LISTS, RequestContext, build_schema
-from tps.compat.graphql_core import flat_list_context
+from tps.api.requests import JsonTooDeep, loads_bounded
+from tps.compat.graphql_core import coerce_variables, flat_list_context
 from tps.compat.tornado import (
     bound_send_buffer,
     socket_busy,
     spell_websocket_headers_as_rfc,
     write_text_frame,
 )
-from tps.errors import Unauthenticated
+from tps.errors import RequestTooLarge, Unauthenticated
 
 logger = logging.getLogger(__name__)
 
@@ -61,12 +73,23 @@ JSON_TYPE = "application/json; charset=utf-8"
 WS_SEND_BUFFER = 64 * 1024
 """Kernel send buffer of a subscription socket, in bytes."""
 _ACCEPTED_TYPES = ("application/json", "application/graphql-response+json")
+OFFLOAD_ROWS = 2_000
+"""A request that may read more rows than this is built off the IO loop
+(:mod:`tps.api.graphql.offload`); smaller ones, the hot path, stay on it."""
+MESSAGE_SLICE = 0.005
+"""Seconds of a websocket client's burst of messages handled before the loop gets a turn."""
+CHUNK_BYTES = 64 * 1024
+"""A response longer than this is written (and compressed) piece by piece."""
+
+Response = list[str]
+"""A response as JSON text in pieces (their join is the whole document)."""
 
 
 class GraphQLService:
     """Schema, document cache, executor and subscription fan-out of one application.
 
-    Shared by every request and WebSocket; lives on the IO loop.
+    Shared by every request and WebSocket; lives on the IO loop. Every query and
+    mutation passes the request budget (:mod:`tps.api.graphql.budget`) before it runs.
     """
 
     def __init__(self, ctx: ApiContext, schema: GraphQLSchema | None = None) -> None:
@@ -76,6 +99,45 @@ class GraphQLService:
         self._context_class = flat_list_context(FLAT_LISTS, CodedExecutionContext)
         self.subscriptions = SubscriptionManager(self.schema, ctx)
         self.streams = KnownStreams(ctx)
+        settings = ctx.settings
+        self.budget = Budget(settings.max_request_rows, settings.max_aliases)
+        self.heavy = HeavyRequests()
+
+    def respond(
+        self,
+        parsed: ParsedDocument,
+        operation_name: str | None,
+        variables: dict[str, Any] | None,
+        access: Access,
+    ) -> Response | Awaitable[Response]:
+        """Run a valid query or mutation; the response as JSON pieces, or an awaitable.
+
+        A request over budget is refused before any work (one ``BAD_USER_INPUT`` error
+        naming the limit); one that may read many rows runs off the IO loop; the rest
+        run here (see :meth:`execute`).
+        """
+        op = parsed.operation(operation_name)
+        assert parsed.document is not None and op is not None
+        try:
+            coerced = coerce_variables(self.schema, op.variable_definitions or (),
+                                       variables or {})
+        except GraphQLError:
+            coerced = None  # execution reports the bad variable, with its code
+        if coerced is not None:
+            try:
+                cost = request_cost(self.schema, parsed.document, op, coerced)
+                check_budget(cost, self.budget)
+            except RequestTooLarge as exc:
+                return [_dumps({"errors": [tps_error(exc)]})]
+            if cost.rows > OFFLOAD_ROWS:
+                home = asyncio.get_running_loop()
+                return self.heavy.run(lambda: self._off_loop(
+                    parsed, operation_name, variables, access, home))
+        response = self.execute(parsed, operation_name, variables, access)
+        if isawaitable(response):
+            return self._dump_later(response)
+        assert isinstance(response, dict)
+        return [_dumps(response)]
 
     def execute(
         self,
@@ -83,13 +145,15 @@ class GraphQLService:
         operation_name: str | None,
         variables: dict[str, Any] | None,
         access: Access,
+        home: asyncio.AbstractEventLoop | None = None,
     ) -> dict[str, Any] | Awaitable[dict[str, Any]]:
         """Run a valid query or mutation; the response mapping, or an awaitable of it.
 
-        A mutation needs ``Access.CONTROL``; otherwise the answer is one
-        ``UNAUTHENTICATED`` error and nothing runs. Returns a plain value when every
-        resolver answered synchronously (the ``currentTemperature`` hot path), saving a
-        coroutine per request.
+        No budget check (see :meth:`respond`). A mutation needs ``Access.CONTROL``;
+        otherwise the answer is one ``UNAUTHENTICATED`` error and nothing runs. Returns a
+        plain value when every resolver answered synchronously (the
+        ``currentTemperature`` hot path), saving a coroutine per request. ``home`` is the
+        IO loop when this runs on a heavy-request thread.
         """
         assert parsed.document is not None
         op = parsed.operation(operation_name)
@@ -99,7 +163,8 @@ class GraphQLService:
         result = execute(
             self.schema,
             parsed.document,
-            context_value=RequestContext(self.ctx, access is Access.CONTROL, self.streams),
+            context_value=RequestContext(self.ctx, access is Access.CONTROL, self.streams,
+                                         home),
             variable_values=variables,
             operation_name=operation_name,
             execution_context_class=self._context_class,
@@ -112,19 +177,39 @@ class GraphQLService:
     async def _finish(self, pending: Awaitable[ExecutionResult]) -> dict[str, Any]:
         return format_result(await pending)
 
+    async def _dump_later(self, pending: Awaitable[dict[str, Any]]) -> Response:
+        return [_dumps(await pending)]
+
+    async def _off_loop(
+        self,
+        parsed: ParsedDocument,
+        operation_name: str | None,
+        variables: dict[str, Any] | None,
+        access: Access,
+        home: asyncio.AbstractEventLoop,
+    ) -> Response:
+        """On a heavy-request thread: execute, then serialize in pieces."""
+        response = self.execute(parsed, operation_name, variables, access, home)
+        if isawaitable(response):
+            response = await response
+        assert isinstance(response, dict)
+        return dump_chunks(response)
+
     async def execute_async(
         self,
         parsed: ParsedDocument,
         operation_name: str | None,
         variables: dict[str, Any] | None,
         access: Access,
-    ) -> dict[str, Any]:
-        """:meth:`execute` as a coroutine (for the WebSocket path)."""
-        response = self.execute(parsed, operation_name, variables, access)
+    ) -> str:
+        """:meth:`respond` as a coroutine returning the JSON text (the WebSocket path)."""
+        response = self.respond(parsed, operation_name, variables, access)
         if isawaitable(response):
-            return await response
-        assert isinstance(response, dict)
-        return response
+            response = await response
+        assert isinstance(response, list)
+        if len(response) > 1:
+            self.heavy.release_soon()
+        return "".join(response)
 
     def observe(self, label: str, seconds: float) -> None:
         """Record one operation's latency (metrics may be absent in tests)."""
@@ -136,8 +221,13 @@ class GraphQLService:
                 logger.exception("Recording GraphQL latency failed")
 
     def close(self) -> None:
-        """Stop subscription sources."""
+        """Stop subscription sources and the heavy-request threads."""
         self.subscriptions.close()
+        self.heavy.close()
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
 
 
 class BadRequestError(Exception):
@@ -152,8 +242,13 @@ class BadRequestError(Exception):
         return {"errors": [request_error(str(self), BAD_REQUEST)]}
 
 
+@tornado.web.stream_request_body
 class GraphQLHandler(tornado.websocket.WebSocketHandler):
-    """``/graphql``: queries and mutations over HTTP, subscriptions over WebSocket."""
+    """``/graphql``: queries and mutations over HTTP, subscriptions over WebSocket.
+
+    The body is streamed in (``stream_request_body``) so that a request larger than
+    ``TPS_MAX_REQUEST_BYTES`` is answered 413 from its ``Content-Length`` alone.
+    """
 
     service: GraphQLService
     connection: SubscriptionConnection | None
@@ -162,11 +257,14 @@ class GraphQLHandler(tornado.websocket.WebSocketHandler):
         """Receive the shared service (injected by the route table)."""
         self.service = service
         self.connection = None
+        self._body = bytearray()
+        self._last_turn = time.perf_counter()
 
     # -- HTTP --
 
     def prepare(self) -> None:
-        """Allow listed cross-origin callers (``TPS_CORS_ORIGINS``).
+        """Allow listed cross-origin callers (``TPS_CORS_ORIGINS``); refuse a body over
+        the limit before reading it.
 
         Not ``set_default_headers``: Tornado calls that before ``initialize``, when the
         injected service is not there yet.
@@ -175,6 +273,16 @@ class GraphQLHandler(tornado.websocket.WebSocketHandler):
         if origin and origin in self.service.ctx.settings.cors_origins:
             self.set_header("Access-Control-Allow-Origin", origin)
             self.set_header("Vary", "Origin")
+        limit = self.service.ctx.settings.max_request_bytes
+        declared = self.request.headers.get("Content-Length", "")
+        if declared.strip().isdigit() and int(declared) > limit:
+            refusal = RequestTooLarge("TPS_MAX_REQUEST_BYTES", limit, int(declared),
+                                      "the body's bytes:")
+            self._send_json(413, {"errors": [tps_error(refusal)]})
+
+    def data_received(self, chunk: bytes) -> None:
+        """Collect the body (bounded by the server's ``max_body_size``)."""
+        self._body += chunk
 
     def options(self) -> None:
         """CORS preflight (allowed origins come from ``TPS_CORS_ORIGINS``)."""
@@ -210,7 +318,9 @@ class GraphQLHandler(tornado.websocket.WebSocketHandler):
             if ctype not in _ACCEPTED_TYPES:
                 raise BadRequestError(400, f"Content-Type must be application/json, got {ctype!r}")
             try:
-                body = json.loads(self.request.body)
+                body = loads_bounded(bytes(self._body))
+            except JsonTooDeep as exc:
+                raise BadRequestError(400, f"body: {exc}") from None
             except (ValueError, UnicodeDecodeError):
                 raise BadRequestError(400, "body: not valid JSON") from None
             if not isinstance(body, dict):
@@ -239,16 +349,33 @@ class GraphQLHandler(tornado.websocket.WebSocketHandler):
         parsed = service.cache.get(query)
         label = "invalid"
         if parsed.errors:
-            response: dict[str, Any] = {"errors": [format_error(e) for e in parsed.errors]}
+            pieces: Response = [_dumps({"errors": [format_error(e) for e in parsed.errors]})]
             status = 200
         else:
-            status, response, label = await self._run(parsed, variables, operation_name, over_get)
-        body = json.dumps(response, separators=(",", ":"))
+            status, pieces, label = await self._run(parsed, variables, operation_name, over_get)
         # Recorded before the answer leaves, so a client never sees it unrecorded.
         service.observe(label, time.perf_counter() - started)
         self.set_status(status)
         self.set_header("Content-Type", JSON_TYPE)
-        self.finish(body)
+        await self._write_pieces(pieces)
+
+    async def _write_pieces(self, pieces: Response) -> None:
+        """Finish with the JSON pieces; a long answer is written (and compressed) in
+        parts of about CHUNK_BYTES, each flushed before the next is encoded."""
+        if len(pieces) == 1:
+            self.finish(pieces[0])
+            return
+        self.service.heavy.release_soon()  # after this answer is written and dropped
+        batch: list[str] = []
+        size = 0
+        for piece in pieces:
+            batch.append(piece)
+            size += len(piece)
+            if size >= CHUNK_BYTES:
+                self.write("".join(batch).encode())
+                batch, size = [], 0
+                await self.flush()
+        self.finish("".join(batch).encode())
 
     async def _run(
         self,
@@ -256,7 +383,7 @@ class GraphQLHandler(tornado.websocket.WebSocketHandler):
         variables: dict[str, Any] | None,
         operation_name: str | None,
         over_get: bool,
-    ) -> tuple[int, dict[str, Any], str]:
+    ) -> tuple[int, Response, str]:
         op = parsed.operation(operation_name)
         if op is None:
             problem = (
@@ -264,24 +391,24 @@ class GraphQLHandler(tornado.websocket.WebSocketHandler):
                 else "the document has several operations; name one"
             )
             error = request_error(f"operationName: {problem}", OPERATION_RESOLUTION_FAILURE)
-            return 200, {"errors": [error]}, "invalid"
+            return 200, [_dumps({"errors": [error]})], "invalid"
         label = parsed.label(operation_name)
         if op.operation == OperationType.SUBSCRIPTION:
             message = "subscriptions need a WebSocket connection to /graphql"
-            return 400, {"errors": [request_error(message, BAD_REQUEST)]}, label
+            return 400, [_dumps({"errors": [request_error(message, BAD_REQUEST)]})], label
         if op.operation == OperationType.MUTATION and over_get:
             self.set_header("Allow", "POST")
             error = request_error("mutations must be sent with POST", BAD_REQUEST)
-            return 405, {"errors": [error]}, label
+            return 405, [_dumps({"errors": [error]})], label
         access = Access.of_header(self.request.headers.get("Authorization"),
                                   self.service.ctx.auth.check_token)
         try:
-            response = self.service.execute(parsed, operation_name, variables, access)
+            response = self.service.respond(parsed, operation_name, variables, access)
             if isawaitable(response):
                 response = await response
         except GraphQLError as exc:
-            return 200, {"errors": [format_error(exc)]}, label
-        assert isinstance(response, dict)
+            return 200, [_dumps({"errors": [format_error(exc)]})], label
+        assert isinstance(response, list)
         return 200, response, label
 
     def _send_json(self, status: int, body: dict[str, Any]) -> None:
@@ -339,6 +466,7 @@ class GraphQLHandler(tornado.websocket.WebSocketHandler):
             access=Access.of_header(self.request.headers.get("Authorization"),
                                     ctx.auth.check_token),
             streams=service.streams,
+            max_subscriptions=ctx.settings.max_connection_subscriptions,
         )
         self.connection.opened()
 
@@ -350,10 +478,19 @@ class GraphQLHandler(tornado.websocket.WebSocketHandler):
         """True while earlier frames still wait in the stream's write buffer."""
         return socket_busy(self)
 
-    def on_message(self, message: str | bytes) -> None:
-        """Hand one client message to the protocol state machine."""
+    async def on_message(self, message: str | bytes) -> None:
+        """Hand one client message to the protocol state machine.
+
+        Tornado hands over every frame already buffered without returning to the IO
+        loop, so a client that sends thousands of messages at once would hold it for
+        their whole burst; after ``MESSAGE_SLICE`` of them the loop gets a turn.
+        """
         if self.connection is not None:
             self.connection.on_message(message)
+        now = time.perf_counter()
+        if now - self._last_turn >= MESSAGE_SLICE:
+            await asyncio.sleep(0)
+            self._last_turn = time.perf_counter()
 
     def on_close(self) -> None:
         """Drop this connection's subscriptions."""
@@ -367,7 +504,9 @@ def _variables(raw: Any, from_text: bool = False) -> dict[str, Any] | None:
         return None
     if from_text:
         try:
-            raw = json.loads(raw)
+            raw = loads_bounded(raw)
+        except JsonTooDeep as exc:
+            raise BadRequestError(400, f"variables: {exc}") from None
         except ValueError:
             raise BadRequestError(400, "variables: not valid JSON") from None
     if raw is not None and not isinstance(raw, dict):
