@@ -74,6 +74,7 @@
   let seriesTriedAt = 0;
   let statsSeq = 0;
   let refreshTimer = null;
+  let loadGeneration = 0;
   let pollSoon = null;
 
   // ---- small helpers -------------------------------------------------------------
@@ -523,13 +524,12 @@
   async function loadView() {
     if (refreshTimer) clearTimeout(refreshTimer);
     refreshTimer = null;
-    const t = now();
-    const [from, to] = L.windowOf(view, t);
-    const wanted = L.viewToSearch(view);
+    const generation = ++loadGeneration; // only the newest load schedules the next one
+    const [from, to] = L.windowOf(view, now());
     const jobs = [loadStatistics(from, to)];
     if (!isLive()) jobs.push(loadSeries(from, to));
     await Promise.all(jobs);
-    if (L.viewToSearch(view) !== wanted || view.range === "custom") return;
+    if (generation !== loadGeneration || view.range === "custom") return;
     // Sliding ranges refresh at their bucket interval (5 s to a minute).
     const every = isLive() ? 5000 : Math.min(60000, Math.max(5000, series && series.interval ? series.interval * 1000 : 5000));
     refreshTimer = setTimeout(loadView, every);
