@@ -523,6 +523,8 @@ try {
   result.shelved = {state: shelved.body.state, comment: shelved.body.shelveComment, seconds_left: until};
   check(shelved.body.state === "SHELVED" && shelved.body.shelveComment === "maintenance" && until > 800 && until <= 900,
     "shelve: " + JSON.stringify(result.shelved));
+  await page.locator("#alarms-section").screenshot({path: join(artifacts, "dashboard-alarm-panel-1280.png")});
+  result.screenshots.push(join(artifacts, "dashboard-alarm-panel-1280.png"));
 
   // --- issue 15: health ---------------------------------------------------------------------
   result.step = "health panel";

@@ -954,7 +954,7 @@
       const time = document.createElement("time");
       setTime(time, L.toSeconds(a.triggeredAt), a.triggeredAt);
       const text = " " + a.stream + ", " + describeValue(a) + ", cleared" +
-        (a.acknowledgeComment ? " \u2013 \u201c" + a.acknowledgeComment + "\u201d" : "") + ", from ";
+        (a.acknowledgeComment ? " \u2013 \u201c" + a.acknowledgeComment + "\u201d" : "") + ", raised ";
       li.append(badge, document.createTextNode(text), time);
       return li;
     });
