@@ -1,8 +1,8 @@
 """The dashboard and GraphiQL pages without a browser: served, complete, and offline.
 
 A real Tornado server on a bound loopback socket serves ``tps.api.ui.routes``; the
-checks fetch what a browser would fetch. The headless-browser run is in
-``test_browser.py``.
+checks fetch what a browser would fetch. The page's pure rules (``dashboard-lib.js``)
+run in node. The headless-browser runs are in ``test_browser.py``.
 """
 
 from __future__ import annotations
@@ -10,12 +10,17 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
+import os
 import re
+import shutil
+import subprocess
 import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
+from html.parser import HTMLParser
+from pathlib import Path
 
 import graphql
 import pytest
@@ -29,7 +34,9 @@ from tps.api.context import ApiContext, TokenAuth
 from tps.config import Settings
 
 STATIC = ui.STATIC_DIR
-OWN_FILES = ("index.html", "dashboard.js", "dashboard.css", "gqlws.js", "graphiql-init.js")
+OWN_FILES = ("index.html", "dashboard.js", "dashboard-lib.js", "dashboard.css", "gqlws.js",
+             "graphiql-init.js")
+LIB_CHECK = Path(__file__).resolve().parent / "browser" / "check_dashboard_lib.mjs"
 VENDORED = (
     "vendor/uplot/uPlot.iife.min.js",
     "vendor/uplot/uPlot.min.css",
@@ -114,7 +121,10 @@ def test_dashboard_is_served_at_the_root_as_html(server: UiServer) -> None:
     page = server.get("/")
     assert page.status == 200
     assert page.content_type.startswith("text/html")
-    hooks = ('id="chart"', 'id="stream-rows"', 'id="add-form"', 'class="stop"', 'class="start"')
+    hooks = ('id="chart"', 'id="stream-rows"', 'id="add-form"', 'class="stop"', 'class="start"',
+             'class="remove"', 'id="range-buttons"', 'id="stream-select"', 'id="custom-range"',
+             'id="stats"', 'id="csv-button"', 'id="alarm-rows"', 'class="ack"', 'class="shelve"',
+             'id="health"', 'name="protocol"')
     for hook in hooks:
         assert hook in page.text, hook
 
@@ -230,3 +240,91 @@ def test_dashboard_page_is_never_cached_but_vendored_libraries_are(server: UiSer
     with urllib.request.urlopen(request, timeout=10) as resp:
         assert "max-age" in resp.headers["Cache-Control"]
 
+
+
+# --- safety and accessibility of the dashboard page ------------------------------------
+
+
+def test_dashboard_is_served_with_a_strict_content_security_policy(server: UiServer) -> None:
+    request = urllib.request.Request(f"http://127.0.0.1:{server.port}/")
+    with urllib.request.urlopen(request, timeout=10) as resp:
+        policy = resp.headers["Content-Security-Policy"]
+        assert resp.headers["X-Content-Type-Options"] == "nosniff"
+        assert resp.headers["Referrer-Policy"] == "no-referrer"
+    directives = dict(d.strip().split(" ", 1) for d in policy.split(";"))
+    assert directives["script-src"] == "'self'"
+    assert directives["style-src"] == "'self'"
+    assert directives["connect-src"] == "'self'"
+    assert directives["frame-ancestors"] == "'none'"
+    assert "unsafe" not in policy
+
+
+class _Page(HTMLParser):
+    """What the checks below need from index.html."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inline_scripts = 0
+        self.style_attributes = 0
+        self.event_attributes: list[str] = []
+        self.buttons_without_type = 0
+        self.unlabelled: list[str] = []
+        self._label_depth = 0
+        self._in_script = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        names = dict(attrs)
+        self.style_attributes += "style" in names
+        self.event_attributes += [n for n in names if n.startswith("on")]
+        if tag == "script":
+            self._in_script = "src" not in names
+        if tag == "button" and names.get("type") not in ("button", "submit"):
+            self.buttons_without_type += 1
+        if tag == "label":
+            self._label_depth += 1
+        if tag in ("input", "select", "textarea") and not self._label_depth \
+                and "aria-label" not in names:
+            self.unlabelled.append(str(names.get("name") or names.get("id") or tag))
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "label":
+            self._label_depth -= 1
+        if tag == "script":
+            self._in_script = False
+
+    def handle_data(self, data: str) -> None:
+        if self._in_script and data.strip():
+            self.inline_scripts += 1
+
+
+def test_dashboard_page_has_no_inline_code_and_labels_every_control() -> None:
+    page = _Page()
+    page.feed((STATIC / "index.html").read_text())
+    # Nothing the CSP would block (and no handler attributes to inject into).
+    assert page.inline_scripts == 0
+    assert page.style_attributes == 0
+    assert page.event_attributes == []
+    # Buttons are buttons that say what they do; every input has a label.
+    assert page.buttons_without_type == 0
+    assert page.unlabelled == []
+
+
+def test_dashboard_scripts_never_turn_data_into_markup() -> None:
+    # Stream names and alarm comments are user data: they are only ever set as text.
+    for name in ("dashboard.js", "dashboard-lib.js", "gqlws.js"):
+        code = (STATIC / name).read_text()
+        for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("):
+            assert sink not in code, (name, sink)
+
+
+def test_dashboard_rules_hold_in_node() -> None:
+    node = shutil.which("node")
+    if node is None:
+        pytest.fail("node not found: install Node.js 18+ (e.g. `apt-get install -y nodejs`)",
+                    pytrace=False)
+    # A zone with a half-hour offset, so the time-zone label is checked too.
+    completed = subprocess.run([node, str(LIB_CHECK)], env={**os.environ, "TZ": "Asia/Kolkata"},
+                               capture_output=True, text=True, timeout=60)
+    report = json.loads(completed.stdout.strip().splitlines()[-1])
+    assert report["ok"], json.dumps(report["failures"], indent=1)
+    assert report["checks"] > 50
