@@ -121,6 +121,15 @@ class Service:
 
         if role == "all" or (settings.clustered and role == "api"):
             self.hub = LiveHub()
+        # History (rollups, hot tier, backfill) rides on the writer's own store writes,
+        # so it runs where readings are written to the store: the ingesting process in
+        # single-node mode, the writers (roles ``all`` and ``writer``) in cluster mode,
+        # where each stream has one writer at a time (partition leases).
+        history_here = (role in ("all", "writer") if settings.clustered else ingests)
+        if role == "all" and history_here:
+            # The newest readings in memory, fed by the writer's acknowledgements.
+            self.hot = HotTier(int(settings.hot_window * 1e9), settings.hot_max_bytes)
+        progress = BackfillProgress() if history_here and settings.rollups else None
         if settings.clustered:
             from tps.cluster.control import SupervisorReaderControl
             from tps.cluster.node import ClusterNode
@@ -130,17 +139,8 @@ class Service:
                 settings, control=self._reader_control,
                 live=self.hub.publish if self.hub is not None else None,
                 store_factory=self._store,
-                http=f"http://{settings.http_host}:{self.http_port}")
+                http=f"http://{settings.http_host}:{self.http_port}", hot=self.hot)
         reader_factory = None
-        # History (rollups, hot tier, backfill) rides on the writer's own store writes, so
-        # it runs where readings are written to the store: single-node mode. (In cluster
-        # mode the ingest side's writer publishes to JetStream; statistics there are
-        # answered from raw readings until rollups follow the cluster's writers.)
-        history_here = ingests and not settings.clustered
-        if role == "all" and history_here:
-            # The newest readings in memory, fed by the writer's acknowledgements.
-            self.hot = HotTier(int(settings.hot_window * 1e9), settings.hot_max_bytes)
-        progress = BackfillProgress() if history_here and settings.rollups else None
         if ingests:
             self.writer_stats = WriterStats()
             if self.cluster is not None:
@@ -185,9 +185,14 @@ class Service:
             self.cluster.start()
 
         if self.hot is not None or progress is not None:
-            # Loads the hot tier, then backfills rollups: its own store connection.
+            # Loads the hot tier, then backfills rollups: its own store connection. (In
+            # cluster mode the hot tier holds only the streams this writer writes, and
+            # the backfill runs while this instance holds the cluster's backfill lease.)
+            gate = self.cluster.backfill if self.cluster is not None else None
             self.history_actor = HistoryActor.start(
-                self._store, self.hot, progress, [feed.name for feed in settings.feeds])
+                self._store, self.hot, progress,
+                [] if settings.clustered else [feed.name for feed in settings.feeds],
+                gate=gate)
         metrics = Metrics.from_board(board)
         ctx = ApiContext(
             settings=settings, auth=TokenAuth(self.token), queries=self.queries,
@@ -196,8 +201,9 @@ class Service:
             token_path=str(token_path) if token_path else None, cluster=self.cluster,
             alarm_hub=self.alarms.hub if self.alarms is not None else None,
             history=History(self.hot),
-            history_health=HistoryHealth(settings.rollups and not settings.clustered,
-                                         self.hot, progress),
+            history_health=HistoryHealth(
+                settings.rollups and (history_here or not settings.clustered),
+                self.hot, progress),
         )
         ctx.alarms = AlarmsApi(
             ctx, board=self.alarms.board if self.alarms is not None else None,

@@ -2,14 +2,18 @@
 
 :class:`ClusterNode` builds, for the process's role, the parts of ``tps.cluster``:
 
-=========  =========  ===========  ========  =========  ===========
-role       registry   coordinator  leases    live feed  store writer
-=========  =========  ===========  ========  =========  ===========
-``all``    yes        yes          takes     yes        yes
-``ingest`` yes        yes          takes     no         no
-``writer`` yes        yes          none      no         yes
-``api``    yes        yes          none      yes        no
-=========  =========  ===========  ========  =========  ===========
+=========  =========  ===========  ===========  =========  =====================
+role       registry   coordinator  feed leases  live feed  store writer
+=========  =========  ===========  ===========  =========  =====================
+``all``    yes        yes          takes        yes        yes (partition leases)
+``ingest`` yes        yes          takes        no         no
+``writer`` yes        yes          none         no         yes (partition leases)
+``api``    yes        yes          none         yes        no
+=========  =========  ===========  ===========  =========  =====================
+
+Writers hold the leases of readings partitions (``tps-work`` bucket, bounded-load
+rendezvous hashing over the live writer instances) and, with rollups on, the
+``backfill`` lease while their backfill has not finished - one backfill at a time.
 
 Ingest-capable roles publish their readings with :meth:`ClusterNode.publisher`
 (the batching writer's "store"), so a reading counts as received once it is in the
@@ -25,19 +29,34 @@ from __future__ import annotations
 
 import concurrent.futures
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from tps.actors.stats import WriterStats
+from tps.cluster.assign import assign
 from tps.cluster.jetstream import TRANSIENT_ERRORS
+from tps.cluster.leases import LeaseSet
 from tps.cluster.link import NatsLink, unavailable
-from tps.cluster.names import default_instance_name
-from tps.cluster.ownership import ClusterSnapshot, Coordinator, ReaderControl
+from tps.cluster.names import (
+    BACKFILL_KEY,
+    PARTITIONS,
+    default_instance_name,
+    lease_partition,
+    partition_lease,
+)
+from tps.cluster.ownership import (
+    ClusterSnapshot,
+    Coordinator,
+    InstanceInfo,
+    ReaderControl,
+    Wanted,
+)
 from tps.cluster.readings import LiveFeed, ReadingsPublisher
 from tps.cluster.registry import ClusterRegistry, RegistryEntry
-from tps.cluster.writer import ClusterWriterService
+from tps.cluster.writer import ClusterWriterService, PartitionWork
 from tps.config.settings import FeedConfig, Settings, check_feed
 from tps.errors import ClusterUnavailable
+from tps.history.hot import HotTier
 from tps.model import Reading
 from tps.store.base import StoreFactory
 
@@ -49,29 +68,79 @@ WRITER_ROLES = frozenset({"all", "writer"})
 LIVE_ROLES = frozenset({"all", "api"})
 
 
+class BackfillGate:
+    """Whether this instance may run the rollup backfill now (it holds the ``backfill``
+    lease) and whether it still wants to (its backfill has not finished).
+
+    The lease set flips ``allowed`` on the link's loop; the history actor reads it and
+    clears ``wanted`` when done. ``on_allowed`` (set by the service) is called when the
+    lease is taken, so the history actor starts at once.
+    """
+
+    def __init__(self) -> None:
+        self.allowed = False
+        self.wanted = True
+        self.on_allowed: Callable[[], None] = lambda: None
+
+    def start(self, key: str) -> None:
+        """LeaseWork: the lease is ours."""
+        self.allowed = True
+        self.on_allowed()
+
+    def stop(self, key: str, on_stopped: Callable[[], None], lost: bool) -> None:
+        """LeaseWork: stop backfilling (a chunk in flight may finish: backfill writes
+        are idempotent, so a short overlap with the next holder costs only work)."""
+        self.allowed = False
+        on_stopped()
+
+
+def _writers(alive: Mapping[str, InstanceInfo]) -> list[str]:
+    return [name for name, info in alive.items() if info.role in WRITER_ROLES]
+
+
 class ClusterNode:
     """The cluster side of one TPS process (see the module docstring)."""
 
     def __init__(self, settings: Settings, *, control: ReaderControl | None = None,
                  live: Callable[[Sequence[Reading]], None] | None = None,
-                 store_factory: StoreFactory | None = None, http: str | None = None) -> None:
+                 store_factory: StoreFactory | None = None, http: str | None = None,
+                 hot: HotTier | None = None) -> None:
         self.settings = settings
         self.instance = settings.instance or default_instance_name()
         self.role = settings.role
         self.link = NatsLink(settings.nats_url, client_name=f"tps {self.instance}",
                              request_timeout=max(2.0, min(5.0, settings.lease_ttl / 4)))
         self.registry = ClusterRegistry(self.link, self.instance)
-        self.coordinator = Coordinator(
-            self.link, self.registry, instance=self.instance, role=self.role,
-            ttl=settings.lease_ttl, configured=settings.feeds, control=control, http=http)
         self.live: LiveFeed | None = None
         if live is not None and self.role in LIVE_ROLES:
             self.live = LiveFeed(self.link, live)
         self.writer: ClusterWriterService | None = None
+        self.partitions: LeaseSet | None = None
+        self.backfill: BackfillGate | None = None
+        work: list[tuple[LeaseSet, Wanted]] = []
         if store_factory is not None and self.role in WRITER_ROLES:
-            self.writer = ClusterWriterService(
+            writer = self.writer = ClusterWriterService(
                 self.link, store_factory, WriterStats(), batch_size=settings.batch_size,
-                flush_interval=settings.flush_interval)
+                flush_interval=settings.flush_interval, rollups=settings.rollups, hot=hot)
+            partitions = self.partitions = LeaseSet(
+                "partition", self.link, PartitionWork(writer),
+                owns_key=lambda key: lease_partition(key) is not None)
+            writer.valid = lambda partition: partitions.valid(partition_lease(partition))
+            work.append((partitions, self._wanted_partitions))
+            if settings.rollups:
+                gate = self.backfill = BackfillGate()
+                work.append((LeaseSet("backfill", self.link, gate,
+                                      owns_key=lambda key: key == BACKFILL_KEY),
+                             lambda _alive: [BACKFILL_KEY] if gate.wanted else []))
+        self.coordinator = Coordinator(
+            self.link, self.registry, instance=self.instance, role=self.role,
+            ttl=settings.lease_ttl, configured=settings.feeds, control=control, http=http,
+            work=work)
+
+    def _wanted_partitions(self, alive: Mapping[str, InstanceInfo]) -> list[str]:
+        keys = [partition_lease(p) for p in range(PARTITIONS)]
+        return [key for key, owner in assign(keys, _writers(alive)).items()
+                if owner == self.instance]
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -124,14 +193,20 @@ class ClusterNode:
         data["nats"] = self.link.status().to_dict()  # now, not as of the last round
         if self.writer is not None:
             stats = self.writer.stats
+            consumed = self.writer.consumer_stats
+            rollups = self.writer.rollup_counters
             data["writer"] = {"points_written": stats.points_written,
                               "batches_written": stats.batches_written,
                               "waiting": stats.buffered,
                               "store_reachable": stats.store_reachable,
                               "write_failures": stats.write_failures,
                               "last_error": stats.last_error,
-                              "redelivered": self.writer.consumer.stats.redelivered,
-                              "malformed": self.writer.consumer.stats.malformed}
+                              "partitions": self.writer.partitions(),
+                              "redelivered": consumed.redelivered,
+                              "malformed": consumed.malformed,
+                              "late_batches": rollups.late_batches,
+                              "replays_skipped": rollups.replays_skipped,
+                              "streams_recomputed": rollups.streams_recomputed}
         if self.live is not None:
             data["live"] = {"received": self.live.received, "malformed": self.live.malformed}
         data["registry_malformed"] = self.registry.malformed
