@@ -161,7 +161,12 @@ class Service:
                                      timeout=settings.influx_timeout + 5,
                                      answer_ttl=settings.query_cache_ttl)
 
-        if ingests:
+        if ingests and self.cluster is not None:
+            # Cluster mode: the keeper's events go to JetStream; the HTTP layer reads the
+            # cluster's alarm log as every instance follows it (tps.cluster.alarms).
+            assert self.cluster.alarm_publisher is not None
+            self.alarms = AlarmParts.start_cluster(self.cluster.alarm_publisher)
+        elif ingests:
             self.alarms = AlarmParts.start(settings)
         registry = (StreamRegistry(settings.data_dir / "streams.json")
                     if role != "api" and not settings.clustered else None)
@@ -176,11 +181,16 @@ class Service:
             writer=self.writer, queries=self.queries, registry=registry,
             hub=None if settings.clustered else self.hub, board=board,
             reader_factory=reader_factory,
-            alarms=self.alarms.keeper if self.alarms is not None else None,
+            # (In cluster mode limits come from the shared registry and a stream's alarms
+            # follow its lease: the reader control drives the keeper, not the supervisor.)
+            alarms=self.alarms.keeper if self.alarms is not None and self.cluster is None
+            else None,
         )
         self._supervisor = supervisor_proxy(self.supervisor_ref)
         if self._reader_control is not None:
-            self._reader_control.bind(self._supervisor)
+            assert self.cluster is not None and self.alarms is not None
+            self._reader_control.bind(self._supervisor,
+                                      self.cluster.attach_keeper(self.alarms.keeper))
         if self.cluster is not None:
             self.cluster.start()
 
@@ -199,18 +209,25 @@ class Service:
             metrics=metrics, supervisor=self._supervisor if role != "api" else None,
             board=board if role != "api" else None, hub=self.hub,
             token_path=str(token_path) if token_path else None, cluster=self.cluster,
-            alarm_hub=self.alarms.hub if self.alarms is not None else None,
+            alarm_hub=(self.cluster.alarm_hub if self.cluster is not None else
+                       self.alarms.hub if self.alarms is not None else None),
             history=History(self.hot),
             history_health=HistoryHealth(
                 settings.rollups and (history_here or not settings.clustered),
                 self.hot, progress),
         )
-        ctx.alarms = AlarmsApi(
-            ctx, board=self.alarms.board if self.alarms is not None else None,
-            keeper=self.alarms.keeper if self.alarms is not None else None,
-            health=self.alarms.health if self.alarms is not None else None)
-        if self.alarms is not None:
-            metrics.watch_alarms(self.alarms.board)
+        if self.cluster is not None:
+            from tps.api.cluster_alarms import ClusterAlarmsApi
+
+            ctx.alarms = ClusterAlarmsApi(ctx, self.cluster)
+            metrics.watch_alarms(self.cluster.alarm_board)
+        else:
+            ctx.alarms = AlarmsApi(
+                ctx, board=self.alarms.board if self.alarms is not None else None,
+                keeper=self.alarms.keeper if self.alarms is not None else None,
+                health=self.alarms.health if self.alarms is not None else None)
+            if self.alarms is not None:
+                metrics.watch_alarms(self.alarms.board)
         self.http = HttpFrontend.start(ctx, sockets)
         # Everything built so far (schema, modules, actors) lives as long as the process:
         # keep it out of the collector's full scans, which otherwise stall the IO loop

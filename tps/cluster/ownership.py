@@ -269,9 +269,15 @@ class ReaderControl(Protocol):
     def start_reading(self, feed: FeedConfig) -> None:
         """Read ``feed`` (this instance now holds its lease)."""
 
-    def stop_reading(self, name: str, on_stopped: Callable[[], None]) -> None:
+    def stop_reading(self, name: str, on_stopped: Callable[[], None],
+                     removed: bool = False) -> None:
         """Stop reading ``name``; call ``on_stopped`` (any thread) once its socket is
-        closed - immediately if it was not being read."""
+        closed - immediately if it was not being read. ``removed``: the stream was
+        removed from the registry (not merely handed over or stopped)."""
+
+    def run(self, job: Callable[[], None]) -> None:
+        """Run ``job`` on the thread that starts and stops readers, after what is queued
+        (for work that must stay in order with them)."""
 
 
 @dataclass(frozen=True)
@@ -626,7 +632,9 @@ class Coordinator:
             loop.call_soon_threadsafe(
                 lambda: self._link.submit_task(lambda: self._drop_lease(stream)))
 
-        self._control.stop_reading(stream, stopped)
+        entry = self._registry.view().get(stream)
+        self._control.stop_reading(stream, stopped,
+                                   removed=entry is None or entry.removed)
 
     async def _drop_lease(self, stream: str) -> None:
         assert self._leases is not None

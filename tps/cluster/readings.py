@@ -326,6 +326,7 @@ class ReadingsConsumer:
         self._idle = asyncio.Event()
         self._in_flight: FetchedBatch | None = None
         self._release_on_stop = True
+        self._stopping = False
         self.stats = ConsumerStats()
 
     def start(self) -> ReadingsConsumer:
@@ -337,19 +338,27 @@ class ReadingsConsumer:
         """Stop fetching; an unacknowledged batch is released for redelivery unless
         ``release`` is False (its owner still settles it)."""
         self._release_on_stop = release
+        self._stopping = True
         task = self._task
         if task is not None:
             self._link.loop.call_soon_threadsafe(task.cancel)
 
     async def stopped(self) -> None:
         """Stop fetching (loop thread) and return once the fetch task has ended; the
-        batch handed over last stays its owner's to settle."""
+        batch handed over last stays its owner's to settle, messages fetched but not
+        handed over are given back at once.
+
+        The task is cancelled again every second until it ends: on Python 3.11 a
+        cancellation that meets a message arriving inside nats-py's ``next_msg``
+        (``asyncio.wait_for``) can be swallowed; the ``_stopping`` flag ends the loop
+        then.
+        """
         self._release_on_stop = False
+        self._stopping = True
         task = self._task
-        if task is not None and not task.done():
+        while task is not None and not task.done():
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.wait({task})
+            await asyncio.wait({task}, timeout=1.0)
 
     # --- on the loop --------------------------------------------------------------------
 
@@ -359,8 +368,10 @@ class ReadingsConsumer:
         backoff = Backoff(initial=0.2, cap=5.0)
         sub: JetStreamContext.PullSubscription | None = None
         try:
-            while True:
+            while not self._stopping:
                 await self._idle.wait()
+                if self._stopping:
+                    break
                 try:
                     if sub is None:
                         await ensure_readings_stream(self._link.js)
@@ -377,7 +388,9 @@ class ReadingsConsumer:
                     await asyncio.sleep(delay)
                     continue
                 backoff.reset()
-                if msgs:
+                if msgs and self._stopping:
+                    await _give_back(msgs)
+                elif msgs:
                     await self._hand_over(msgs)
         finally:
             if self._in_flight is not None and self._release_on_stop:
@@ -398,24 +411,30 @@ class ReadingsConsumer:
             msgs = await sub.fetch(self._max_messages, timeout=1.0)
         except TimeoutError:  # nats-py raises its own or asyncio's, both TimeoutError
             return []  # idle: come back to the loop (stop can cancel us)
-        count = sum(m.data.count(b"\n") + 1 for m in msgs)
-        deadline = time.monotonic() + self._linger
-        more = len(msgs) >= self._max_messages
-        while count < self._batch_size:
-            remaining = deadline - time.monotonic()
-            if not more:
-                if remaining <= 0:
+        try:
+            count = sum(m.data.count(b"\n") + 1 for m in msgs)
+            deadline = time.monotonic() + self._linger
+            more = len(msgs) >= self._max_messages
+            while count < self._batch_size and not self._stopping:
+                remaining = deadline - time.monotonic()
+                if not more:
+                    if remaining <= 0:
+                        break
+                    await asyncio.sleep(remaining)
+                try:
+                    fetched = await sub.fetch(self._max_messages, timeout=0.1)
+                except TimeoutError:
                     break
-                await asyncio.sleep(remaining)
-            try:
-                fetched = await sub.fetch(self._max_messages, timeout=0.1)
-            except TimeoutError:
-                break
-            msgs.extend(fetched)
-            count += sum(m.data.count(b"\n") + 1 for m in fetched)
-            more = len(fetched) >= self._max_messages
-            if not more and time.monotonic() >= deadline:
-                break
+                msgs.extend(fetched)
+                count += sum(m.data.count(b"\n") + 1 for m in fetched)
+                more = len(fetched) >= self._max_messages
+                if not more and time.monotonic() >= deadline:
+                    break
+        except asyncio.CancelledError:
+            # Stopped while lingering (a hand-over): give back what we hold at once, so
+            # the partition's next writer gets it first, not after the ack wait.
+            await _give_back(msgs)
+            raise
         return msgs
 
     async def _hand_over(self, msgs: list[Msg]) -> None:
@@ -480,6 +499,13 @@ class ReadingsConsumer:
         if self._in_flight is batch:
             self._in_flight = None
             self._idle.set()
+
+
+async def _give_back(msgs: Sequence[Msg]) -> None:
+    """Nak messages fetched but not handed to a writer (they are redelivered first)."""
+    for msg in msgs:
+        with contextlib.suppress(*TRANSIENT_ERRORS):
+            await msg.nak()
 
 
 LiveHandler = Callable[[Sequence[Reading]], None]
