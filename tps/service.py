@@ -139,6 +139,15 @@ class Service:
         destinations = FeedDestinations.from_settings(settings, http_port=self.http_port)
         if role == "all" or (settings.clustered and role == "api"):
             self.hub = LiveHub()
+        # History (rollups, hot tier, backfill) rides on the writer's own store writes,
+        # so it runs where readings are written to the store: the ingesting process in
+        # single-node mode, the writers (roles ``all`` and ``writer``) in cluster mode,
+        # where each stream has one writer at a time (partition leases).
+        history_here = (role in ("all", "writer") if settings.clustered else ingests)
+        if role == "all" and history_here:
+            # The newest readings in memory, fed by the writer's acknowledgements.
+            self.hot = HotTier(int(settings.hot_window * 1e9), settings.hot_max_bytes)
+        progress = BackfillProgress() if history_here and settings.rollups else None
         if settings.clustered:
             from tps.cluster.control import SupervisorReaderControl
             from tps.cluster.node import ClusterNode
@@ -148,17 +157,8 @@ class Service:
                 settings, control=self._reader_control,
                 live=self.hub.publish if self.hub is not None else None,
                 store_factory=self._store,
-                http=f"http://{settings.http_host}:{self.http_port}")
+                http=f"http://{settings.http_host}:{self.http_port}", hot=self.hot)
         reader_factory = None
-        # History (rollups, hot tier, backfill) rides on the writer's own store writes, so
-        # it runs where readings are written to the store: single-node mode. (In cluster
-        # mode the ingest side's writer publishes to JetStream; statistics there are
-        # answered from raw readings until rollups follow the cluster's writers.)
-        history_here = ingests and not settings.clustered
-        if role == "all" and history_here:
-            # The newest readings in memory, fed by the writer's acknowledgements.
-            self.hot = HotTier(int(settings.hot_window * 1e9), settings.hot_max_bytes)
-        progress = BackfillProgress() if history_here and settings.rollups else None
         if ingests:
             self.writer_stats = WriterStats()
             if self.cluster is not None:
@@ -180,7 +180,12 @@ class Service:
                                      timeout=settings.influx_timeout + 5,
                                      answer_ttl=settings.query_cache_ttl)
 
-        if ingests:
+        if ingests and self.cluster is not None:
+            # Cluster mode: the keeper's events go to JetStream; the HTTP layer reads the
+            # cluster's alarm log as every instance follows it (tps.cluster.alarms).
+            assert self.cluster.alarm_publisher is not None
+            self.alarms = AlarmParts.start_cluster(self.cluster.alarm_publisher)
+        elif ingests:
             self.alarms = AlarmParts.start(settings)
         registry = (StreamRegistry(settings.data_dir / "streams.json")
                     if role != "api" and not settings.clustered else None)
@@ -195,35 +200,53 @@ class Service:
             writer=self.writer, queries=self.queries, registry=registry,
             hub=None if settings.clustered else self.hub, board=board,
             reader_factory=reader_factory, destinations=destinations,
-            alarms=self.alarms.keeper if self.alarms is not None else None,
+            # (In cluster mode limits come from the shared registry and a stream's alarms
+            # follow its lease: the reader control drives the keeper, not the supervisor.)
+            alarms=self.alarms.keeper if self.alarms is not None and self.cluster is None
+            else None,
         )
         self._supervisor = supervisor_proxy(self.supervisor_ref)
         if self._reader_control is not None:
-            self._reader_control.bind(self._supervisor)
+            assert self.cluster is not None and self.alarms is not None
+            self._reader_control.bind(self._supervisor,
+                                      self.cluster.attach_keeper(self.alarms.keeper))
         if self.cluster is not None:
             self.cluster.start()
 
         if self.hot is not None or progress is not None:
-            # Loads the hot tier, then backfills rollups: its own store connection.
+            # Loads the hot tier, then backfills rollups: its own store connection. (In
+            # cluster mode the hot tier holds only the streams this writer writes, and
+            # the backfill runs while this instance holds the cluster's backfill lease.)
+            gate = self.cluster.backfill if self.cluster is not None else None
             self.history_actor = HistoryActor.start(
-                self._store, self.hot, progress, [feed.name for feed in settings.feeds])
+                self._store, self.hot, progress,
+                [] if settings.clustered else [feed.name for feed in settings.feeds],
+                gate=gate)
         metrics = Metrics.from_board(board)
         ctx = ApiContext(
             settings=settings, auth=TokenAuth(self.token), queries=self.queries,
             metrics=metrics, supervisor=self._supervisor if role != "api" else None,
             board=board if role != "api" else None, hub=self.hub,
             token_path=str(token_path) if token_path else None, cluster=self.cluster,
-            alarm_hub=self.alarms.hub if self.alarms is not None else None,
+            alarm_hub=(self.cluster.alarm_hub if self.cluster is not None else
+                       self.alarms.hub if self.alarms is not None else None),
             history=History(self.hot),
-            history_health=HistoryHealth(settings.rollups and not settings.clustered,
-                                         self.hot, progress),
+            history_health=HistoryHealth(
+                settings.rollups and (history_here or not settings.clustered),
+                self.hot, progress),
         )
-        ctx.alarms = AlarmsApi(
-            ctx, board=self.alarms.board if self.alarms is not None else None,
-            keeper=self.alarms.keeper if self.alarms is not None else None,
-            health=self.alarms.health if self.alarms is not None else None)
-        if self.alarms is not None:
-            metrics.watch_alarms(self.alarms.board)
+        if self.cluster is not None:
+            from tps.api.cluster_alarms import ClusterAlarmsApi
+
+            ctx.alarms = ClusterAlarmsApi(ctx, self.cluster)
+            metrics.watch_alarms(self.cluster.alarm_board)
+        else:
+            ctx.alarms = AlarmsApi(
+                ctx, board=self.alarms.board if self.alarms is not None else None,
+                keeper=self.alarms.keeper if self.alarms is not None else None,
+                health=self.alarms.health if self.alarms is not None else None)
+            if self.alarms is not None:
+                metrics.watch_alarms(self.alarms.board)
         # Big answers and seeds are built on worker threads; each time the IO loop wants
         # the interpreter lock back it waits up to the switch interval (5 ms by default,
         # per system call). 1 ms keeps /ready and small requests quick meanwhile.

@@ -185,13 +185,17 @@ class FakeReaders:
         self.reading.add(feed.name)
         self.ledger.start(self.name, feed.name)
 
-    def stop_reading(self, name: str, on_stopped: Callable[[], None]) -> None:
+    def stop_reading(self, name: str, on_stopped: Callable[[], None],
+                     removed: bool = False) -> None:
         def stopped() -> None:
             if name in self.reading:
                 self.reading.discard(name)
                 self.ledger.stop(self.name, name)
             on_stopped()
         threading.Timer(self.stop_delay, stopped).start()
+
+    def run(self, job: Callable[[], None]) -> None:
+        job()
 
     def crash(self) -> None:
         for name in list(self.reading):

@@ -11,7 +11,13 @@ from tests.support.nats import NatsCluster
 from tests.support.wait import wait_until
 from tps.cluster.jetstream import ensure_readings_stream
 from tps.cluster.link import NatsLink
-from tps.cluster.names import READINGS_STREAM, readings_subject
+from tps.cluster.names import (
+    READINGS_STREAM,
+    partition_of,
+    readings_subject,
+    stream_of_subject,
+    writers_consumer,
+)
 from tps.cluster.readings import (
     MSG_ID,
     FetchedBatch,
@@ -51,9 +57,12 @@ def test_one_message_per_stream_whose_payload_is_the_influx_line_protocol() -> N
     readings = batch(6, ("a", "sat.1:x"))
     messages = messages_for(readings)
     assert [subject for subject, _, _ in messages] == [readings_subject("a"),
-                                                        "tps.readings.sat/1=x"]
+                                                        "tps.readings.2.sat/1=x"]
     assert messages[0][1] == encode_readings([r for r in readings if r.stream == "a"])
     assert messages[0][2] == f"a:{T0}:{T0 + 4}:3"
+    assert [stream_of_subject(subject) for subject, _, _ in messages] == ["a", "sat.1:x"]
+    assert stream_of_subject("tps.readings.sat") is None
+    assert stream_of_subject("tps.other.2.a") is None
 
 
 def test_a_published_batch_is_on_jetstream_and_a_retry_is_stored_once(
@@ -70,7 +79,7 @@ def test_a_published_batch_is_on_jetstream_and_a_retry_is_stored_once(
         return msg.subject, msg.data, str(msg.headers[MSG_ID])
 
     subject, data, msg_id = link.call(first, 5)
-    assert subject == "tps.readings.a"
+    assert subject == f"tps.readings.{partition_of('a')}.a"
     assert data == encode_readings([r for r in readings if r.stream == "a"])
     assert msg_id == f"a:{T0}:{T0 + 8}:5"
     publisher.write(readings)  # the writer retrying after an ambiguous failure
@@ -102,35 +111,43 @@ def _writes(publisher: ReadingsPublisher, readings: list[Reading]) -> bool:
     return True
 
 
-def test_writers_share_the_consumer_and_ack_only_what_the_store_took(link: NatsLink) -> None:
+SAME_PARTITION = ("a", "f", "h")  # streams of one partition (partition_of: 4)
+
+
+def test_a_partition_consumer_acks_only_what_the_store_took(link: NatsLink) -> None:
     publisher = ReadingsPublisher(link)
     publisher.ensure_ready()
     got: queue.Queue[FetchedBatch] = queue.Queue()
-    consumer = ReadingsConsumer(link, got.put, batch_size=1000, linger=0.05).start()
+    partition = partition_of("a")
+    assert {partition_of(s) for s in SAME_PARTITION} == {partition}
+    consumer = ReadingsConsumer(link, got.put, batch_size=1000, linger=0.05,
+                                partition=partition).start()
     try:
-        publisher.write(batch(100))
+        publisher.write(batch(100, SAME_PARTITION))
         first = got.get(timeout=10)
         # Released (the store refused): JetStream delivers the same readings again.
         first.release()
         again = got.get(timeout=10)
         assert sorted(again.readings, key=lambda r: r.time_ns) == sorted(
             first.readings, key=lambda r: r.time_ns)
+        assert again.redelivered and again.partition == partition
         again.ack()
         seen = list(again.readings)
-        publisher.write(batch(50, start=1000))
+        publisher.write(batch(50, SAME_PARTITION, start=1000))
         while len(seen) < 150:
             more = got.get(timeout=10)
             seen.extend(more.readings)
             more.ack()
         assert sorted(r.time_ns for r in seen) == sorted(
-            r.time_ns for r in batch(100) + batch(50, start=1000))
+            r.time_ns for r in batch(100, SAME_PARTITION) + batch(50, SAME_PARTITION,
+                                                                    start=1000))
         wait_until(lambda: consumer.stats.readings == 150, 5, "acks to be counted")
         assert consumer.stats.redelivered >= 1
     finally:
         consumer.stop()
 
     async def pending() -> int:
-        info = await link.js.consumer_info(READINGS_STREAM, "tps-writers")
+        info = await link.js.consumer_info(READINGS_STREAM, writers_consumer(partition))
         return int(info.num_ack_pending) + int(info.num_pending)
     wait_until(lambda: link.call(pending, 5) == 0, 5, "every message to be acknowledged")
 
@@ -139,11 +156,12 @@ def test_two_consumers_never_get_the_same_message(link: NatsLink) -> None:
     ReadingsPublisher(link).ensure_ready()
     got: queue.Queue[FetchedBatch] = queue.Queue()
     consumers = [ReadingsConsumer(link, got.put, batch_size=20, linger=0.01,
-                                  max_messages=5).start() for _ in range(2)]
+                                  max_messages=5, partition=partition_of("a")).start()
+                 for _ in range(2)]
     try:
         publisher = ReadingsPublisher(link)
         for k in range(40):
-            publisher.write(batch(8, ("a", "b", "c", "d"), start=k * 100))
+            publisher.write(batch(8, (*SAME_PARTITION, "a"), start=k * 100))
         seen: list[int] = []
         while len(seen) < 320:
             fetched = got.get(timeout=10)

@@ -29,18 +29,18 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType, TracebackType
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 import pykka
 from pykka.typing import ActorMemberMixin, proxy_method
 
 from tps.actors.timer import Ticker
 from tps.alarms.alertmanager import AlertmanagerSender, WebhookSender
-from tps.alarms.checker import LimitChecker, Report
+from tps.alarms.checker import CRITICAL, WARNING, LimitChecker, Report
 from tps.alarms.journal import JOURNAL_FILE, AlarmJournal, AlarmLogShipper
 from tps.alarms.lifecycle import AlarmBook
 from tps.alarms.limits import Limits
-from tps.alarms.model import AlarmEvent, AlarmSnapshot, StreamAlarmState
+from tps.alarms.model import AlarmEvent, AlarmSnapshot, Severity, StreamAlarmState
 from tps.config.settings import Settings
 from tps.errors import AlarmsUnavailable
 from tps.ingest.backoff import Backoff
@@ -54,6 +54,16 @@ MAX_BACKLOG = 10_000
 
 EventListener = Callable[[Sequence[AlarmEvent]], None]
 RestoreListener = Callable[[Sequence[AlarmSnapshot]], None]
+
+
+class EventSink(Protocol):
+    """Where the keeper makes its events durable before anyone sees them: the local
+    :class:`~tps.alarms.journal.AlarmJournal` (single-node mode) or the cluster's
+    JetStream publisher (:mod:`tps.cluster.alarms`). ``append`` must not block on the
+    network."""
+
+    def append(self, events: Sequence[AlarmEvent]) -> None:
+        """Take ``events`` (the keeper's thread; in order)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,7 +219,7 @@ class AlarmKeeper(pykka.ThreadingActor):
         self,
         *,
         book: AlarmBook,
-        journal: AlarmJournal,
+        journal: EventSink,
         table: LimitsTable,
         board: AlarmBoard,
         hub: AlarmHub,
@@ -376,7 +386,7 @@ class AlarmKeeper(pykka.ThreadingActor):
                                          "limits removed")
         self._commit(events, changed=True)
 
-    def _install(self, stream: str, limits: Limits | None) -> None:
+    def _install(self, stream: str, limits: Limits | None, resume: bool = False) -> None:
         if limits is None:
             self._limits.pop(stream, None)
         else:
@@ -386,7 +396,36 @@ class AlarmKeeper(pykka.ThreadingActor):
             self._table.replace(stream, None)
             return
         self._installed_at[stream] = self._clock()
-        self._table.replace(stream, LimitChecker(stream, limits, clock=self._clock))
+        checker = LimitChecker(stream, limits, clock=self._clock)
+        if resume:
+            alarm = self._book.open_value_alarm(stream)
+            if alarm is not None and alarm.out_of_limits:
+                checker.resume(CRITICAL if alarm.severity is Severity.CRITICAL else WARNING,
+                               alarm.most_severe_value)
+        self._table.replace(stream, checker)
+
+    def adopt_stream(self, stream: str, events: Sequence[AlarmEvent],
+                     limits: Limits | None) -> int:
+        """Cluster mode: this process now reads ``stream``. Continue its alarms from
+        ``events`` (their latest events in the cluster's log) - same ids, same
+        sequence - and evaluate it against ``limits`` from where its open alarm stands.
+        Returns how many open alarms were taken over."""
+        self._book.drop_stream(stream)
+        count = self._book.restore(e for e in events if e.alarm.stream == stream)
+        self._install(stream, limits, resume=True)
+        self._commit(self._release_uncovered(stream, "limits changed" if limits
+                                             else "limits removed"), changed=True)
+        if count:
+            logger.info("Stream %s: continuing %d open alarm(s) taken over from the cluster's "
+                        "event log", stream, count)
+        return count
+
+    def release_stream(self, stream: str) -> None:
+        """Cluster mode: another process reads ``stream`` from now on. Stop evaluating
+        it and forget its alarms here, without any event (they live on there)."""
+        self._install(stream, None)
+        self._book.drop_stream(stream)
+        self._publish_view()
 
     def _release_uncovered(self, stream: str, why: str) -> list[AlarmEvent]:
         limits = self._limits.get(stream)
@@ -442,6 +481,8 @@ class AlarmKeeperProxy(ActorMemberMixin, pykka.ActorProxy[AlarmKeeper]):
     acknowledge = proxy_method(AlarmKeeper.acknowledge)
     shelve = proxy_method(AlarmKeeper.shelve)
     sync = proxy_method(AlarmKeeper.sync)
+    adopt_stream = proxy_method(AlarmKeeper.adopt_stream)
+    release_stream = proxy_method(AlarmKeeper.release_stream)
 
 
 def keeper_proxy(ref: pykka.ActorRef[AlarmKeeper]) -> AlarmKeeperProxy:
@@ -454,10 +495,12 @@ class AlarmParts:
 
     ``check`` goes into the ingest sink; ``keeper`` is handed to the supervisor (limits)
     and the HTTP layer (acknowledge, shelve); ``board`` and ``hub`` are read by the HTTP
-    layer and metrics.
+    layer and metrics. In cluster mode (:meth:`start_cluster`) the keeper's events go
+    to JetStream instead of the local journal, and ``board``/``hub`` are the keeper's
+    own: the HTTP layer reads the cluster's view of every instance's events.
     """
 
-    def __init__(self, *, journal: AlarmJournal, shipper: AlarmLogShipper,
+    def __init__(self, *, journal: AlarmJournal | None, shipper: AlarmLogShipper | None,
                  ref: pykka.ActorRef[AlarmKeeper], table: LimitsTable, board: AlarmBoard,
                  hub: AlarmHub, senders: Sequence[AlertmanagerSender | WebhookSender]) -> None:
         self.journal = journal
@@ -488,40 +531,33 @@ class AlarmParts:
 
         shipper = AlarmLogShipper(journal, open_log).start()
         hub = AlarmHub()
-        senders: list[AlertmanagerSender | WebhookSender] = []
-        if settings.alertmanager_url:
-            alertmanager = AlertmanagerSender(
-                settings.alertmanager_url, resend_interval=settings.alertmanager_resend).start()
-            hub.subscribe(alertmanager.submit)
-            hub.on_restore(alertmanager.restore)
-            senders.append(alertmanager)
-        if settings.alarm_webhook_url:
-            webhook = WebhookSender(settings.alarm_webhook_url).start()
-            hub.subscribe(webhook.submit)
-            senders.append(webhook)
+        senders = start_senders(settings, hub)
         table, board = LimitsTable(), AlarmBoard()
         ref = AlarmKeeper.start(book=AlarmBook(), journal=journal, table=table, board=board,
                                 hub=hub, load_history=load_history)
         return cls(journal=journal, shipper=shipper, ref=ref, table=table, board=board,
                    hub=hub, senders=senders)
 
+    @classmethod
+    def start_cluster(cls, sink: EventSink) -> AlarmParts:
+        """The keeper of a cluster instance that reads feeds: it starts owning no stream
+        (each is adopted with its lease) and makes its events durable in ``sink``."""
+        table, board, hub = LimitsTable(), AlarmBoard(), AlarmHub()
+        ref = AlarmKeeper.start(book=AlarmBook(), journal=sink, table=table, board=board,
+                                hub=hub, load_history=list, limits={})
+        return cls(journal=None, shipper=None, ref=ref, table=table, board=board, hub=hub,
+                   senders=())
+
     def health(self) -> dict[str, Any]:
         """For /health: history loaded, open alarms, events waiting for the store, senders."""
         view = self.board.view
-        info: dict[str, Any] = {
-            "restored": view.restored,
-            "open": len(view.open),
-            "journalPending": self.journal.pending(),
-            "storeWriteFailures": self.shipper.failures,
-            "storeLastError": self.shipper.last_error if self.journal.pending() else None,
-        }
-        for sender in self.senders:
-            if isinstance(sender, AlertmanagerSender):
-                info["alertmanager"] = sender.health()
-            else:
-                info["webhook"] = {"url": sender.url, "posts": sender.posts,
-                                   "failures": sender.failures, "dropped": sender.dropped,
-                                   "lastError": sender.last_error}
+        info: dict[str, Any] = {"restored": view.restored, "open": len(view.open)}
+        if self.journal is not None and self.shipper is not None:
+            info["journalPending"] = self.journal.pending()
+            info["storeWriteFailures"] = self.shipper.failures
+            info["storeLastError"] = (self.shipper.last_error if self.journal.pending()
+                                      else None)
+        info.update(senders_health(self.senders))
         return info
 
     def stop(self) -> None:
@@ -532,7 +568,39 @@ class AlarmParts:
             logger.warning("Alarm keeper did not stop within 10 s")
         for sender in self.senders:
             sender.stop()
-        if not self.shipper.stop(timeout=5):
-            logger.warning("%d alarm event(s) not yet in the store stay in the journal %s "
-                           "for the next start", self.journal.pending(), self.journal.path)
-        self.journal.close()
+        if self.shipper is not None and self.journal is not None:
+            if not self.shipper.stop(timeout=5):
+                logger.warning("%d alarm event(s) not yet in the store stay in the journal "
+                               "%s for the next start", self.journal.pending(),
+                               self.journal.path)
+            self.journal.close()
+
+
+def start_senders(settings: Settings, hub: AlarmHub
+                  ) -> list[AlertmanagerSender | WebhookSender]:
+    """The Alertmanager and webhook senders the settings ask for, fed by ``hub``."""
+    senders: list[AlertmanagerSender | WebhookSender] = []
+    if settings.alertmanager_url:
+        alertmanager = AlertmanagerSender(
+            settings.alertmanager_url, resend_interval=settings.alertmanager_resend).start()
+        hub.subscribe(alertmanager.submit)
+        hub.on_restore(alertmanager.restore)
+        senders.append(alertmanager)
+    if settings.alarm_webhook_url:
+        webhook = WebhookSender(settings.alarm_webhook_url).start()
+        hub.subscribe(webhook.submit)
+        senders.append(webhook)
+    return senders
+
+
+def senders_health(senders: Sequence[AlertmanagerSender | WebhookSender]) -> dict[str, Any]:
+    """The ``alertmanager`` and ``webhook`` parts of the alarm health."""
+    info: dict[str, Any] = {}
+    for sender in senders:
+        if isinstance(sender, AlertmanagerSender):
+            info["alertmanager"] = sender.health()
+        else:
+            info["webhook"] = {"url": sender.url, "posts": sender.posts,
+                               "failures": sender.failures, "dropped": sender.dropped,
+                               "lastError": sender.last_error}
+    return info

@@ -9,18 +9,22 @@ In this order, one chunk per message so the mailbox stays responsive:
    (streams added at runtime).
 
 It has its own store connection - never the writer's, never a query actor's - and a
-failed store call is retried after a backoff. Progress is readable from any thread
+failed store call is retried after a backoff. In cluster mode a ``gate`` (the
+cluster's ``backfill`` lease, :class:`tps.cluster.node.BackfillGate`) lets one writer
+instance backfill at a time: the backfill waits until the gate allows it, and the
+gate is told when it is done. Progress is readable from any thread
 through the hot tier's :meth:`~tps.history.hot.HotTier.status` and the
 :class:`~tps.history.backfill.BackfillProgress` it is given.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol
 
 import pykka
 
@@ -43,6 +47,14 @@ class HistoryStep:
     """Do the next chunk of background work (actor -> itself, timer -> actor)."""
 
 
+class BackfillGateLike(Protocol):
+    """May the backfill run here now (``allowed``); is it still wanted (``wanted``)."""
+
+    allowed: bool
+    wanted: bool
+    on_allowed: Callable[[], None]
+
+
 class HistoryActor(pykka.ThreadingActor):
     """Loads the hot tier and backfills rollups in the background (see module doc).
 
@@ -51,8 +63,10 @@ class HistoryActor(pykka.ThreadingActor):
     """
 
     def __init__(self, store_factory: StoreFactory, hot: HotTier | None,
-                 progress: BackfillProgress | None, streams: Sequence[str] = ()) -> None:
+                 progress: BackfillProgress | None, streams: Sequence[str] = (), *,
+                 gate: BackfillGateLike | None = None) -> None:
         super().__init__()
+        self._gate = gate
         self._store_factory = store_factory
         self._hot = hot
         self._progress = progress
@@ -67,6 +81,14 @@ class HistoryActor(pykka.ThreadingActor):
 
     def on_start(self) -> None:
         """Begin working."""
+        if self._gate is not None:
+            ref = self.actor_ref
+
+            def allowed() -> None:
+                with contextlib.suppress(pykka.ActorDeadError):
+                    ref.tell(HistoryStep())
+
+            self._gate.on_allowed = allowed
         self.actor_ref.tell(HistoryStep())
 
     def on_stop(self) -> None:
@@ -144,10 +166,14 @@ class HistoryActor(pykka.ThreadingActor):
                 self._loading = True
                 return True
         if self._progress is not None and self._progress.status().state != "done":
+            if self._gate is not None and not self._gate.allowed:
+                return False  # another instance backfills; the gate wakes us
             if self._backfill is None:
                 self._backfill = Backfill(store, self._progress)
             if self._backfill.step():
                 return True
+            if self._gate is not None:
+                self._gate.wanted = False  # done: hand the lease to the next writer
         return False
 
     def _unloaded(self, hot: HotTier) -> list[str]:

@@ -228,6 +228,8 @@ class AlertmanagerSender:
         self._wake = threading.Condition(self._lock)
         self._inbox: list[AlarmSnapshot] = []
         self._stopped = False
+        self._active = True
+        self._activated = False
         self._book = AlertBook()
         self._thread = threading.Thread(target=self._run, name="alertmanager-sender",
                                         daemon=True)
@@ -264,6 +266,21 @@ class AlertmanagerSender:
             self._inbox.extend(snapshots)
             self._wake.notify_all()
 
+    def set_active(self, active: bool) -> None:
+        """Cluster mode: post only while this instance holds the alert-sender lease. A
+        standby sender keeps following the alarms (so a take-over posts the current
+        firing set and the resolved notices at once) but posts nothing."""
+        with self._wake:
+            if active and not self._active:
+                self._activated = True
+            self._active = active
+            self._wake.notify_all()
+
+    @property
+    def active(self) -> bool:
+        """True while this sender posts (always, outside cluster mode)."""
+        return self._active
+
     def health(self) -> dict[str, Any]:
         """For /health: reachable as of the last attempt, counters, firing alerts."""
         return {"url": self.shown_url, "posts": self.posts, "failures": self.failures,
@@ -283,18 +300,24 @@ class AlertmanagerSender:
         retry_at = 0.0   # after a failed post: not before this
         while True:
             with self._wake:
-                while not self._inbox:
+                while not self._inbox and not self._activated:
                     if self._stopped:
                         return
-                    wait = self._idle_for(self._clock(), next_send, retry_at)
+                    wait = (self._idle_for(self._clock(), next_send, retry_at)
+                            if self._active else self._resend)
                     if wait <= 0:
                         break
                     self._wake.wait(wait)
                 if self._stopped:
                     return
                 inbox, self._inbox = self._inbox, []
+                active, activated, self._activated = self._active, self._activated, False
             for snapshot in inbox:
                 self._book.apply(snapshot)
+            if not active:
+                continue  # standby: follow the alarms, post nothing
+            if activated:
+                self._book.dirty = True  # taken over: tell Alertmanager everything now
             now = self._clock()
             if now < retry_at:
                 continue
@@ -344,6 +367,9 @@ class WebhookSender:
         self._max_queue = max_queue
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._run, name="alarm-webhook", daemon=True)
+        self.active = True
+        """Cluster mode: events are taken only while this instance holds the
+        alert-sender lease (a standby drops them: at most once across a take-over)."""
         self.posts = 0
         self.failures = 0
         self.dropped = 0
@@ -364,6 +390,8 @@ class WebhookSender:
 
     def submit(self, events: Sequence[AlarmEvent]) -> None:
         """Queue events (any thread, never blocks); beyond the bound the oldest go."""
+        if not self.active:
+            return
         with self._wake:
             self._queue.extend(events)
             overflow = len(self._queue) - self._max_queue

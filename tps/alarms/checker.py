@@ -128,6 +128,16 @@ class LimitChecker:
         self.level: int | None = None if limits.has_levels else OK
         self.last_seen_ns: int | None = None
 
+    def resume(self, level: int, most_severe: float | None = None) -> None:
+        """Start at ``level`` instead of undecided: the stream's open alarm was restored
+        from the cluster's event log after a hand-over, so its readings continue it
+        (deadband included) rather than decide afresh. Call before the checker is
+        installed for the ingest thread."""
+        if self._has_levels:
+            self.level = level
+            if level > OK and most_severe is not None:
+                self._peak_key = self._key(most_severe)
+
     @property
     def stale_after_ns(self) -> int | None:
         """``staleAfter`` in nanoseconds, or None when staleness is not checked."""

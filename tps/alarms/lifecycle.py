@@ -415,6 +415,21 @@ class AlarmBook:
             restored += 1
         return restored
 
+    def drop_stream(self, stream: str) -> None:
+        """Forget ``stream``'s open alarms without any event: another process evaluates
+        the stream from now on (a cluster hand-over; the alarms live on there)."""
+        for alarm in [a for a in self._open.values() if a.stream == stream]:
+            del self._open[alarm.id]
+            if self._by_subject.get((stream, alarm.subject)) is alarm:
+                del self._by_subject[(stream, alarm.subject)]
+        self._levels.pop(stream, None)
+        self._stale.discard(stream)
+
+    def open_value_alarm(self, stream: str) -> AlarmSnapshot | None:
+        """The stream's open alarm on its values (not its silence), if any."""
+        alarm = self._by_subject.get((stream, VALUE))
+        return alarm.snapshot() if alarm is not None else None
+
     # --- plumbing ------------------------------------------------------------------------
 
     def _open_alarm(self, alarm_id: str) -> _Alarm:

@@ -9,7 +9,10 @@ the coordinator through the callback it was given. One worker keeps a stream's s
 and stop in the order the coordinator gave them.
 
 In cluster mode the supervisor keeps no registry of its own (the cluster's is in
-NATS): a started stream is added to it, a stopped one removed.
+NATS): a started stream is added to it, a stopped one removed. Alarms follow on the
+same thread (:class:`~tps.cluster.alarms.AlarmOwnership`): a stream's alarms are taken
+over before its reader starts, and handed over (or, for a removed stream, returned)
+after its reader stopped and before its lease is deleted.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import logging
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from tps.cluster.alarms import AlarmOwnership
 from tps.config.settings import FeedConfig
 from tps.errors import StreamExists, UnknownStream
 
@@ -45,20 +49,33 @@ class SupervisorReaderControl:
 
     def __init__(self) -> None:
         self._supervisor: SupervisorLike | None = None
+        self._alarms: AlarmOwnership | None = None
         self._worker = concurrent.futures.ThreadPoolExecutor(
             max_workers=1, thread_name_prefix="cluster-readers")
 
-    def bind(self, supervisor: SupervisorLike) -> None:
-        """Attach the supervisor (it is started after the cluster node is built)."""
+    def bind(self, supervisor: SupervisorLike, alarms: AlarmOwnership | None = None) -> None:
+        """Attach the supervisor (it is started after the cluster node is built) and the
+        alarm keeper's ownership (None: no alarms here)."""
         self._supervisor = supervisor
+        self._alarms = alarms
 
     def start_reading(self, feed: FeedConfig) -> None:
         """Start a reader for ``feed`` (returns at once)."""
         self._submit(lambda: self._start(feed))
 
-    def stop_reading(self, name: str, on_stopped: Callable[[], None]) -> None:
+    def stop_reading(self, name: str, on_stopped: Callable[[], None],
+                     removed: bool = False) -> None:
         """Stop the reader of ``name``; ``on_stopped`` once its socket is closed."""
-        self._submit(lambda: self._stop(name, on_stopped))
+        self._submit(lambda: self._stop(name, on_stopped, removed))
+
+    def run(self, job: Callable[[], None]) -> None:
+        """Run ``job`` on the worker thread, after the queued commands."""
+        def guarded() -> None:
+            try:
+                job()
+            except Exception:  # a failed job must not stop the worker
+                logger.exception("Reader-control job failed")
+        self._submit(guarded)
 
     def close(self) -> None:
         """Finish the queued commands and stop the worker thread."""
@@ -75,6 +92,12 @@ class SupervisorReaderControl:
         if supervisor is None:
             logger.error("Cannot start stream %s: no supervisor yet", feed.name)
             return
+        if self._alarms is not None:
+            try:
+                self._alarms.adopt(feed.name)
+            except Exception as exc:  # noqa: BLE001 - reported; the readings matter more
+                logger.error("Could not take over the alarms of stream %s: %s", feed.name,
+                             exc)
         try:
             supervisor.add_stream(feed, True).get(timeout=_ANSWER_TIMEOUT)
         except StreamExists:
@@ -82,7 +105,7 @@ class SupervisorReaderControl:
         except Exception as exc:  # noqa: BLE001 - reported; the lease stays ours
             logger.error("Could not start the reader of stream %s: %s", feed.name, exc)
 
-    def _stop(self, name: str, on_stopped: Callable[[], None]) -> None:
+    def _stop(self, name: str, on_stopped: Callable[[], None], removed: bool) -> None:
         supervisor = self._supervisor
         try:
             if supervisor is not None:
@@ -95,4 +118,8 @@ class SupervisorReaderControl:
             logger.error("Stopping the reader of stream %s failed (%s); handing it over "
                          "anyway", name, exc)
         finally:
-            on_stopped()
+            try:
+                if self._alarms is not None and self._alarms.owns(name):
+                    self._alarms.release(name, removed)
+            finally:
+                on_stopped()

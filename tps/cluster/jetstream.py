@@ -20,7 +20,16 @@ import nats.js.errors
 from nats.js import JetStreamContext, api
 from nats.js.kv import KeyValue
 
-from tps.cluster.names import READINGS_STREAM, READINGS_SUBJECTS, WRITERS_CONSUMER
+from tps.cluster.names import (
+    ALARM_WRITERS_CONSUMER,
+    ALARMS_STREAM,
+    ALARMS_SUBJECTS,
+    PARTITIONS,
+    READINGS_STREAM,
+    READINGS_SUBJECTS,
+    partition_subjects,
+    writers_consumer,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +50,12 @@ READINGS_MAX_AGE = 7 * 24 * 3600.0
 """Readings no writer has acknowledged after a week are dropped (bounds the disk)."""
 WRITER_ACK_WAIT = 10.0
 """Seconds before an unacknowledged batch is redelivered to another writer."""
+ALARMS_MAX_AGE = 30 * 24 * 3600.0
+"""Alarm events stay in JetStream for 30 days (the store keeps them for good): the
+cluster's view of open alarms and a new owner's restore read them from there."""
+ALARMS_MAX_BYTES = 512 * 1024 * 1024
+LEGACY_WRITERS_CONSUMER = "tps-writers"
+"""The one shared consumer of the first cluster release (before partitions)."""
 
 
 def _step_down(exc: nats.js.errors.APIError) -> bool:
@@ -52,8 +67,8 @@ async def ensure_readings_stream(js: JetStreamContext) -> api.StreamInfo:
 
     Retention is *interest*: a reading stays until every durable consumer (the TPS
     writers', plus any an operator adds, e.g. Telegraf's) has acknowledged it. The
-    writers' consumer is created together with the stream, so readings published
-    before the first writer starts are kept for it.
+    writers' consumers (one per partition) are created together with the stream, so
+    readings published before the first writer starts are kept for them.
     """
     try:
         info = await js.stream_info(READINGS_STREAM)
@@ -68,27 +83,79 @@ async def ensure_readings_stream(js: JetStreamContext) -> api.StreamInfo:
             duplicate_window=120.0,
             discard=api.DiscardPolicy.OLD,
         ))
-    await ensure_writers_consumer(js)
+    for partition in range(PARTITIONS):
+        await ensure_writers_consumer(js, partition)
     return info
 
 
-async def ensure_writers_consumer(js: JetStreamContext) -> api.ConsumerInfo:
-    """The durable pull consumer every writer shares (created if missing)."""
+async def ensure_writers_consumer(js: JetStreamContext, partition: int) -> api.ConsumerInfo:
+    """The durable pull consumer of one readings partition (created if missing)."""
+    name = writers_consumer(partition)
     try:
-        found: api.ConsumerInfo = await js.consumer_info(READINGS_STREAM, WRITERS_CONSUMER)
+        found: api.ConsumerInfo = await js.consumer_info(READINGS_STREAM, name)
         return found
     except nats.js.errors.NotFoundError:
         pass
     info: api.ConsumerInfo = await js.add_consumer(READINGS_STREAM, api.ConsumerConfig(
-        durable_name=WRITERS_CONSUMER,
-        description="TPS writers: readings into the time-series store",
+        durable_name=name,
+        description=f"TPS writers, partition {partition}: readings into the store",
         ack_policy=api.AckPolicy.EXPLICIT,
         ack_wait=WRITER_ACK_WAIT,
         max_deliver=-1,
         max_ack_pending=20_000,
         deliver_policy=api.DeliverPolicy.ALL,
-        filter_subject=READINGS_SUBJECTS,
+        filter_subject=partition_subjects(partition),
     ))
+    return info
+
+
+async def warn_legacy_consumer(js: JetStreamContext) -> None:
+    """The shared consumer of the first cluster release keeps every reading (interest
+    retention) once nobody reads it: say so, with what to do (writers call this once)."""
+    try:
+        info = await js.consumer_info(READINGS_STREAM, LEGACY_WRITERS_CONSUMER)
+    except nats.js.errors.NotFoundError:
+        return
+    logger.warning("JetStream consumer %s of an earlier TPS release exists (%d readings "
+                   "pending): TPS writers now read per-partition consumers; once it has "
+                   "no pending readings, delete it ('nats consumer rm %s %s') or it keeps "
+                   "every new reading for up to 7 days", LEGACY_WRITERS_CONSUMER,
+                   info.num_pending or 0, READINGS_STREAM, LEGACY_WRITERS_CONSUMER)
+
+
+async def ensure_alarms_stream(js: JetStreamContext) -> api.StreamInfo:
+    """The alarm-event stream (``tps.alarms.<stream>``) and the writers' consumer.
+
+    Limits retention (30 days, 512 MiB): the events are read again - by every
+    instance's view at start and by a stream's new owner - not only consumed.
+    """
+    try:
+        info = await js.stream_info(ALARMS_STREAM)
+    except nats.js.errors.NotFoundError:
+        info = await _create_stream(js, api.StreamConfig(
+            name=ALARMS_STREAM,
+            description="TPS alarm events (JSON), one subject per stream",
+            subjects=[ALARMS_SUBJECTS],
+            retention=api.RetentionPolicy.LIMITS,
+            storage=api.StorageType.FILE,
+            max_age=ALARMS_MAX_AGE,
+            max_bytes=ALARMS_MAX_BYTES,
+            duplicate_window=120.0,
+            discard=api.DiscardPolicy.OLD,
+        ))
+    try:
+        await js.consumer_info(ALARMS_STREAM, ALARM_WRITERS_CONSUMER)
+    except nats.js.errors.NotFoundError:
+        await js.add_consumer(ALARMS_STREAM, api.ConsumerConfig(
+            durable_name=ALARM_WRITERS_CONSUMER,
+            description="TPS writers: alarm events into the store's alarm log",
+            ack_policy=api.AckPolicy.EXPLICIT,
+            ack_wait=WRITER_ACK_WAIT,
+            max_deliver=-1,
+            max_ack_pending=10_000,
+            deliver_policy=api.DeliverPolicy.ALL,
+            filter_subject=ALARMS_SUBJECTS,
+        ))
     return info
 
 

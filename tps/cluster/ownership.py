@@ -50,7 +50,7 @@ import logging
 import math
 import secrets
 import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -61,8 +61,15 @@ from nats.js.kv import KeyValue
 
 from tps.cluster.assign import assign
 from tps.cluster.jetstream import TRANSIENT_ERRORS, ensure_bucket
+from tps.cluster.leases import LeaseSet
 from tps.cluster.link import LinkStatus, NatsLink
-from tps.cluster.names import INSTANCE_BUCKET, LEASE_BUCKET, decode_token, encode_token
+from tps.cluster.names import (
+    INSTANCE_BUCKET,
+    LEASE_BUCKET,
+    WORK_BUCKET,
+    decode_token,
+    encode_token,
+)
 from tps.cluster.registry import ClusterRegistry
 from tps.cluster.watch import KvUpdate, watch_bucket
 from tps.config.settings import FeedConfig
@@ -71,6 +78,10 @@ logger = logging.getLogger(__name__)
 
 INGEST_ROLES = frozenset({"all", "ingest"})
 _DELETE_ATTEMPTS = 3
+
+Wanted = Callable[[Mapping[str, "InstanceInfo"]], Collection[str]]
+"""Which keys of a :class:`~tps.cluster.leases.LeaseSet` this instance wants, given the
+live instances (by name): asked every round."""
 
 
 # --- values stored in the buckets ---------------------------------------------------------
@@ -258,9 +269,15 @@ class ReaderControl(Protocol):
     def start_reading(self, feed: FeedConfig) -> None:
         """Read ``feed`` (this instance now holds its lease)."""
 
-    def stop_reading(self, name: str, on_stopped: Callable[[], None]) -> None:
+    def stop_reading(self, name: str, on_stopped: Callable[[], None],
+                     removed: bool = False) -> None:
         """Stop reading ``name``; call ``on_stopped`` (any thread) once its socket is
-        closed - immediately if it was not being read."""
+        closed - immediately if it was not being read. ``removed``: the stream was
+        removed from the registry (not merely handed over or stopped)."""
+
+    def run(self, job: Callable[[], None]) -> None:
+        """Run ``job`` on the thread that starts and stops readers, after what is queued
+        (for work that must stay in order with them)."""
 
 
 @dataclass(frozen=True)
@@ -280,22 +297,32 @@ class ClusterSnapshot:
     ready: bool = False
     hearing: bool = False
     """False while this instance cannot write or hear heartbeats (it judges nobody then)."""
+    work_held: tuple[str, ...] = ()
+    """Keys of the ``tps-work`` bucket this instance holds (partitions, jobs)."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form for ``/health``."""
         return {"instance": self.instance, "role": self.role, "lease_ttl": self.ttl,
                 "nats": self.link.to_dict(), "ready": self.ready,
-                "leases_held": list(self.held), "instances": dict(self.instances),
+                "leases_held": list(self.held), "work_held": list(self.work_held),
+                "instances": dict(self.instances),
                 "takeovers": self.takeovers, "leases_lost": self.lost,
                 "renew_failures": self.renew_failures, "hearing": self.hearing}
 
 
 class Coordinator:
-    """Heartbeats, leases and the registry's seeding for one instance (on the loop)."""
+    """Heartbeats, leases and the registry's seeding for one instance (on the loop).
+
+    ``work`` are the other leased kinds of work this instance may do (readings
+    partitions, single jobs: :mod:`tps.cluster.leases`), each with the function that
+    says which of its keys this instance wants; they share the heartbeats, the
+    liveness judgement and the rounds of the feed leases.
+    """
 
     def __init__(self, link: NatsLink, registry: ClusterRegistry, *, instance: str,
                  role: str, ttl: float, configured: tuple[FeedConfig, ...] = (),
-                 control: ReaderControl | None = None, http: str | None = None) -> None:
+                 control: ReaderControl | None = None, http: str | None = None,
+                 work: Sequence[tuple[LeaseSet, Wanted]] = ()) -> None:
         self._link = link
         self._registry = registry
         self.instance = instance
@@ -323,6 +350,9 @@ class Coordinator:
         self._last_renew = -math.inf
         self._last_heartbeat = -math.inf
         self._snapshot = ClusterSnapshot(instance, role, ttl, link.status())
+        self._work = list(work)
+        for lease_set, _ in self._work:
+            lease_set.wake = self._wake.set
 
     # --- any thread -------------------------------------------------------------------
 
@@ -356,6 +386,18 @@ class Coordinator:
     def ttl(self) -> float:
         """The lease TTL in force (the bucket's, which may differ from the setting)."""
         return self._ttl
+
+    def holds(self, stream: str) -> bool:
+        """True while this instance holds the feed lease of ``stream`` and hears the
+        cluster (loop thread: the alarm-event publisher's fence)."""
+        return (stream in self._mine and stream not in self._releasing
+                and self._liveness.judging)
+
+    def alive_instances(self) -> dict[str, InstanceInfo]:
+        """The instances alive as last judged, ourselves included (loop thread)."""
+        alive = self._liveness.alive()
+        alive[self.instance] = self._info
+        return alive
 
     # --- the loop -----------------------------------------------------------------------
 
@@ -394,6 +436,15 @@ class Coordinator:
             await watch_bucket(js, INSTANCE_BUCKET, self._instance_changed, synced[0].set),
             await watch_bucket(js, LEASE_BUCKET, self._lease_changed, synced[1].set),
         ]
+        if self._work:
+            work_kv, _ = await ensure_bucket(js, WORK_BUCKET, ttl=self._ttl,
+                                             description="TPS work leases (partitions, jobs)")
+            for lease_set, _ in self._work:
+                lease_set.attach(work_kv, instance=self.instance,
+                                 incarnation=self._incarnation, ttl=self._ttl)
+            synced.append(asyncio.Event())
+            self._watches.append(
+                await watch_bucket(js, WORK_BUCKET, self._work_changed, synced[-1].set))
         if not self._registry.synced:
             await self._registry.open()
         self._registry.subscribe(lambda _entry, _name: self._wake.set())
@@ -439,6 +490,12 @@ class Coordinator:
                 return
         self._wake.set()
 
+    def _work_changed(self, update: KvUpdate) -> None:
+        for lease_set, _ in self._work:
+            if lease_set.owns_key(update.key):
+                lease_set.changed(update.key, update.value, update.revision)
+        self._wake.set()
+
     async def _round(self) -> None:
         now = time.monotonic()
         if now - self._last_heartbeat >= self._ttl / 4:
@@ -446,6 +503,12 @@ class Coordinator:
         if self._mine and now - self._last_renew >= self._ttl / 4:
             self._last_renew = now
             await asyncio.gather(*(self._renew(s) for s in list(self._mine)))
+        if self._work and not self._stopping:
+            alive = self.alive_instances()
+            judging = self._liveness.judging
+            for lease_set, wanted in self._work:
+                await lease_set.round(wanted(alive) if judging else (),
+                                      self._liveness.is_alive, judging)
         self._follow_feed_changes()
         if self._stopping or not self.ingest or not self._liveness.judging:
             return
@@ -569,7 +632,9 @@ class Coordinator:
             loop.call_soon_threadsafe(
                 lambda: self._link.submit_task(lambda: self._drop_lease(stream)))
 
-        self._control.stop_reading(stream, stopped)
+        entry = self._registry.view().get(stream)
+        self._control.stop_reading(stream, stopped,
+                                   removed=entry is None or entry.removed)
 
     async def _drop_lease(self, stream: str) -> None:
         assert self._leases is not None
@@ -631,8 +696,16 @@ class Coordinator:
         for stream in list(self._mine):
             if stream not in self._releasing:
                 self._release(stream, "this instance is stopping")
-        while self._mine and time.monotonic() < deadline:
+        for lease_set, _ in self._work:
+            lease_set.release_all("this instance is stopping")
+        while (self._mine or any(s.busy for s, _ in self._work)) \
+                and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
+        for lease_set, _ in self._work:
+            if lease_set.busy:
+                logger.warning("Stopping with %s leases not handed back (%s); they expire "
+                               "within %g s", lease_set.name, ", ".join(lease_set.held()),
+                               self._ttl)
         if self._mine:
             logger.warning("Stopping with %d leases not handed back (%s); they expire within "
                            "%g s", len(self._mine), ", ".join(sorted(self._mine)), self._ttl)
@@ -660,6 +733,7 @@ class Coordinator:
             held=tuple(sorted(self._mine)), owners=owners, instances=instances,
             takeovers=self._takeovers, lost=self._lost, renew_failures=self._renew_failures,
             ready=self._ready.is_set(), hearing=self._liveness.judging,
+            work_held=tuple(key for lease_set, _ in self._work for key in lease_set.held()),
         )
 
 

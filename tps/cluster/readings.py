@@ -1,9 +1,9 @@
 """Readings on NATS: the publisher (ingest side), the writers' consumer, the live feed.
 
-One JetStream stream (``TPS_READINGS``, subjects ``tps.readings.<stream>``) carries every
-accepted reading as InfluxDB line protocol - byte for byte what
-``tps.store.lineprotocol.encode_readings`` writes to InfluxDB - so Telegraf's
-``nats_consumer`` input can read it as it is.
+One JetStream stream (``TPS_READINGS``, subjects ``tps.readings.<partition>.<stream>``,
+see :mod:`tps.cluster.names`) carries every accepted reading as InfluxDB line protocol -
+byte for byte what ``tps.store.lineprotocol.encode_readings`` writes to InfluxDB - so
+Telegraf's ``nats_consumer`` input can read it as it is.
 
 * :class:`ReadingsPublisher` answers the ``Store.write`` contract on the ingest side:
   the batching writer hands it a batch, it publishes one message per stream and
@@ -14,14 +14,15 @@ accepted reading as InfluxDB line protocol - byte for byte what
   stream's two-minute duplicate window stores them once. A retry that groups
   differently publishes some readings twice; the store's idempotence per
   (stream, time) makes that harmless, and the live feed drops repeats by time.
-* :class:`ReadingsConsumer` runs on the link's loop for writer instances: it fetches
-  from the durable consumer every writer shares, lingers up to the flush interval for
-  a full batch, and hands one :class:`FetchedBatch` at a time to its owner (the
-  writer actor). The batch's messages are acknowledged only when the owner calls
-  :meth:`FetchedBatch.ack` - after the store accepted the readings - and are kept
-  "in progress" meanwhile, so a store outage does not trigger redelivery, while a
-  writer killed mid-batch has its messages redelivered to a survivor after
-  ``WRITER_ACK_WAIT``.
+* :class:`ReadingsConsumer` runs on the link's loop for a writer that holds a
+  partition's lease: it fetches from that partition's durable consumer, lingers up to
+  the flush interval for a full batch, and hands one :class:`FetchedBatch` at a time
+  to its owner (the writer actor). The batch's messages are acknowledged only when the
+  owner calls :meth:`FetchedBatch.ack` - after the store accepted the readings - and
+  are kept "in progress" meanwhile, so a store outage does not trigger redelivery,
+  while a writer killed mid-batch has its messages redelivered to the partition's
+  next owner after ``WRITER_ACK_WAIT`` (by then, maybe after newer messages: the
+  writer's fold handles readings that arrive late, :mod:`tps.cluster.rollups`).
 * :class:`LiveFeed` is a plain (core NATS) subscription to the same subjects, pushed
   to the instance's live hub: api instances see every instance's readings as they
   are published.
@@ -53,8 +54,8 @@ from tps.cluster.link import NatsLink, unavailable
 from tps.cluster.names import (
     READINGS_STREAM,
     READINGS_SUBJECTS,
-    WRITERS_CONSUMER,
     readings_subject,
+    writers_consumer,
 )
 from tps.errors import ClusterUnavailable, StoreError
 from tps.history.buckets import Aggregate
@@ -278,6 +279,9 @@ class FetchedBatch:
     readings: tuple[Reading, ...]
     _msgs: list[Msg]
     _consumer: ReadingsConsumer
+    partition: int = 0
+    redelivered: bool = False
+    """Some of its messages were delivered before (to this or another writer)."""
     _done: threading.Event = field(default_factory=threading.Event)
 
     def __len__(self) -> int:
@@ -302,7 +306,7 @@ BatchHandler = Callable[[FetchedBatch], None]
 
 
 class ReadingsConsumer:
-    """Fetches readings for one writer from the shared durable consumer (on the loop).
+    """Fetches one partition's readings for its writer (on the loop).
 
     ``on_batch`` is called on the loop thread with one batch at a time; it must only
     hand the batch over (tell the writer actor). The next batch is fetched once the
@@ -310,7 +314,9 @@ class ReadingsConsumer:
     """
 
     def __init__(self, link: NatsLink, on_batch: BatchHandler, batch_size: int,
-                 linger: float, max_messages: int = 1000) -> None:
+                 linger: float, max_messages: int = 1000, partition: int = 0) -> None:
+        self.partition = partition
+        self._durable = writers_consumer(partition)
         self._link = link
         self._on_batch = on_batch
         self._batch_size = batch_size
@@ -319,6 +325,8 @@ class ReadingsConsumer:
         self._task: asyncio.Task[None] | None = None
         self._idle = asyncio.Event()
         self._in_flight: FetchedBatch | None = None
+        self._release_on_stop = True
+        self._stopping = False
         self.stats = ConsumerStats()
 
     def start(self) -> ReadingsConsumer:
@@ -326,11 +334,31 @@ class ReadingsConsumer:
         self._task = self._link.submit_task(self._run)
         return self
 
-    def stop(self) -> None:
-        """Stop fetching; an unacknowledged batch is released for redelivery."""
+    def stop(self, release: bool = True) -> None:
+        """Stop fetching; an unacknowledged batch is released for redelivery unless
+        ``release`` is False (its owner still settles it)."""
+        self._release_on_stop = release
+        self._stopping = True
         task = self._task
         if task is not None:
             self._link.loop.call_soon_threadsafe(task.cancel)
+
+    async def stopped(self) -> None:
+        """Stop fetching (loop thread) and return once the fetch task has ended; the
+        batch handed over last stays its owner's to settle, messages fetched but not
+        handed over are given back at once.
+
+        The task is cancelled again every second until it ends: on Python 3.11 a
+        cancellation that meets a message arriving inside nats-py's ``next_msg``
+        (``asyncio.wait_for``) can be swallowed; the ``_stopping`` flag ends the loop
+        then.
+        """
+        self._release_on_stop = False
+        self._stopping = True
+        task = self._task
+        while task is not None and not task.done():
+            task.cancel()
+            await asyncio.wait({task}, timeout=1.0)
 
     # --- on the loop --------------------------------------------------------------------
 
@@ -340,13 +368,15 @@ class ReadingsConsumer:
         backoff = Backoff(initial=0.2, cap=5.0)
         sub: JetStreamContext.PullSubscription | None = None
         try:
-            while True:
+            while not self._stopping:
                 await self._idle.wait()
+                if self._stopping:
+                    break
                 try:
                     if sub is None:
                         await ensure_readings_stream(self._link.js)
                         sub = await self._link.js.pull_subscribe_bind(
-                            durable=WRITERS_CONSUMER, stream=READINGS_STREAM)
+                            durable=self._durable, stream=READINGS_STREAM)
                     msgs = await self._gather(sub)
                 except (nats.js.errors.APIError, *TRANSIENT_ERRORS) as exc:
                     self.stats.fetch_errors += 1
@@ -358,10 +388,12 @@ class ReadingsConsumer:
                     await asyncio.sleep(delay)
                     continue
                 backoff.reset()
-                if msgs:
+                if msgs and self._stopping:
+                    await _give_back(msgs)
+                elif msgs:
                     await self._hand_over(msgs)
         finally:
-            if self._in_flight is not None:
+            if self._in_flight is not None and self._release_on_stop:
                 self._in_flight.release()
             if sub is not None:
                 with contextlib.suppress(*TRANSIENT_ERRORS):
@@ -379,29 +411,36 @@ class ReadingsConsumer:
             msgs = await sub.fetch(self._max_messages, timeout=1.0)
         except TimeoutError:  # nats-py raises its own or asyncio's, both TimeoutError
             return []  # idle: come back to the loop (stop can cancel us)
-        count = sum(m.data.count(b"\n") + 1 for m in msgs)
-        deadline = time.monotonic() + self._linger
-        more = len(msgs) >= self._max_messages
-        while count < self._batch_size:
-            remaining = deadline - time.monotonic()
-            if not more:
-                if remaining <= 0:
+        try:
+            count = sum(m.data.count(b"\n") + 1 for m in msgs)
+            deadline = time.monotonic() + self._linger
+            more = len(msgs) >= self._max_messages
+            while count < self._batch_size and not self._stopping:
+                remaining = deadline - time.monotonic()
+                if not more:
+                    if remaining <= 0:
+                        break
+                    await asyncio.sleep(remaining)
+                try:
+                    fetched = await sub.fetch(self._max_messages, timeout=0.1)
+                except TimeoutError:
                     break
-                await asyncio.sleep(remaining)
-            try:
-                fetched = await sub.fetch(self._max_messages, timeout=0.1)
-            except TimeoutError:
-                break
-            msgs.extend(fetched)
-            count += sum(m.data.count(b"\n") + 1 for m in fetched)
-            more = len(fetched) >= self._max_messages
-            if not more and time.monotonic() >= deadline:
-                break
+                msgs.extend(fetched)
+                count += sum(m.data.count(b"\n") + 1 for m in fetched)
+                more = len(fetched) >= self._max_messages
+                if not more and time.monotonic() >= deadline:
+                    break
+        except asyncio.CancelledError:
+            # Stopped while lingering (a hand-over): give back what we hold at once, so
+            # the partition's next writer gets it first, not after the ack wait.
+            await _give_back(msgs)
+            raise
         return msgs
 
     async def _hand_over(self, msgs: list[Msg]) -> None:
         readings: list[Reading] = []
         good: list[Msg] = []
+        redelivered = False
         for msg in msgs:
             try:
                 decoded = decode_readings(msg.data)
@@ -414,11 +453,12 @@ class ReadingsConsumer:
                 continue
             if msg.metadata.num_delivered > 1:
                 self.stats.redelivered += 1
+                redelivered = True
             readings.extend(decoded)
             good.append(msg)
         if not good:
             return
-        batch = FetchedBatch(tuple(readings), good, self)
+        batch = FetchedBatch(tuple(readings), good, self, self.partition, redelivered)
         self._in_flight = batch
         self._idle.clear()
         self.stats.messages += len(good)
@@ -459,6 +499,13 @@ class ReadingsConsumer:
         if self._in_flight is batch:
             self._in_flight = None
             self._idle.set()
+
+
+async def _give_back(msgs: Sequence[Msg]) -> None:
+    """Nak messages fetched but not handed to a writer (they are redelivered first)."""
+    for msg in msgs:
+        with contextlib.suppress(*TRANSIENT_ERRORS):
+            await msg.nak()
 
 
 LiveHandler = Callable[[Sequence[Reading]], None]

@@ -19,6 +19,12 @@ cluster mode, remove it and add it again (REST, GraphQL or ``tps streams``).
 
 Every change is a compare-and-set on the key's revision (``update(last=revision)``),
 retried on conflict, so two concurrent calls (a stop and a start) never lose one.
+
+Limits set or cleared over the API (issue 11) live in the stream's entry
+(``"limits": {...}`` or ``null``), as in the single-node registry file: they win over
+the configured ``[[limits]]`` of whichever instance reads the stream; an entry without
+the key uses that instance's configured limits. Whoever owns the stream follows a
+change within milliseconds (its watch), and a new owner starts from them.
 """
 
 from __future__ import annotations
@@ -28,19 +34,20 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import nats.js.errors
 from nats.aio.subscription import Subscription
 from nats.js.kv import KeyValue
 
+from tps.alarms.limits import Limits, parse_limits
 from tps.cluster.jetstream import ensure_bucket
 from tps.cluster.link import NatsLink, unavailable
 from tps.cluster.names import REGISTRY_BUCKET, decode_token, encode_token
 from tps.cluster.watch import KvUpdate, watch_bucket
 from tps.config.settings import PROTOCOLS, FeedConfig
-from tps.errors import StreamExists, UnknownStream
+from tps.errors import InvalidArgument, StreamExists, UnknownStream
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +64,10 @@ class RegistryEntry:
     running: bool = True
     by: str = ""  # the instance that made the change
     revision: int = 0
+    limits: Limits | None = None
+    limits_set: bool = False
+    """True once limits were set or cleared over the API: ``limits`` (None: cleared)
+    then win over the owner's configured ``[[limits]]``."""
 
     @property
     def removed(self) -> bool:
@@ -72,6 +83,8 @@ class RegistryEntry:
         else:
             data["feed"] = self.feed.to_dict()
             data["running"] = self.running
+            if self.limits_set:
+                data["limits"] = None if self.limits is None else self.limits.to_json()
         return json.dumps(data, separators=(",", ":")).encode()
 
 
@@ -97,7 +110,17 @@ def decode_entry(key: str, value: bytes, revision: int) -> RegistryEntry:
         raise ValueError("'feed' needs string name (the key's), url, protocol and query")
     if values["protocol"] not in PROTOCOLS:
         raise ValueError(f"unknown protocol {values['protocol']!r}")
-    return RegistryEntry(name, FeedConfig(**values), running, by, revision)  # type: ignore[arg-type]
+    limits, limits_set = None, "limits" in data
+    if data.get("limits") is not None:
+        try:
+            limits = parse_limits(data["limits"])
+        except InvalidArgument as exc:
+            # Only this stream's runtime limits are lost, not the stream.
+            logger.error("Cluster registry: stream %r has invalid limits (%s); using the "
+                         "configured limits instead", name, exc)
+            limits, limits_set = None, False
+    return RegistryEntry(name, FeedConfig(**values), running, by,  # type: ignore[arg-type]
+                         revision, limits, limits_set)
 
 
 def seed_plan(configured: Iterable[FeedConfig], known: Mapping[str, RegistryEntry]
@@ -243,8 +266,13 @@ class ClusterRegistry:
 
     async def set_running(self, name: str, running: bool) -> RegistryEntry:
         """Record that ``name`` should (not) run; UnknownStream if there is none."""
-        return await self._change(name, lambda e: RegistryEntry(name, e.feed, running,
-                                                                self._instance))
+        return await self._change(name, lambda e: replace(e, running=running,
+                                                          by=self._instance))
+
+    async def set_limits(self, name: str, limits: Limits | None) -> RegistryEntry:
+        """Set (None: clear) the limits of ``name`` cluster-wide; UnknownStream."""
+        return await self._change(name, lambda e: replace(e, limits=limits, limits_set=True,
+                                                          by=self._instance))
 
     async def _change(self, name: str, make: Callable[[RegistryEntry], RegistryEntry]
                       ) -> RegistryEntry:
@@ -254,13 +282,14 @@ class ClusterRegistry:
             if current is None or current.removed:
                 raise UnknownStream(name)
             new = make(current)
-            if new.feed == current.feed and new.running == current.running:
+            if (new.feed, new.running, new.limits, new.limits_set) == (
+                    current.feed, current.running, current.limits, current.limits_set):
                 return current
             try:
                 revision = await self.kv.update(key, new.to_json(), last=current.revision)
             except nats.js.errors.KeyWrongLastSequenceError:
                 continue
-            return RegistryEntry(new.name, new.feed, new.running, new.by, revision)
+            return replace(new, revision=revision)
         raise unavailable(RuntimeError("too many concurrent changes"), f"changing {name}")
 
     async def _get(self, key: str) -> RegistryEntry | None:

@@ -111,6 +111,22 @@ class RollupState:
         for stream in streams:
             self._streams.pop(stream, None)
 
+    def streams(self) -> list[str]:
+        """Every adopted stream."""
+        return list(self._streams)
+
+    def newest(self, stream: str) -> int | None:
+        """The newest folded (or adopted) reading of an adopted stream, None if none."""
+        return self._streams[stream].last_ns
+
+    def live_from(self, stream: str) -> int | None:
+        """Where the live coverage of an adopted stream begins (its range's key)."""
+        return self._streams[stream].live_from
+
+    def unwritten(self, stream: str) -> tuple[RollupPoint, ...]:
+        """Buckets loaded at adoption and not yet written with a batch."""
+        return self._streams[stream].unwritten
+
     def prepare(self, readings: Sequence[Reading]) -> PendingFold:
         """The rollup points and coverage marks to write with ``readings``.
 
