@@ -37,6 +37,7 @@ from tps.store.base import Store
 logger = logging.getLogger(__name__)
 
 _MAX_LABELS = 50_000
+_MAX_BUCKETS = 20_000
 COVERAGE_TTL = 1.0
 """Seconds a coverage snapshot is used before a query actor reads it again."""
 
@@ -195,6 +196,12 @@ class History:
         # formatting 500 datetimes was a third of a series answer's cost. Bounded; a
         # race between threads only formats a label twice.
         self._labels: dict[int, str] = {}
+        # The hot tier returns the same Aggregate object for a whole closed series bucket
+        # every time (tps.history.hot): its SeriesBucket is kept by that identity (the
+        # aggregate is held too, so its id is not reused). Bounded; one lock, held for
+        # one answer's loop (the IO loop, heavy-request threads and query actors answer).
+        self._buckets: dict[int, tuple[Aggregate, SeriesBucket]] = {}
+        self._buckets_lock = threading.Lock()
 
     def _label(self, time_ns: int) -> str:
         text = self._labels.get(time_ns)
@@ -290,7 +297,20 @@ class History:
 
     def _series(self, interval: int, buckets: dict[int, Aggregate]) -> Series:
         label = self._label
-        return Series(interval, [
-            SeriesBucket(start, agg.min, agg.max, agg.sum / agg.count, agg.count,
-                         label(start))
-            for start, agg in sorted(buckets.items()) if agg.count])
+        out: list[SeriesBucket] = []
+        with self._buckets_lock:
+            kept = self._buckets
+            if len(kept) >= _MAX_BUCKETS:
+                kept = self._buckets = {}
+            for start, agg in sorted(buckets.items()):
+                if not agg.count:
+                    continue
+                known = kept.get(id(agg))
+                if known is not None and known[0] is agg:
+                    out.append(known[1])
+                    continue
+                bucket = SeriesBucket(start, agg.min, agg.max, agg.sum / agg.count, agg.count,
+                                      label(start))
+                kept[id(agg)] = (agg, bucket)
+                out.append(bucket)
+        return Series(interval, out)

@@ -104,7 +104,7 @@ class Shortcut:
     """(response key, field name) of the root field's selection, in order."""
     bucket_fields: tuple[tuple[str, Getter], ...] = ()
     """(response key, getter) of a series' ``buckets`` selection."""
-    _texts: dict[tuple[int, int, float, float, float], str] = field(default_factory=dict)
+    _texts: dict[int, tuple[SeriesBucket, str]] = field(default_factory=dict)
 
     def respond(self, context: RequestContext, variables: dict[str, Any]
                 ) -> Response | Awaitable[Response | None] | None:
@@ -150,18 +150,16 @@ class Shortcut:
     def _bucket(self, bucket: SeriesBucket) -> str:
         """One bucket's JSON text, as ``json.dumps`` writes the executor's dictionary.
 
-        Texts are kept by value; a zero is not (``0.0`` and ``-0.0`` are equal keys but
-        print differently), nor a NaN (never equal to itself)."""
-        low, high, mean = bucket.min, bucket.max, bucket.mean
-        if not (low and high and mean):
-            return _dumps({key: get(bucket) for key, get in self.bucket_fields})
-        memo = (bucket.time_ns, bucket.count, low, high, mean)
-        text = self._texts.get(memo)
-        if text is None:
-            if len(self._texts) >= MAX_BUCKET_TEXTS:
-                self._texts.clear()
-            text = self._texts[memo] = _dumps(
-                {key: get(bucket) for key, get in self.bucket_fields})
+        History answers a whole, closed bucket with the same SeriesBucket object each time
+        (:mod:`tps.history.answers`), so its text is kept by that identity (the bucket is
+        held too, so its id is not reused)."""
+        known = self._texts.get(id(bucket))
+        if known is not None and known[0] is bucket:
+            return known[1]
+        text = _dumps({key: get(bucket) for key, get in self.bucket_fields})
+        if len(self._texts) >= MAX_BUCKET_TEXTS:
+            self._texts.clear()
+        self._texts[id(bucket)] = (bucket, text)
         return text
 
 
