@@ -31,6 +31,7 @@ from tps.history.buckets import (
 )
 from tps.history.hot import HotTier
 from tps.history.planner import FOREVER, NOTHING, Coverage, plan, usable_tiers
+from tps.history.stored import StoredRollups
 from tps.model import Statistics, ns_to_datetime
 from tps.store.base import Store
 
@@ -189,9 +190,12 @@ class History:
     None (``api`` role: the store answers everything).
     """
 
-    def __init__(self, hot: HotTier | None, board: CoverageBoard | None = None) -> None:
+    def __init__(self, hot: HotTier | None, board: CoverageBoard | None = None,
+                 stored: StoredRollups | None = None) -> None:
         self.hot = hot
         self.board = board or CoverageBoard()
+        self.stored = stored or StoredRollups()
+        """Closed rollup buckets read from the store (not answers: see its module)."""
         # Bucket starts recur in every answer (epoch-aligned): their text is kept, since
         # formatting 500 datetimes was a third of a series answer's cost. Bounded; a
         # race between threads only formats a label twice.
@@ -250,8 +254,11 @@ class History:
             return to_statistics(question.memory)
         lo, hi = question.store_window
         coverage = self.board.fresh(store).for_stream(question.stream)
-        stored = store.aggregate(plan(lo, hi, coverage), question.stream)
-        return to_statistics(combine((question.memory, stored)))
+        held, rest = self.stored.take(store, question.stream, plan(lo, hi, coverage),
+                                      coverage)
+        stored = store.aggregate(rest, question.stream) if rest else None
+        return to_statistics(combine((
+            question.memory, stored, *(p.chunk.aggregate(p.start, p.end) for p in held))))
 
     def statistics_now(self, question: StatisticsPlan) -> Statistics | None:
         """The answer when memory held the whole window (no store round trip), else None."""
@@ -282,8 +289,12 @@ class History:
         coverage = self.board.fresh(store).for_stream(question.stream)
         interval = question.interval_ns
         pieces = plan(lo, hi, coverage, usable_tiers(interval))
-        stored = store.series(pieces, interval, question.stream)
-        merged = dict(stored)
+        held, rest = self.stored.take(store, question.stream, pieces, coverage)
+        merged = dict(store.series(rest, interval, question.stream)) if rest else {}
+        for part in held:
+            for label, agg in part.chunk.grouped(part.start, part.end, interval):
+                earlier = merged.get(label)
+                merged[label] = agg if earlier is None else earlier.merge(agg)
         for label, agg in question.memory.items():
             earlier = merged.get(label)
             merged[label] = agg if earlier is None else earlier.merge(agg)

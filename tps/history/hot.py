@@ -76,7 +76,7 @@ SERIES_MEMO_LABELS = 20_000
 """Series buckets kept in all (see the module docstring): about 3 MB."""
 
 
-class _Tier:
+class TierArrays:
     """Non-empty buckets of one width, ascending: parallel arrays."""
 
     __slots__ = ("counts", "maxs", "mins", "starts", "sums", "width")
@@ -184,7 +184,7 @@ class _Stream:
         """interval -> {start of a whole, closed bucket: its aggregate (None: empty)}."""
         self.times = array("q")
         self.values = array("d")
-        self.tiers = {width: _Tier(width) for width in HOT_TIERS}
+        self.tiers = {width: TierArrays(width) for width in HOT_TIERS}
         self.last_ns: int | None = None
         self.load_point: int | None = None
         """While loading: the loader brings every stored reading at or before this."""
@@ -210,7 +210,7 @@ class _Stream:
             self.memo = {}
             times, values = list(self.times[cut:]), list(self.values[cut:])
             self.times, self.values = array("q"), array("d")
-            self.tiers = {width: _Tier(width) for width in HOT_TIERS}
+            self.tiers = {width: TierArrays(width) for width in HOT_TIERS}
             if times:
                 self.extend(times, values)
 
