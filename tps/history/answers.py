@@ -194,7 +194,7 @@ class History:
                  stored: StoredRollups | None = None) -> None:
         self.hot = hot
         self.board = board or CoverageBoard()
-        self.stored = stored or StoredRollups()
+        self.stored = stored if stored is not None else StoredRollups()
         """Closed rollup buckets read from the store (not answers: see its module)."""
         # Bucket starts recur in every answer (epoch-aligned): their text is kept, since
         # formatting 500 datetimes was a third of a series answer's cost. Bounded; a

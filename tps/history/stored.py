@@ -11,9 +11,12 @@ widens the range, and readings of a stream only arrive newer than that
 raw readings, so a bucket rewritten there has the same value.
 
 Buckets are kept in *chunks*: a day of hour buckets, an hour of minute buckets, each
-fetched whole (one ``store.rollups`` call per run of missing chunks) when every bucket
-of the chunk is inside one coverage range. Parts of a piece whose chunk is not (the
-newest hours, a gap in coverage) are left to the store as before. At most
+kept whole when every bucket of the chunk is inside one coverage range. Parts of a
+piece whose chunk is not (the newest hours, a gap in coverage) are left to the store as
+before. A missing chunk is read together with the other missing, covered chunks of its
+*fetch span* (:data:`FETCH_NS`: a day of minute buckets, 8 days of hour buckets), one
+``store.rollups`` statement per run: random windows over 30 days then find their
+buckets kept after about 30 reads instead of 720. At most
 :data:`MAX_CHUNKS` chunks are kept (least recently used first out: about 40 bytes a
 bucket, so at most ~10 MB).
 
@@ -39,6 +42,8 @@ logger = logging.getLogger(__name__)
 
 CHUNK_NS = {HOUR: DAY, MINUTE: HOUR}
 """Tier width -> the span one chunk of its buckets covers."""
+FETCH_NS = {HOUR: 8 * DAY, MINUTE: DAY}
+"""Tier width -> the span whose missing, covered chunks are read with a missing one."""
 MAX_CHUNKS = 4096
 """Chunks kept at most (a 30-day history of one stream is 30 + 720 chunks)."""
 
@@ -102,12 +107,12 @@ class StoredRollups:
         if len(wanted) > self.max_chunks // 2:
             # Larger than the cache should hold for one question: the store answers.
             return [], list(pieces)
-        chunks = self._chunks_for(store, stream, [(w, c) for w, c, _, _ in wanted])
+        chunks = self._chunks_for(store, stream, [(w, c) for w, c, _, _ in wanted], coverage)
         held = [HeldPart(chunks[(width, chunk)], lo, hi) for width, chunk, lo, hi in wanted]
         return held, rest
 
-    def _chunks_for(self, store: Store, stream: str, keys: list[tuple[int, int]]
-                    ) -> dict[tuple[int, int], TierArrays]:
+    def _chunks_for(self, store: Store, stream: str, keys: list[tuple[int, int]],
+                    coverage: Coverage) -> dict[tuple[int, int], TierArrays]:
         found: dict[tuple[int, int], TierArrays] = {}
         missing: list[tuple[int, int]] = []
         with self._lock:
@@ -118,8 +123,17 @@ class StoredRollups:
                 else:
                     self._chunks.move_to_end((stream, width, chunk))
                     found[(width, chunk)] = held
-        if not missing:
-            return found
+            if not missing:
+                return found
+            # The other covered chunks of each missing chunk's fetch span, read with it.
+            extra: list[tuple[int, int]] = []
+            for width, chunk in {(w, floor_to(c, FETCH_NS[w])) for w, c in missing}:
+                size = CHUNK_NS[width]
+                for other in range(chunk, chunk + FETCH_NS[width], size):
+                    if (stream, width, other) not in self._chunks \
+                            and coverage.covers(other, other + size):
+                        extra.append((width, other))
+            missing = sorted({*missing, *extra})
         fetched: dict[tuple[int, int], TierArrays] = {}
         runs = _runs(missing)
         for width, first, last in runs:
