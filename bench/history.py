@@ -227,7 +227,10 @@ def query_rows(args: argparse.Namespace, influx: InfluxServer, tmp: Path) -> lis
     sim = SimulatorProcess(tmp, interval=0.5).start()
     env = {"TPS_INFLUX_URL": influx.url, "TPS_INFLUX_DB": DB, "TPS_QUERY_CACHE_TTL": "0",
            "TPS_LOG_LEVEL": "INFO"}
-    old = {"PYTHONPATH": str(args.compare)} if args.compare else None
+    # PYTHONSAFEPATH: ``python -m`` would put the current directory (this checkout)
+    # before PYTHONPATH on sys.path.
+    old = ({"PYTHONPATH": str(args.compare.resolve()), "PYTHONSAFEPATH": "1"}
+           if args.compare else None)
     hour, week, month = 3600, 7 * DAY_S, args.days * DAY_S - 60
     cases = [
         ("temperatureStatistics, random 1 h window", "random", hour, STATISTICS),
