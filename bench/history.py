@@ -125,9 +125,12 @@ def lua_args(*values: Any) -> str:
 
 
 def wrk(url: str, mode: str, target: str, doc: str, lo: int, hi: int, length: int,
-        connections: int, duration: float) -> dict[str, float]:
+        connections: int, duration: float, warmup: float = 0.0) -> dict[str, float]:
     """One wrk run; req/s, p50 and p99 in ms, errors (HTTP, timeouts, and answers that
-    carry an error or no ``min``)."""
+    carry an error or no ``min``). ``warmup`` seconds of the same load run first,
+    unmeasured (a long-running server has read its closed rollup buckets already)."""
+    if warmup > 0:
+        wrk(url, mode, target, doc, lo, hi, length, connections, warmup)
     script = LUA % lua_args(mode, target, doc, DB, lo, hi, length)
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as handle:
         handle.write(script)
@@ -264,10 +267,10 @@ def query_rows(args: argparse.Namespace, influx: InfluxServer, tmp: Path) -> lis
                 table.append((label, "InfluxDB raw scan (baseline)",
                               wrk(influx.url, mode, "influx", RAW_SCAN, lo, hi, length, c, d)))
             table.append((label, "TPS all role", wrk(tps_all.url, mode, "tps", doc, lo, hi,
-                                                     length, c, d)))
+                                                     length, c, d, args.warmup)))
             for name, process in apis.items():
                 table.append((label, name, wrk(process.url, mode, "tps", doc, lo, hi,
-                                               length, c, d)))
+                                               length, c, d, args.warmup)))
         assert tps_all.proc is not None
         lines.append(f"tps-all RSS after the rows: {rss_mb(tps_all.proc.pid):.0f} MB")
         if old is not None:
@@ -279,7 +282,8 @@ def query_rows(args: argparse.Namespace, influx: InfluxServer, tmp: Path) -> lis
             check_answer(tps_all, influx, first + 1234 * SECOND, first + 5678 * SECOND)
             for label, mode, length, doc in cases:
                 table.append((label, "TPS all role (--compare)",
-                              wrk(tps_all.url, mode, "tps", doc, lo, hi, length, c, d)))
+                              wrk(tps_all.url, mode, "tps", doc, lo, hi, length, c, d,
+                                  args.warmup)))
         lines.append("")
         lines.append("| request | server | req/s | p50 ms | p99 ms | errors | load |")
         lines.append("|---|---|---|---|---|---|---|")
@@ -374,6 +378,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--skip-queries", action="store_true")
     parser.add_argument("--skip-ingest", action="store_true")
     parser.add_argument("--skip-rss", action="store_true")
+    parser.add_argument("--warmup", type=float, default=0.0,
+                        help="seconds of unmeasured load before each TPS row")
     parser.add_argument("--compare", type=Path, default=None,
                         help="also run the TPS rows with the code in this directory")
     args = parser.parse_args(argv)
@@ -393,8 +399,8 @@ def main(argv: list[str] | None = None) -> None:
     if not args.skip_rss:
         lines += rss_rows(args, tmp)
     shutil.rmtree(tmp, ignore_errors=True)
-    print(f"\nwrk -t1 -c{args.connections}, {args.duration:g} s per row, "
-          f"TPS_QUERY_CACHE_TTL=0\n")
+    print(f"\nwrk -t1 -c{args.connections}, {args.duration:g} s per row "
+          f"({args.warmup:g} s warm-up per TPS row), TPS_QUERY_CACHE_TTL=0\n")
     print("\n".join(lines))
     print(f"uptime: {Path('/proc/loadavg').read_text().split()[:3]}", flush=True)
 
