@@ -222,3 +222,24 @@ def test_a_repeated_series_reuses_bucket_texts_and_stays_exact(store: SqliteStor
         asyncio.run(run())
     finally:
         service.close()
+
+
+def test_bucket_texts_have_one_bound_over_every_document(
+        store: SqliteStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tps.api.graphql import shortcut
+    monkeypatch.setattr(shortcut, "MAX_BUCKET_TEXTS", 50)
+    service = _service(store, hot=True)
+    variables = {"a": _iso(T0), "b": _iso(T0 + 3 * HOUR), "p": 200, "s": "a"}
+
+    async def run() -> None:
+        for alias in ("x", "y", "z"):
+            doc = SERIES.replace("temperatureSeries(", f"{alias}: temperatureSeries(")
+            for _ in range(2):
+                served, executed = await _both(service, doc, variables)
+                assert served == executed
+            assert 0 < service.shortcuts.kept_texts() <= 50
+
+    try:
+        asyncio.run(run())
+    finally:
+        service.close()

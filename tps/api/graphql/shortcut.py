@@ -72,7 +72,11 @@ SERIES = "temperatureSeries"
 MAX_OPERATIONS = 512
 """Operations whose recognition is remembered (the document cache holds 256 documents)."""
 MAX_BUCKET_TEXTS = 20_000
-"""Series buckets whose JSON text a shortcut keeps (a 30-day dashboard shows 360)."""
+"""Series buckets whose JSON text is kept, over every shortcut (a 30-day chart shows 360)."""
+
+BucketTexts = dict[tuple[int, int], tuple["Shortcut", SeriesBucket, str]]
+"""(id of the shortcut, id of the bucket) -> (the shortcut, the bucket, its JSON text):
+holding both keeps their ids from being reused while the entry lives."""
 
 
 def _float(value: float | None) -> float | None:
@@ -104,7 +108,8 @@ class Shortcut:
     """(response key, field name) of the root field's selection, in order."""
     bucket_fields: tuple[tuple[str, Getter], ...] = ()
     """(response key, getter) of a series' ``buckets`` selection."""
-    _texts: dict[int, tuple[SeriesBucket, str]] = field(default_factory=dict)
+    texts: BucketTexts = field(default_factory=dict)
+    """Bucket texts, shared by every shortcut of a :class:`Shortcuts` (one bound)."""
 
     def respond(self, context: RequestContext, variables: dict[str, Any]
                 ) -> Response | Awaitable[Response | None] | None:
@@ -153,13 +158,14 @@ class Shortcut:
         History answers a whole, closed bucket with the same SeriesBucket object each time
         (:mod:`tps.history.answers`), so its text is kept by that identity (the bucket is
         held too, so its id is not reused)."""
-        known = self._texts.get(id(bucket))
-        if known is not None and known[0] is bucket:
-            return known[1]
+        texts = self.texts
+        known = texts.get((id(self), id(bucket)))
+        if known is not None and known[0] is self and known[1] is bucket:
+            return known[2]
         text = _dumps({key: get(bucket) for key, get in self.bucket_fields})
-        if len(self._texts) >= MAX_BUCKET_TEXTS:
-            self._texts.clear()
-        self._texts[id(bucket)] = (bucket, text)
+        if len(texts) >= MAX_BUCKET_TEXTS:
+            texts.clear()
+        texts[(id(self), id(bucket))] = (self, bucket, text)
         return text
 
 
@@ -169,21 +175,28 @@ class Shortcuts:
     def __init__(self, schema: GraphQLSchema) -> None:
         self._schema = schema
         self._known: dict[int, tuple[OperationDefinitionNode, Shortcut | None]] = {}
+        self._texts: BucketTexts = {}
+
+    def kept_texts(self) -> int:
+        """Bucket texts kept over every shortcut (at most :data:`MAX_BUCKET_TEXTS`)."""
+        return len(self._texts)
 
     def find(self, operation: OperationDefinitionNode) -> Shortcut | None:
         """The shortcut for a validated operation, or None when the executor must run it."""
         known = self._known.get(id(operation))
         if known is not None and known[0] is operation:
             return known[1]
-        shortcut = recognise(self._schema, operation)
+        shortcut = recognise(self._schema, operation, self._texts)
         if len(self._known) >= MAX_OPERATIONS:
             self._known.clear()
         self._known[id(operation)] = (operation, shortcut)
         return shortcut
 
 
-def recognise(schema: GraphQLSchema, operation: OperationDefinitionNode) -> Shortcut | None:
-    """A :class:`Shortcut` when the (validated) operation has the recognised shape."""
+def recognise(schema: GraphQLSchema, operation: OperationDefinitionNode,
+              texts: BucketTexts | None = None) -> Shortcut | None:
+    """A :class:`Shortcut` when the (validated) operation has the recognised shape;
+    ``texts`` is where it keeps bucket texts (shared with other shortcuts)."""
     query = schema.query_type
     if operation.operation != OperationType.QUERY or operation.directives or query is None:
         return None
@@ -215,7 +228,8 @@ def recognise(schema: GraphQLSchema, operation: OperationDefinitionNode) -> Shor
                 return None
             bucket_fields = tuple((key, _BUCKET_FIELDS[field_name])
                                   for key, field_name in inner)
-    return Shortcut(node, definition, _key(node), fields, bucket_fields)
+    return Shortcut(node, definition, _key(node), fields, bucket_fields,
+                    texts if texts is not None else {})
 
 
 def _plain_fields(node: FieldNode, allowed: Any, nested: set[str]
