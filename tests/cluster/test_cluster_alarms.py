@@ -245,7 +245,9 @@ def test_a_killed_owner_s_alarm_is_continued_by_the_next_owner_and_acknowledged_
         assert subscriber.types() == ["RAISED", "ESCALATED", "ACKNOWLEDGED", "CLEARED"]
         assert {e["alarm"]["id"] for e in subscriber.events} == {alarm_id}
     finally:
-        if subscriber is not None:
-            subscriber.close()
-        for proc in procs.values():
-            proc.close()
+        try:
+            if subscriber is not None:
+                subscriber.close()
+        finally:
+            for proc in procs.values():
+                proc.close()
