@@ -17,16 +17,19 @@ from typing import Any
 
 import pytest
 import websocket
-from graphql import get_introspection_query, parse
+from graphql import OperationDefinitionNode, get_introspection_query, parse
 
 from tests.support.attack import NothingLost, ReadyWatch, request
 from tests.support.service import SimulatorProcess, TpsProcess
 from tps.actors.alarms import senders_health
 from tps.alarms.alertmanager import WebhookSender
+from tps.alarms.query import MAX_ALARMS
+from tps.api.graphql.budget import Budget, check_budget, request_cost
 from tps.api.graphql.cache import MAX_DOCUMENT_ELEMENTS, DocumentCache, count_elements
 from tps.api.graphql.paging import MAX_CURSOR_CHARS, Cursor
 from tps.api.graphql.schema import build_schema
-from tps.errors import InvalidArgument
+from tps.errors import InvalidArgument, RequestTooLarge
+from tps.store.alarm_log import MAX_EVENTS
 
 TOKEN = "hardening-more-token-0123456789"
 SCHEMA = build_schema().graphql_schema
@@ -82,7 +85,7 @@ def test_documents_with_too_many_elements_are_refused_before_validation() -> Non
 
 
 def test_new_long_documents_are_validated_off_the_io_loop(tps: TpsProcess) -> None:
-    """New documents just under the element limit, four at a time for a few seconds
+    """New documents just under the element limit, two at a time for a few seconds
     (each about 0.3 s of validation), over HTTP and over a WebSocket: /ready stays
     prompt, and every document is answered."""
     def post(tag: int) -> tuple[int, Any]:
@@ -94,7 +97,7 @@ def test_new_long_documents_are_validated_off_the_io_loop(tps: TpsProcess) -> No
         ws.send(json.dumps({"type": "connection_init"}))
         assert json.loads(ws.recv())["type"] == "connection_ack"
         with watched(tps):
-            with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            with concurrent.futures.ThreadPoolExecutor(2) as pool:
                 answers = list(pool.map(post, range(12)))
             # Over the socket: a long new document, then a short one and a ping, held
             # while the long one is validated, then handled in order.
@@ -114,6 +117,32 @@ def test_new_long_documents_are_validated_off_the_io_loop(tps: TpsProcess) -> No
         assert ("error", "long") not in seen, seen
     finally:
         ws.close()
+
+
+# --- alarm history in the request budget -------------------------------------------------
+
+
+def _rows(text: str) -> int:
+    document = parse(text)
+    op = next(d for d in document.definitions if isinstance(d, OperationDefinitionNode))
+    return request_cost(SCHEMA, document, op, {}).rows
+
+
+def test_alarm_history_counts_in_the_request_budget() -> None:
+    """32 aliases of ``alarmHistory`` of a flapping alarm (3,334 events) answered 17 MB
+    and froze the IO loop for 17 s: no budget rule knew the field. Each alias may read
+    MAX_EVENTS stored events; ``alarms`` without ``active: true`` reads them too."""
+    document = parse("{ " + " ".join(f'h{i}: alarmHistory(id: "a") {{ type }}'
+                                     for i in range(32)) + " }")
+    op = document.definitions[0]
+    assert isinstance(op, OperationDefinitionNode)
+    cost = request_cost(SCHEMA, document, op, {})
+    assert cost.rows == 32 * MAX_EVENTS
+    with pytest.raises(RequestTooLarge):
+        check_budget(cost, Budget(200_000, 32))
+    assert _rows('{ alarms(after: "2026-01-01T00:00:00Z") { id } }') == MAX_EVENTS
+    # The dashboard's open alarms come from memory and stay on the IO loop.
+    assert _rows("{ alarms(active: true) { id } }") == MAX_ALARMS
 
 
 # --- cursors -------------------------------------------------------------------------------
