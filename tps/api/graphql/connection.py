@@ -19,8 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Protocol
 
 from graphql import GraphQLError, GraphQLSchema, OperationType
@@ -47,10 +46,6 @@ logger = logging.getLogger(__name__)
 
 INIT_TIMEOUT = 10.0
 """Seconds a client has to send ``connection_init`` (graphql-transport-ws: 4408)."""
-
-MAX_HELD_BYTES = 4 * 1024 * 1024
-"""Most bytes of messages a connection may send while one of its documents is being
-validated off the loop (they wait, in order); beyond it the socket is closed (1008)."""
 
 
 class Executor(Protocol):
@@ -111,10 +106,8 @@ class SubscriptionConnection:
         self._modern = protocol == MODERN
         self._next_type = "next" if self._modern else "data"
         self._init_timer: object | None = None
-        # Messages that arrived while a new document was validated off the loop
-        # (None: not waiting); handled in order once it is done.
-        self._held: deque[str | bytes] | None = None
-        self._held_bytes = 0
+        # A new long document's validation off the loop, for on_message to hand over.
+        self._waiting: Coroutine[Any, Any, None] | None = None
 
     @property
     def authorized(self) -> bool:
@@ -214,15 +207,17 @@ class SubscriptionConnection:
 
     # -- incoming --
 
-    def on_message(self, text: str | bytes) -> None:
-        """Handle one client message (in order: held while a document is validated)."""
+    def on_message(self, text: str | bytes) -> Awaitable[None] | None:
+        """Handle one client message. Returns what is still to do when a new long
+        document is validated off the loop: the caller awaits it before it reads the
+        next message (Tornado does, for a coroutine ``on_message``), so order is kept
+        and nothing piles up here."""
+        self._dispatch(text)
+        waiting, self._waiting = self._waiting, None
+        return waiting
+
+    def _dispatch(self, text: str | bytes) -> None:
         if self.closed:
-            return
-        if self._held is not None:
-            self._held.append(text)
-            self._held_bytes += len(text)
-            if self._held_bytes > MAX_HELD_BYTES:
-                self.shutdown(1008, "too many messages while a document is validated")
             return
         try:
             message = loads_bounded(text)
@@ -305,29 +300,18 @@ class SubscriptionConnection:
             return
         parsed = self._cache.lookup(query)
         if parsed is None and not self._cache.inline(query):
-            # A new, long document: validated off the loop, later messages wait.
-            self._held, self._held_bytes = deque(), 0
-            IOLoop.current().add_callback(self._subscribe_later, sub_id, query, variables,
-                                          operation_name)
+            # A new, long document: validated off the loop (see on_message).
+            self._waiting = self._subscribe_later(sub_id, query, variables, operation_name)
             return
         self._subscribe_parsed(sub_id, query, parsed or self._cache.get(query), variables,
                                operation_name)
 
     async def _subscribe_later(self, sub_id: str, query: str, variables: dict[str, Any] | None,
                                operation_name: str | None) -> None:
-        """Validate ``query`` off the loop, then subscribe and handle the held messages."""
-        try:
-            parsed = await self._cache.get_async(query)
-            if not self.closed:
-                self._subscribe_parsed(sub_id, query, parsed, variables, operation_name)
-        finally:
-            held, self._held = self._held or deque(), None
-            while held and self._held is None and not self.closed:
-                self.on_message(held.popleft())
-            if held and self._held is not None:  # waiting again: keep the order
-                held.extend(self._held)
-                self._held = held
-            self._held_bytes = sum(len(text) for text in self._held) if self._held else 0
+        """Validate ``query`` off the loop, then subscribe."""
+        parsed = await self._cache.get_async(query)
+        if not self.closed:
+            self._subscribe_parsed(sub_id, query, parsed, variables, operation_name)
 
     def _subscribe_parsed(self, sub_id: str, query: str, parsed: ParsedDocument,
                           variables: dict[str, Any] | None, operation_name: str | None) -> None:

@@ -489,7 +489,9 @@ class GraphQLHandler(tornado.websocket.WebSocketHandler):
         their whole burst; after ``MESSAGE_SLICE`` of them the loop gets a turn.
         """
         if self.connection is not None:
-            self.connection.on_message(message)
+            waiting = self.connection.on_message(message)
+            if waiting is not None:  # a new long document, validated off the loop
+                await waiting
         now = time.perf_counter()
         if now - self._last_turn >= MESSAGE_SLICE:
             await asyncio.sleep(0)
