@@ -11,9 +11,12 @@ import base64
 import concurrent.futures
 import contextlib
 import json
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +24,9 @@ import pytest
 import websocket
 from graphql import OperationDefinitionNode, get_introspection_query, parse
 
-from tests.support.attack import NothingLost, ReadyWatch, request
+from tests.support.attack import NothingLost, ReadyWatch, request, streams
 from tests.support.service import SimulatorProcess, TpsProcess
+from tests.support.wait import wait_until
 from tps.actors.alarms import senders_health
 from tps.alarms.alertmanager import WebhookSender
 from tps.alarms.query import MAX_ALARMS
@@ -263,3 +267,48 @@ def test_health_over_http_never_shows_the_webhook_credentials(tps: TpsProcess) -
         assert secret not in text
     log = Path(tps.log_path).read_text()
     assert "hook-secret" not in log
+
+
+# --- frame times --------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _dated_feed(first_time: str) -> Iterator[int]:
+    """A plain-JSON feed whose first frame carries ``first_time`` (JSON); its port."""
+    proc = subprocess.Popen([sys.executable, "-m", "tests.support.dated_feed", first_time],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line.startswith("PORT "), line
+        yield int(line.split()[1])
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+@pytest.mark.parametrize("first_time", ["1e30", '"0001-01-01T00:00:00Z"',
+                                        '"2200-01-01T00:00:00Z"'])
+def test_a_frame_time_out_of_range_or_far_ahead_is_rejected_not_a_crash(
+    tps: TpsProcess, first_time: str
+) -> None:
+    """A frame dated 1e30 or year 1 crashed the reader on every reconnect (a 64-bit
+    overflow in the spool) until it was marked failed; a frame dated 2200 made every
+    later reading of the stream 2200 too (times are strictly increasing per stream).
+    Now the frame is rejected as ``bad_time`` and the stream's readings are dated now."""
+    with _dated_feed(first_time) as port:
+        status, body = request(tps, "POST", "/api/streams", {
+            "name": "dated", "url": f"ws://127.0.0.1:{port}/x", "protocol": "json"},
+            token=TOKEN)
+        assert status == 201, body
+        try:
+            wait_until(lambda: streams(tps)["dated"]["received"] >= 5, 20,
+                       what="readings of the dated feed")
+            shown = streams(tps)["dated"]
+            assert shown["state"] == "subscribed" and shown["rejected"] >= 1, shown
+            answer = tps.graphql('{ currentTemperature(stream: "dated") { time } }')
+            newest = datetime.fromisoformat(answer["data"]["currentTemperature"]["time"])
+            assert abs(newest.timestamp() - time.time()) < 300, newest
+            assert "Unhandled exception" not in tps.log()
+        finally:
+            request(tps, "DELETE", "/api/streams/dated", token=TOKEN)
