@@ -273,9 +273,11 @@ def test_health_over_http_never_shows_the_webhook_credentials(tps: TpsProcess) -
 
 
 @contextlib.contextmanager
-def _dated_feed(first_time: str) -> Iterator[int]:
-    """A plain-JSON feed whose first frame carries ``first_time`` (JSON); its port."""
-    proc = subprocess.Popen([sys.executable, "-m", "tests.support.dated_feed", first_time],
+def _hostile_feed(frame: dict[str, Any], count: int = 1) -> Iterator[int]:
+    """A plain-JSON feed that sends ``frame`` ``count`` times, then plain readings; its
+    port."""
+    proc = subprocess.Popen([sys.executable, "-m", "tests.support.dated_feed",
+                             json.dumps(frame), str(count)],
                             stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None
@@ -287,16 +289,16 @@ def _dated_feed(first_time: str) -> Iterator[int]:
         proc.wait(10)
 
 
-@pytest.mark.parametrize("first_time", ["1e30", '"0001-01-01T00:00:00Z"',
-                                        '"2200-01-01T00:00:00Z"'])
+@pytest.mark.parametrize("first_time", [1e30, "0001-01-01T00:00:00Z",
+                                        "2200-01-01T00:00:00Z"])
 def test_a_frame_time_out_of_range_or_far_ahead_is_rejected_not_a_crash(
-    tps: TpsProcess, first_time: str
+    tps: TpsProcess, first_time: float | str
 ) -> None:
     """A frame dated 1e30 or year 1 crashed the reader on every reconnect (a 64-bit
     overflow in the spool) until it was marked failed; a frame dated 2200 made every
     later reading of the stream 2200 too (times are strictly increasing per stream).
     Now the frame is rejected as ``bad_time`` and the stream's readings are dated now."""
-    with _dated_feed(first_time) as port:
+    with _hostile_feed({"time": first_time, "value": 99.0}) as port:
         status, body = request(tps, "POST", "/api/streams", {
             "name": "dated", "url": f"ws://127.0.0.1:{port}/x", "protocol": "json"},
             token=TOKEN)
@@ -312,3 +314,27 @@ def test_a_frame_time_out_of_range_or_far_ahead_is_rejected_not_a_crash(
             assert "Unhandled exception" not in tps.log()
         finally:
             request(tps, "DELETE", "/api/streams/dated", token=TOKEN)
+
+
+def test_values_that_overflow_a_sum_are_rejected_and_the_writer_keeps_writing(
+    tps: TpsProcess
+) -> None:
+    """Readings of +/-1e308 (finite, so accepted) overflowed the rollup sums: the writer
+    crashed on every restart until it was marked failed, and no stream was stored any
+    more. Now they are ``bad_value`` and ``base`` keeps being stored."""
+    lost = NothingLost(tps, "base").before()
+    with _hostile_feed({"value": 1e308}, 4) as port:
+        status, body = request(tps, "POST", "/api/streams", {
+            "name": "huge", "url": f"ws://127.0.0.1:{port}/x", "protocol": "json"},
+            token=TOKEN)
+        assert status == 201, body
+        try:
+            wait_until(lambda: streams(tps)["huge"]["received"] >= 5, 20,
+                       what="readings of the hostile feed")
+            assert streams(tps)["huge"]["rejected"] >= 4
+            lost.check()
+            status, health = request(tps, "GET", "/health")
+            assert health["supervisor"]["actors"]["writer"]["restarts"] == 0, health
+            assert "OverflowError" not in tps.log()
+        finally:
+            request(tps, "DELETE", "/api/streams/huge", token=TOKEN)

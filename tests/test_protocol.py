@@ -275,6 +275,14 @@ def test_a_huge_integer_is_rejected_as_bad_value_not_a_crash() -> None:
     assert rejected(PlainJsonCodec(QUERY), '{"value": ' + "9" * 400 + "}") == "bad_value"
 
 
+@pytest.mark.parametrize("value", ["1e308", "-1e308", "1.0000001e12", "-2e12"])
+def test_a_value_beyond_the_magnitude_limit_is_rejected_as_bad_value(value: str) -> None:
+    """Two readings of 1e308 overflowed the writer's rollup sums (``math.fsum``): the
+    writer crashed on every restart and nothing was stored any more (issue 14)."""
+    assert rejected(PlainJsonCodec(QUERY), '{"value": ' + value + "}") == "bad_value"
+    assert PlainJsonCodec(QUERY).handle('{"value": -1e12}') == Sample(-1e12, None)
+
+
 @pytest.mark.parametrize("codec", ALL_CODECS, ids=lambda c: c.protocol)
 def test_a_frame_over_one_mebibyte_is_rejected_as_too_large(codec: object) -> None:
     frame = '{"value": 1.0, "pad": "' + "x" * (1 << 20) + '"}'

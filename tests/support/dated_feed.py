@@ -1,8 +1,9 @@
-"""A plain-JSON feed whose first frame carries a hostile time (issue 14).
+"""A plain-JSON feed whose first frames are hostile (issue 14).
 
-``python -m tests.support.dated_feed TIME_JSON`` listens on a free loopback port, prints
-``PORT <n>``, and sends every connection ``{"time": TIME, "value": 99.0}`` and then
-``{"value": n}`` (no time) every 50 ms until the connection closes.
+``python -m tests.support.dated_feed FRAME_JSON [COUNT]`` listens on a free loopback
+port, prints ``PORT <n>``, and sends every connection FRAME_JSON (e.g.
+``{"time": 1e30, "value": 99.0}``) COUNT times (default 1), then ``{"value": n}`` (no
+time) every 50 ms until the connection closes.
 """
 
 from __future__ import annotations
@@ -20,11 +21,13 @@ from tornado.netutil import bind_sockets
 class DatedFeed(tornado.websocket.WebSocketHandler):
     """One connection: the dated frame, then undated readings."""
 
-    first = "null"
+    first = "{}"
+    count = 1
 
     def open(self, *args: str, **kwargs: str) -> None:
-        """Send the dated frame and start the ticks."""
-        self.write_message(json.dumps({"time": json.loads(self.first), "value": 99.0}))
+        """Send the hostile frames and start the ticks."""
+        for _ in range(self.count):
+            self.write_message(self.first)
         self.count = 0
         self.ticker = tornado.ioloop.PeriodicCallback(self.tick, 50)
         self.ticker.start()
@@ -43,7 +46,8 @@ class DatedFeed(tornado.websocket.WebSocketHandler):
 
 
 def main() -> None:
-    DatedFeed.first = sys.argv[1]
+    DatedFeed.first = json.dumps(json.loads(sys.argv[1]))
+    DatedFeed.count = int(sys.argv[2]) if len(sys.argv) > 2 else 1
     sockets = bind_sockets(0, "127.0.0.1")
     app = tornado.web.Application([(r"/.*", DatedFeed)])
     server = tornado.httpserver.HTTPServer(app)

@@ -25,7 +25,8 @@ Three protocols are spoken:
 A GraphQL payload is ``{"data": {"temperature": 21.37}}``; the value is the first field
 of ``data`` that is not a time, so custom documents (``subscription { t: temperature }``)
 work too. A ``time`` or ``timestamp`` field beside it (ISO 8601 text, or epoch seconds,
-milliseconds, microseconds or nanoseconds) becomes the reading's time; a time more than
+milliseconds, microseconds or nanoseconds) becomes the reading's time. A value beyond
+``MAX_VALUE`` is rejected (``bad_value``), and so is a time more than
 ``MAX_AHEAD_NS`` ahead of this clock is rejected (``bad_time``): readings are stamped
 strictly increasing per stream, so one frame dated 2200 would date every later reading
 of the stream 2200 too.
@@ -301,6 +302,8 @@ def _value(field: str, raw: Any) -> float:
         raise FrameError("bad_value", f"{field} is too large for a float") from None
     if not math.isfinite(value):
         raise FrameError("bad_value", f"{field} must be finite, got {value}")
+    if abs(value) > MAX_VALUE:
+        raise FrameError("bad_value", f"{field} must be within +/-{MAX_VALUE:g}, got {value:g}")
     return value
 
 
@@ -310,6 +313,11 @@ def _time_of(data: dict[str, Any]) -> int | None:
             return parse_time(data[key])
     return None
 
+
+MAX_VALUE = 1e12
+"""Largest magnitude of a reading's value. Beyond it the value is no measurement, and
+sums of a few such values overflow a float: two readings of 1e308 crashed the writer's
+rollups (``math.fsum``) on every restart, so no stream was stored any more."""
 
 MAX_AHEAD_NS = 300 * 1_000_000_000
 """How far ahead of this machine's clock a frame's own time may be (clock skew)."""
