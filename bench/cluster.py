@@ -11,12 +11,21 @@ and, for cluster rows, a private three-node NATS JetStream cluster (R3), all on 
 - ``maxrate``: one feed at the simulator's maximum rate: single-node (local spool ->
   InfluxDB) vs cluster (local spool -> JetStream -> writer -> InfluxDB), readings
   stored per second and the cluster/single ratio.
+- ``live``: ``--live-feeds`` feeds (20) at ``--rate`` (10/s) each; one GraphQL
+  ``temperature`` subscriber (all streams, ``tests/support/ws_load.py`` in its own
+  process) measures, for every reading, the delay from its receipt stamp at the
+  process that reads the feed to its arrival at the subscriber (one clock: loopback).
+  Rows: single-node ``tps serve`` with the subscriber on that same process (the
+  baseline), then cluster mode with the subscriber on an ``api`` instance while an
+  ``ingest`` instance reads the feeds (reader -> spool -> JetStream R3 -> the api
+  instance's push subscription -> live hub -> GraphQL). p50/p99/max and the
+  cluster/single ratio; the issue's target is p99 <= 100 ms.
 - ``takeover``: two ``ingest`` processes share 12 feeds; ``--kills`` times, the one
   with the most feeds is killed with SIGKILL and the time until every one of its feeds
   has a new connection at the feed server (emission log) is measured; the killed
   process is restarted and the feeds rebalanced before the next kill.
 
-Usage: ``python bench/cluster.py [--part scale|maxrate|takeover] [--seconds 20]``.
+Usage: ``python bench/cluster.py [--part scale|maxrate|live|takeover] [--seconds 20]``.
 Run on a quiet machine (``uptime`` first).
 """
 
@@ -26,6 +35,7 @@ import argparse
 import functools
 import json
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -139,6 +149,72 @@ def maxrate(args: argparse.Namespace, tmp: Path, influx: InfluxServer) -> list[l
     return rows
 
 
+def subscriber_lags(proc: TpsProcess, expect: int, timeout: float) -> dict[str, Any]:
+    """One ``temperature`` subscriber (all streams) on ``proc``, in its own process,
+    until it has ``expect`` readings; its summary (lags in seconds)."""
+    client = subprocess.Popen(
+        [sys.executable, "-m", "tests.support.ws_load", "--url",
+         proc.url.replace("http://", "ws://") + "/graphql", "--clients", "1",
+         "--expect", str(expect), "--timeout", str(timeout)],
+        cwd=REPO, stdout=subprocess.PIPE, text=True)
+    assert client.stdout is not None
+    try:
+        if client.stdout.readline().strip() != "READY":
+            raise RuntimeError("the subscriber did not start")
+        summary: dict[str, Any] = json.loads(client.stdout.readline())
+    finally:
+        client.wait(timeout + 30)
+    if summary["errors"]:
+        raise RuntimeError(f"subscriber errors: {summary['errors']}")
+    return summary
+
+
+def live(args: argparse.Namespace, tmp: Path, influx: InfluxServer) -> list[list[Any]]:
+    names = [f"l{i}" for i in range(args.live_feeds)]
+    sim = SimulatorProcess(tmp, "--keepalive", "3", interval=1 / args.rate).start()
+    feeds = ",".join(f"{n}={sim.url(n)}" for n in names)
+    expect = int(args.live_feeds * args.rate * args.seconds)
+    rows: list[list[Any]] = []
+
+    def subscribed(proc: TpsProcess) -> bool:
+        data: list[dict[str, Any]] = get_json(proc.url + "/api/streams")["streams"]
+        return len([s for s in data if s["state"] == "subscribed"]) == len(names)
+
+    def measure(name: str, target: TpsProcess) -> None:
+        time.sleep(args.warmup)
+        summary = subscriber_lags(target, expect, args.seconds * 3 + 30)
+        rows.append([name, sum(summary["received"]), 1e3 * summary["lag_p50"],
+                     1e3 * summary["lag_p99"], 1e3 * summary["lag_max"]])
+
+    try:
+        single = TpsProcess(tmp, {"TPS_FEEDS": feeds, "TPS_INFLUX_URL": influx.url,
+                                  "TPS_INFLUX_DB": "live_single"}, name="live-single").start()
+        try:
+            wait(lambda: subscribed(single), 30)
+            measure("single-node: subscriber on the reading process", single)
+        finally:
+            single.signal()
+        with NatsCluster(3) as nats:
+            common = {"TPS_NATS_URL": nats.url, "TPS_INFLUX_URL": influx.url,
+                      "TPS_INFLUX_DB": "live_cluster", "TPS_FEEDS": feeds}
+            procs = [TpsProcess(tmp, {**common, "TPS_ROLE": role, "TPS_INSTANCE": name},
+                                name=name)
+                     for name, role in (("live-ingest", "ingest"), ("live-writer", "writer"),
+                                        ("live-api", "api"))]
+            try:
+                for proc in procs:
+                    proc.start()
+                wait(lambda: subscribed(procs[0]), 60)
+                measure("cluster: ingest instance -> JetStream R3 -> subscriber on an api "
+                        "instance", procs[2])
+            finally:
+                for proc in procs:
+                    proc.signal()
+    finally:
+        sim.close()
+    return rows
+
+
 def takeover(args: argparse.Namespace, tmp: Path) -> list[float]:
     emit_log = tmp / "takeover-emitted.log"
     sim = SimulatorProcess(tmp, "--emit-log", str(emit_log), interval=0.1).start()
@@ -191,11 +267,13 @@ def retaken(emit_log: Path, streams: list[str], after_ns: int) -> bool:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--part", choices=("scale", "maxrate", "takeover", "all"), default="all")
+    parser.add_argument("--part", choices=("scale", "maxrate", "live", "takeover", "all"),
+                        default="all")
     parser.add_argument("--feeds", type=int, default=200)
     parser.add_argument("--rate", type=float, default=10.0)
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--warmup", type=float, default=8.0)
+    parser.add_argument("--live-feeds", type=int, default=20)
     parser.add_argument("--kills", type=int, default=10)
     parser.add_argument("--ttl", type=float, default=10.0, help="TPS_LEASE_TTL (default 10)")
     args = parser.parse_args()
@@ -217,6 +295,15 @@ def main() -> int:
             for name, tps_cpu, nats_cpu, _per, rate in rows:
                 print(f"| {name} | {rate:,.0f} | {rate / rows[0][4]:.2f}x | {tps_cpu:.0f} | "
                       f"{nats_cpu:.0f} |")
+        if args.part in ("live", "all"):
+            rows = live(args, tmp, influx)
+            print(f"\nreading receipt -> GraphQL subscriber, {args.live_feeds} feeds x "
+                  f"{args.rate:g}/s\n")
+            print("| where | readings | p50 ms | p99 ms | max ms | p99 vs single |")
+            print("|---|---|---|---|---|---|")
+            for name, count, p50, p99, worst in rows:
+                print(f"| {name} | {count:,} | {p50:.1f} | {p99:.1f} | {worst:.1f} | "
+                      f"{p99 / rows[0][3]:.2f}x |")
         if args.part in ("takeover", "all"):
             times = sorted(takeover(args, tmp))
             print(f"\ntake-over after kill -9, TPS_LEASE_TTL={args.ttl:g}, {len(times)} kills: "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import logging
 from collections.abc import Iterator
 
 import pytest
@@ -43,3 +44,20 @@ def influx_db(influx: InfluxServer) -> Iterator[str]:
     yield name
     with contextlib.suppress(Exception):  # the test may have stopped the server
         influx.drop_database(name)
+
+
+@pytest.fixture(autouse=True)
+def _root_logging_restored() -> Iterator[None]:
+    """Undo what a test's in-process ``tps`` command did to the root logger.
+
+    ``configure_logging`` installs a handler on the stream that was ``sys.stderr`` then:
+    within a test that is pytest's capture, closed when the test ends, and every later
+    record logged through it printed "--- Logging error ---" into other tests' output.
+    """
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    for handler in list(root.handlers):
+        if handler not in handlers:
+            root.removeHandler(handler)
+    root.setLevel(level)

@@ -18,7 +18,7 @@ def test_any_subset_of_limits_is_accepted_and_round_trips() -> None:
     assert limits == Limits(10.0, 30.5, 0.0, 40.0, 5.0, 0.5, 3)
     assert parse_limits(limits.to_json()) == limits
     assert parse_limits({"redHigh": 40}) == Limits(red_high=40.0)
-    assert parse_limits({"staleAfter": 0.5}).stale_after == 0.5
+    assert parse_limits({"staleAfter": 1.5}).stale_after == 1.5
     assert parse_limits({}).is_empty
     assert parse_limits({"yellowHigh": None, "persistence": 2.0}).persistence == 2
 
@@ -40,6 +40,8 @@ def test_a_value_exactly_on_red_and_yellow_together_is_allowed() -> None:
     ({"yellowHigh": 1e300}, "yellowHigh"),
     ({"staleAfter": -1}, "staleAfter"),
     ({"staleAfter": 0}, "staleAfter"),
+    ({"staleAfter": 1e-300}, "staleAfter"),  # would flap STALE/OK forever
+    ({"staleAfter": 0.5}, "staleAfter"),
     ({"staleAfter": 1e12}, "staleAfter"),
     ({"staleAfter": "5s"}, "staleAfter"),
     ({"deadband": -0.1}, "deadband"),

@@ -256,6 +256,9 @@ class NamesOnly:
 
         return fn(_Store())  # type: ignore[arg-type]
 
+    async def ping(self, timeout: float) -> bool:
+        return True
+
 
 def test_known_streams_come_from_the_board_the_hub_and_the_store() -> None:
     board = StatsBoard()

@@ -326,6 +326,9 @@ class _GatedStore:
         await self.gate.wait()
         return []
 
+    async def ping(self, timeout: float) -> bool:
+        return True
+
 
 def test_readings_arriving_while_an_average_window_is_seeded_each_get_their_event() -> None:
     hub = LiveHub()

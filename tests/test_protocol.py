@@ -10,6 +10,7 @@ import pytest
 from tps.errors import FrameError
 from tps.feeds.protocol import (
     LEGACY,
+    MAX_AHEAD_NS,
     MODERN,
     PLAIN,
     Control,
@@ -198,11 +199,24 @@ def test_frame_times_in_every_accepted_form(raw: object, expected: int) -> None:
     assert parse_time(raw) == expected
 
 
-@pytest.mark.parametrize("raw", ["yesterday", True, [1], -5, float("nan")])
+@pytest.mark.parametrize("raw", [
+    "yesterday", True, [1], -5, float("nan"),
+    # Out of range for a 64-bit time (the reader crashed on each), or so far ahead that
+    # every later reading of the stream would be stamped after it (issue 14).
+    1e30, 2**70, "9999-12-31T23:59:59Z", "0001-01-01T00:00:00Z", "1969-12-31T23:59:59Z",
+    "2200-01-01T00:00:00Z",
+])
 def test_an_unreadable_time_is_rejected_as_bad_time(raw: object) -> None:
     with pytest.raises(FrameError) as info:
         parse_time(raw)
     assert info.value.reason == "bad_time"
+
+
+def test_a_frame_time_may_be_ahead_of_this_clock_by_the_allowed_skew_only() -> None:
+    now = 1_700_000_000_000_000_000
+    assert parse_time(now + MAX_AHEAD_NS, now_ns=now) == now + MAX_AHEAD_NS
+    with pytest.raises(FrameError):
+        parse_time(now + MAX_AHEAD_NS + 1, now_ns=now)
 
 
 # --- bad input (issue 2) ---------------------------------------------------------------------
@@ -259,6 +273,14 @@ def test_a_temperature_that_is_not_a_finite_number_is_rejected_as_bad_value(
 
 def test_a_huge_integer_is_rejected_as_bad_value_not_a_crash() -> None:
     assert rejected(PlainJsonCodec(QUERY), '{"value": ' + "9" * 400 + "}") == "bad_value"
+
+
+@pytest.mark.parametrize("value", ["1e308", "-1e308", "1.0000001e12", "-2e12"])
+def test_a_value_beyond_the_magnitude_limit_is_rejected_as_bad_value(value: str) -> None:
+    """Two readings of 1e308 overflowed the writer's rollup sums (``math.fsum``): the
+    writer crashed on every restart and nothing was stored any more (issue 14)."""
+    assert rejected(PlainJsonCodec(QUERY), '{"value": ' + value + "}") == "bad_value"
+    assert PlainJsonCodec(QUERY).handle('{"value": -1e12}') == Sample(-1e12, None)
 
 
 @pytest.mark.parametrize("codec", ALL_CODECS, ids=lambda c: c.protocol)

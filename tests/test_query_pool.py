@@ -241,3 +241,36 @@ def test_with_no_ttl_every_question_goes_to_the_store(store_path: str) -> None:
     finally:
         pool.stop()
     assert len(calls) == 3
+
+
+def test_a_ping_is_answered_while_every_query_actor_is_busy(store_path: str) -> None:
+    """/ready's ping has its own actor and connection: heavy answers on every query
+    actor (longer than the ping's timeout) never make the process look unready."""
+    pool = QueryPool(lambda: SqliteStore(store_path), 2)
+    pool.start()
+    gate = threading.Event()
+    try:
+        for _ in range(4):  # two per actor: every actor busy, more queued
+            pool.submit(lambda _store: gate.wait(10), lambda _outcome: None)
+        wait_until(lambda: sum(pool.in_flight()) == 4, 5, "every actor busy")
+
+        async def ping() -> tuple[bool, float]:
+            start = time.monotonic()
+            return await pool.ping(timeout=1.0), time.monotonic() - start
+
+        ok, took = asyncio.run(ping())
+        assert ok and took < 0.5, took
+        # ... and through the pool it would have waited behind the gate.
+        with pytest.raises(StoreUnavailable):
+            asyncio.run(pool.run(lambda store: store.ping(), timeout=0.3))
+    finally:
+        gate.set()
+        pool.stop()
+
+
+def test_a_stopped_pool_answers_a_ping_with_store_unavailable(store_path: str) -> None:
+    pool = QueryPool(lambda: SqliteStore(store_path), 1)
+    pool.start()
+    pool.stop()
+    with pytest.raises(StoreUnavailable):
+        asyncio.run(pool.ping(timeout=1.0))

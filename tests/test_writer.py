@@ -214,6 +214,36 @@ def test_injected_failure_reaches_the_on_failure_callback(make_writer: MakeWrite
     assert isinstance(failures[0], RuntimeError) and "injected (test)" in str(failures[0])
 
 
+def test_a_failure_while_starting_reaches_the_on_failure_callback(
+    make_writer: MakeWriter
+) -> None:
+    """pykka does not call on_failure when on_start raises: a writer that crashed while
+    draining the spool at start (issue 14: values that overflowed the rollup sums) was
+    dead without the supervisor knowing, and nothing was written again."""
+    store = RecordingStore()
+    broken = threading.Event()
+
+    def factory() -> Store:
+        if broken.is_set():
+            raise RuntimeError("a bug while starting (test)")
+        return store.factory()
+
+    handle, _ = make_writer(factory)
+    failures: list[BaseException] = []
+    seen = threading.Event()
+
+    def on_failure(exc: BaseException) -> None:
+        failures.append(exc)
+        seen.set()
+
+    handle.inject_failure("first (test)")
+    wait_until(lambda: not handle.is_alive(), 3, what="the actor to die")
+    broken.set()
+    handle.start(on_failure=on_failure)
+    assert seen.wait(3)
+    assert "a bug while starting (test)" in str(failures[0])
+
+
 def test_store_down_at_start_is_retried_not_a_crash(make_writer: MakeWriter) -> None:
     store = RecordingStore()
     store.fail_ready = True

@@ -100,3 +100,18 @@ def test_the_api_instance_answers_503_while_nats_is_down(
     with pytest.raises(urllib.error.HTTPError) as ready:
         urllib.request.urlopen(api.url + "/ready", timeout=5)
     assert ready.value.code == 503
+
+
+def test_a_stream_registered_anywhere_is_known_on_the_api_instance_before_any_reading(
+        pair: tuple[TpsProcess, TpsProcess, SimulatorProcess]) -> None:
+    # A stopped stream has no owner, no live reading and nothing stored: only the shared
+    # registry knows it. (Subscribing to a stream just added used to end NOT_FOUND on an
+    # api instance until its first reading was stored.)
+    _, api, sim = pair
+    call(api.url + "/api/streams", "POST", {"name": "quiet", "url": sim.url("quiet"),
+                                             "started": False})
+    answer = api.graphql('{ currentTemperature(stream: "quiet") { value } }')
+    assert "errors" not in answer, answer
+    assert answer["data"]["currentTemperature"] is None
+    missing = api.graphql('{ currentTemperature(stream: "nosuch") { value } }')
+    assert [e["extensions"]["code"] for e in missing["errors"]] == ["NOT_FOUND"]

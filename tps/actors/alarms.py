@@ -600,7 +600,7 @@ def senders_health(senders: Sequence[AlertmanagerSender | WebhookSender]) -> dic
         if isinstance(sender, AlertmanagerSender):
             info["alertmanager"] = sender.health()
         else:
-            info["webhook"] = {"url": sender.url, "posts": sender.posts,
+            info["webhook"] = {"url": sender.shown_url, "posts": sender.posts,
                                "failures": sender.failures, "dropped": sender.dropped,
                                "lastError": sender.last_error}
     return info

@@ -41,6 +41,9 @@ STUCK_AFTER = 0.05
 
 # Identical questions asked within this many seconds of a call in flight share it.
 JOIN_WITHIN = 0.1
+# The index the store probe (see QueryPool.ping) logs as; query actors count from 0.
+PROBE_INDEX = -1
+
 MAX_ANSWERS = 1024
 """Answers kept for ``answer_ttl`` at most (identical questions asked again)."""
 MAX_REMEMBERED_ROWS = 1000
@@ -157,6 +160,8 @@ class QueryPool:
         self._on_failure: Callable[[int, BaseException], None] | None = None
         self._running = False
         self._shared: dict[tuple[int, Hashable], tuple[asyncio.Future[Any], float]] = {}
+        # The store probe for /ready (created on the IO loop's first ping; loop only).
+        self._probe: pykka.ActorRef[QueryActor] | None = None
 
     @property
     def size(self) -> int:
@@ -198,9 +203,46 @@ class QueryPool:
             self._spawn(index)
             logger.info("Query actor %d restarted", index)
 
+    async def ping(self, timeout: float) -> bool:
+        """Whether the store answers a ping, asked on the pool's own probe actor.
+
+        The probe has its own store connection and never takes queries, so a pool whose
+        actors are all busy with heavy answers still answers /ready at once (a ping
+        queued behind them would time out and turn the process unready).
+        """
+        probe = self._probe
+        if probe is None or not probe.is_alive():
+            if not self._running:
+                raise StoreUnavailable("the query pool is not running")
+            probe = self._probe = QueryActor.start(PROBE_INDEX, self._store_factory, None)
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        io_loop = IOLoop.current()
+
+        def settle(outcome: Any) -> None:
+            if not future.done():
+                if isinstance(outcome, BaseException):
+                    future.set_exception(outcome)
+                else:
+                    future.set_result(outcome)
+
+        try:
+            probe.tell(RunQuery(lambda store: store.ping(),
+                                _Once(lambda outcome: io_loop.add_callback(settle, outcome))))
+        except pykka.ActorDeadError:
+            raise StoreUnavailable("the store probe stopped") from None
+        try:
+            return bool(await asyncio.wait_for(future, timeout))
+        except TimeoutError:
+            raise StoreUnavailable(f"no answer within {timeout:g} s") from None
+
     def stop(self) -> None:
         """Stop every actor (does not wait for a query stuck in a socket)."""
         self._running = False
+        probe, self._probe = self._probe, None
+        if probe is not None and probe.is_alive():
+            with contextlib.suppress(pykka.ActorDeadError):
+                probe.stop(block=False)
         with self._lock:
             refs = [slot.actor for slot in self._slots]
             for slot in self._slots:

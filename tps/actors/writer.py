@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -117,9 +118,17 @@ class BatchingWriter(pykka.ThreadingActor):
     # --- lifecycle ----------------------------------------------------------------------
 
     def on_start(self) -> None:
-        """Start the flush ticker and prepare the store."""
-        self._ticker = Ticker(self._settings.flush_interval, self.actor_ref, Flush()).start()
-        self._connect()
+        """Start the flush ticker and prepare the store (which drains the spool)."""
+        try:
+            self._ticker = Ticker(self._settings.flush_interval, self.actor_ref,
+                                  Flush()).start()
+            self._connect()
+        except Exception:
+            # pykka only logs a failure in on_start and stops the actor, without calling
+            # on_failure: the supervisor would never hear of it, and nothing would be
+            # written again while /ready said 200.
+            self.on_failure(*sys.exc_info())
+            raise
 
     def on_stop(self) -> None:
         """Stop ticking and close the store (the handle flushed before stopping us)."""

@@ -8,7 +8,7 @@ the registry file) uses these camelCase names, every one optional:
 ``yellowHigh``    above it: WARNING
 ``redLow``        below it: CRITICAL (must not be above ``yellowLow``)
 ``redHigh``       above it: CRITICAL (must not be below ``yellowHigh``)
-``staleAfter``    seconds without a reading before the stream is STALE (> 0)
+``staleAfter``    seconds without a reading before the stream is STALE (1 s to 366 days)
 ``deadband``      how far back inside a limit a value must come to count as returned
                   (>= 0, default 0)
 ``persistence``   consecutive out-of-limit readings before an alarm is raised
@@ -36,6 +36,9 @@ logger = logging.getLogger(__name__)
 LEVEL_FIELDS = ("yellowLow", "yellowHigh", "redLow", "redHigh")
 FIELDS = (*LEVEL_FIELDS, "staleAfter", "deadband", "persistence")
 MAX_STALE_AFTER = 366 * 86_400.0
+# Below a second a stream at a normal rate flaps STALE/OK several times a second: events
+# to the journal, the store and every notifier, forever.
+MIN_STALE_AFTER = 1.0
 """A year: longer would only hide a typo (milliseconds for seconds, say)."""
 MAX_PERSISTENCE = 1_000_000
 MAX_MAGNITUDE = 1e12
@@ -85,7 +88,7 @@ def parse_limits(data: Any) -> Limits:
     """Validate a JSON-like mapping into :class:`Limits`; InvalidArgument names the field.
 
     Refused: a non-object, unknown keys, booleans and strings where numbers belong, NaN
-    and infinities, a negative or zero ``staleAfter``, a negative ``deadband``, a
+    and infinities, a ``staleAfter`` under 1 s, a negative ``deadband``, a
     ``persistence`` that is not a whole number >= 1, red inside yellow, a low limit not
     below a high one, and a deadband so wide a value could never count as returned.
     """
@@ -97,8 +100,8 @@ def parse_limits(data: Any) -> Limits:
                                   + ", ".join(FIELDS))
     levels = {name: _number(name, data.get(name)) for name in LEVEL_FIELDS}
     stale_after = _number("staleAfter", data.get("staleAfter"))
-    if stale_after is not None and not 0 < stale_after <= MAX_STALE_AFTER:
-        raise InvalidArgument("staleAfter", f"must be more than 0 and at most "
+    if stale_after is not None and not MIN_STALE_AFTER <= stale_after <= MAX_STALE_AFTER:
+        raise InvalidArgument("staleAfter", f"must be between {MIN_STALE_AFTER:g} and "
                               f"{MAX_STALE_AFTER:g} seconds, got {stale_after:g}")
     deadband = _number("deadband", data.get("deadband"))
     if deadband is not None and deadband < 0:
@@ -177,8 +180,9 @@ def _check_relations(limits: Limits) -> None:
                 raise InvalidArgument("deadband", f"{deadband:g} is too wide: it must be "
                                       f"less than half of {high_name} - {low_name} "
                                       f"({high - low:g})")
-    if limits.stale_after is not None and not 0 < limits.stale_after <= MAX_STALE_AFTER:
-        raise InvalidArgument("staleAfter", f"must be more than 0 and at most "
+    if (limits.stale_after is not None
+            and not MIN_STALE_AFTER <= limits.stale_after <= MAX_STALE_AFTER):
+        raise InvalidArgument("staleAfter", f"must be between {MIN_STALE_AFTER:g} and "
                               f"{MAX_STALE_AFTER:g} seconds")
     if not 1 <= limits.persistence <= MAX_PERSISTENCE:
         raise InvalidArgument("persistence", f"must be between 1 and {MAX_PERSISTENCE}")

@@ -123,9 +123,15 @@ def make_server(ctx: ApiContext) -> tornado.httpserver.HTTPServer:
     )
 
 
+LISTEN_BACKLOG = 1024
+
+
 def bind(host: str, port: int) -> list[socket.socket]:
     """Bind the listening sockets now, so a busy port fails start-up, not later."""
-    return tornado.netutil.bind_sockets(port, address=host, reuse_port=False)
+    # Tornado's default backlog (128) makes the 129th of a burst of connections wait
+    # for a SYN retry (about 1 s); 1024 absorbs bursts of clients reconnecting at once.
+    return tornado.netutil.bind_sockets(port, address=host, reuse_port=False,
+                                        backlog=LISTEN_BACKLOG)
 
 
 class HttpFrontend(pykka.ThreadingActor):

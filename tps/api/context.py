@@ -65,6 +65,9 @@ class QueryRunner(Protocol):
     ) -> T:
         """``fn(store)`` run on a query actor, awaited without blocking the IO loop."""
 
+    async def ping(self, timeout: float) -> bool:
+        """Whether the store answers, asked apart from the queries (for /ready)."""
+
 
 class MetricsRecorder(Protocol):
     """What the HTTP layer needs from :class:`tps.api.metrics.Metrics`."""

@@ -9,9 +9,11 @@ store answers a ping and the supervisor runs (in the ``api`` role, which has no
 supervisor, only the store counts) and, in cluster mode, NATS is connected and the
 cluster's buckets are watched; else 503.
 
-The store is pinged through the query pool with a short timeout (one ping at a time,
-its answer reused for a second), so a stopped InfluxDB turns ``/ready`` to 503 within
-about three seconds and a busy prober never ties up the query actors.
+The store is pinged on the query pool's own probe actor (its own connection, never
+queued behind queries) with a short timeout (one ping at a time, its answer reused for
+a second), so a stopped InfluxDB turns ``/ready`` to 503 within about three seconds, a
+busy prober never ties up the query actors, and query actors busy with heavy answers
+never make the process look unready.
 
 Everything else comes from the supervisor's :class:`~tps.actors.board.StatsBoard`,
 read on the IO loop without asking any actor: a supervisor busy with a slow control
@@ -102,7 +104,7 @@ class StoreProbe:
         if queries is None:
             return self._writer_view()
         try:
-            ok = bool(await queries.run(lambda store: store.ping(), timeout=self._timeout))
+            ok = await queries.ping(self._timeout)
         except Exception as exc:  # noqa: BLE001 - any failure means "not reachable"
             return False, str(exc) or type(exc).__name__
         return ok, None if ok else "store did not answer the ping"

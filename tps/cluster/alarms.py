@@ -80,6 +80,7 @@ from tps.errors import (
     StoreUnavailable,
     TPSError,
     UnknownAlarm,
+    UnknownStream,
 )
 from tps.ingest.backoff import Backoff
 from tps.store.alarm_log import AlarmLog
@@ -442,7 +443,9 @@ async def _quiet_unsubscribe(sub: Subscription) -> None:
 
 class AlarmOwnership:
     """What the reader control does about alarms when this instance takes or hands
-    over a stream (blocking calls, on the reader control's worker thread)."""
+    over a stream, or its limits change (blocking calls, all on the reader control's
+    one worker thread, so the keeper gets a stream's adoption and limit changes in the
+    order they happened and always ends with the registry's newest limits)."""
 
     def __init__(self, link: NatsLink, keeper: AlarmKeeperProxy, view: ClusterAlarmView,
                  publisher: AlarmEventPublisher,
@@ -453,6 +456,7 @@ class AlarmOwnership:
         self._publisher = publisher
         self._limits_of = limits_of
         self._adopted: frozenset[str] = frozenset()
+        self._given: dict[str, Limits | None] = {}  # worker thread: limits the keeper has
         self.adopted_streams = 0
 
     def owns(self, stream: str) -> bool:
@@ -482,7 +486,9 @@ class AlarmOwnership:
         async def expect() -> None:
             self._publisher.expect(stream, last)
         self._link.call(expect, REQUEST_TIMEOUT)
-        self._keeper.adopt_stream(stream, events, self._limits_of(stream)).get(timeout=10)
+        limits = self._limits_of(stream)
+        self._keeper.adopt_stream(stream, events, limits).get(timeout=10)
+        self._given[stream] = limits
         self._adopted = self._adopted | {stream}
         self.adopted_streams += 1
 
@@ -491,6 +497,7 @@ class AlarmOwnership:
         events are durable before this returns), else they stay as they are, for the
         next owner."""
         self._adopted = self._adopted - {stream}
+        self._given.pop(stream, None)
         try:
             if removed:
                 since = self._publisher.appended
@@ -509,9 +516,21 @@ class AlarmOwnership:
             self._link.call(forget, REQUEST_TIMEOUT)
 
     def limits_changed(self, stream: str) -> None:
-        """The registry changed ``stream``'s limits: apply them if we own it (loop)."""
-        if stream in self._adopted:
-            self._keeper.set_limits(stream, self._limits_of(stream))
+        """The registry changed ``stream``'s entry: give the keeper its newest limits if
+        we own it and they differ from what the keeper has (worker thread: a change seen
+        while the stream is being adopted is applied right after the adoption, never
+        before it nor lost; an entry change that leaves the limits alone does not reset
+        the stream's checker)."""
+        if stream not in self._adopted:
+            return
+        try:
+            limits = self._limits_of(stream)
+        except UnknownStream:
+            return  # removed: its release follows on this thread
+        if stream in self._given and self._given[stream] == limits:
+            return
+        self._given[stream] = limits
+        self._keeper.set_limits(stream, limits)
 
 
 async def _last_sequence(js: JetStreamContext, stream: str) -> int:

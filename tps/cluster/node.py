@@ -225,8 +225,11 @@ class ClusterNode:
             log.close()
 
     def _registry_changed(self, _entry: RegistryEntry | None, name: str) -> None:
-        if self.alarm_ownership is not None:
-            self.alarm_ownership.limits_changed(name)
+        ownership, control = self.alarm_ownership, self._control
+        if ownership is not None and control is not None:
+            # In order with the stream's adoption (same worker thread), so a limit set
+            # while the stream is being taken over is not lost.
+            control.run(lambda: ownership.limits_changed(name))
         self.alarm_view.refresh()
 
     def _wanted_partitions(self, alive: Mapping[str, InstanceInfo]) -> list[str]:

@@ -25,7 +25,11 @@ Three protocols are spoken:
 A GraphQL payload is ``{"data": {"temperature": 21.37}}``; the value is the first field
 of ``data`` that is not a time, so custom documents (``subscription { t: temperature }``)
 work too. A ``time`` or ``timestamp`` field beside it (ISO 8601 text, or epoch seconds,
-milliseconds, microseconds or nanoseconds) becomes the reading's time.
+milliseconds, microseconds or nanoseconds) becomes the reading's time. A value beyond
+``MAX_VALUE`` is rejected (``bad_value``), and so is a time more than
+``MAX_AHEAD_NS`` ahead of this clock is rejected (``bad_time``): readings are stamped
+strictly increasing per stream, so one frame dated 2200 would date every later reading
+of the stream 2200 too.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -297,6 +302,8 @@ def _value(field: str, raw: Any) -> float:
         raise FrameError("bad_value", f"{field} is too large for a float") from None
     if not math.isfinite(value):
         raise FrameError("bad_value", f"{field} must be finite, got {value}")
+    if abs(value) > MAX_VALUE:
+        raise FrameError("bad_value", f"{field} must be within +/-{MAX_VALUE:g}, got {value:g}")
     return value
 
 
@@ -307,12 +314,34 @@ def _time_of(data: dict[str, Any]) -> int | None:
     return None
 
 
+MAX_VALUE = 1e12
+"""Largest magnitude of a reading's value. Beyond it the value is no measurement, and
+sums of a few such values overflow a float: two readings of 1e308 crashed the writer's
+rollups (``math.fsum``) on every restart, so no stream was stored any more."""
+
+MAX_AHEAD_NS = 300 * 1_000_000_000
+"""How far ahead of this machine's clock a frame's own time may be (clock skew)."""
+
+
 _ISO_FRACTION = re.compile(r"^(.*T\d\d:\d\d:\d\d)\.(\d+)(.*)$")
 
 
-def parse_time(raw: Any) -> int:
+def parse_time(raw: Any, now_ns: int | None = None) -> int:
     """A frame's time as epoch nanoseconds: ISO 8601 text, or an epoch number whose unit
-    (s, ms, us, ns) is inferred from its magnitude. A naive ISO time is taken as UTC."""
+    (s, ms, us, ns) is inferred from its magnitude. A naive ISO time is taken as UTC.
+    FrameError ``bad_time`` for anything else, for a time not after 1970, and for one
+    more than ``MAX_AHEAD_NS`` after ``now_ns`` (default: this clock)."""
+    time_ns = _parse_time(raw)
+    if time_ns <= 0:
+        raise FrameError("bad_time", f"time {_short(raw)[:64]} is not after 1970")
+    limit = (time.time_ns() if now_ns is None else now_ns) + MAX_AHEAD_NS
+    if time_ns > limit:
+        raise FrameError("bad_time", f"time {_short(raw)[:64]} is more than "
+                         f"{MAX_AHEAD_NS // 1_000_000_000} s ahead of this clock")
+    return time_ns
+
+
+def _parse_time(raw: Any) -> int:
     if isinstance(raw, str):
         return _parse_iso(raw)
     if isinstance(raw, bool) or not isinstance(raw, int | float):
@@ -344,7 +373,7 @@ def _parse_iso(text: str) -> int:
         base = base[:-1] + "+00:00"
     try:
         moment = datetime.fromisoformat(base)
-    except ValueError:
+    except (ValueError, OverflowError):
         raise FrameError("bad_time", f"time {text[:64]!r} is not ISO 8601") from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)

@@ -5,7 +5,8 @@ One small document can ask for a lot: twenty aliases of
 So before a query or mutation executes, :func:`request_cost` reads the operation
 (fragments expanded, variables substituted) and adds up, over every root field and
 alias, the most readings each field can touch (``limit``/``last`` of
-``temperatureMeasurements``, ``windowSize`` of ``averageTemperature``), and counts the
+``temperatureMeasurements``, ``windowSize`` of ``averageTemperature``, the stored alarm
+events ``alarms`` and ``alarmHistory`` may read), and counts the
 aliased fields. :func:`check_budget` refuses the request with
 :class:`~tps.errors.RequestTooLarge` naming the limit (``TPS_MAX_REQUEST_ROWS``,
 ``TPS_MAX_ALIASES``) when it asks for too much: nothing was fetched, nothing was
@@ -33,9 +34,11 @@ from graphql import (
     SelectionSetNode,
 )
 
+from tps.alarms.query import MAX_ALARMS
 from tps.api.graphql.schema import DEFAULT_LIMIT, DEFAULT_PAGE
 from tps.compat.graphql_core import field_arguments
 from tps.errors import RequestTooLarge
+from tps.store.alarm_log import MAX_EVENTS
 
 RowRule = Callable[[Mapping[str, Any]], int]
 
@@ -58,6 +61,15 @@ def _series(args: Mapping[str, Any]) -> int:
     return _int(args.get("points"))
 
 
+def _alarms(args: Mapping[str, Any]) -> int:
+    # The open alarms come from memory; history reads up to MAX_EVENTS stored events.
+    return MAX_ALARMS if args.get("active") is True else MAX_EVENTS
+
+
+def _alarm_history(_args: Mapping[str, Any]) -> int:
+    return MAX_EVENTS
+
+
 def _int(value: Any) -> int:
     return value if isinstance(value, int) and value > 0 else 0
 
@@ -67,6 +79,8 @@ ROW_RULES: dict[str, RowRule] = {
     "averageTemperature": _average,
     "temperatureSeries": _series,
     "temperatureMeasurementsPage": _page,
+    "alarms": _alarms,
+    "alarmHistory": _alarm_history,
 }
 """Root query field -> the most readings it can read, from its arguments (Python names)."""
 

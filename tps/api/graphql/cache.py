@@ -4,20 +4,31 @@ Parsing and validating a document costs far more than executing a small query, a
 clients send the same few documents over and over. The cache maps the document text
 to the outcome of parse + validation (including the errors of an invalid document, so
 a hostile client repeating a bad document costs a dictionary lookup too).
+
+Validation is not linear: graphql-core's overlapping-fields rule compares the fields of
+one selection set pair by pair, so 2,000 repetitions of one field (12 KB) took 1.4 s.
+Two things keep that off the IO loop: a document with more than
+``MAX_DOCUMENT_ELEMENTS`` fields, arguments, directives and variables is refused right
+after the (linear) parse, and a document not seen before that is longer than
+``INLINE_CHARS`` is parsed and validated on a thread of its own (:meth:`get_async`),
+which hands the interpreter lock back to the loop every few milliseconds.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 from graphql import (
     ArgumentNode,
     ASTValidationRule,
+    DefinitionNode,
     DocumentNode,
     FieldNode,
     FragmentDefinitionNode,
@@ -44,6 +55,15 @@ MAX_DOCUMENT_CHARS = 100_000
 
 MAX_DEPTH = 15
 """Deepest accepted selection nesting (GraphiQL's introspection query needs 13)."""
+
+MAX_DOCUMENT_ELEMENTS = 500
+"""Most fields, fragment spreads, inline fragments, arguments, directives and variable
+definitions in one document (GraphiQL's introspection query has about 100). Bounds
+what validating one document can cost (0.1 to 0.4 s at the limit on 2 busy cores)."""
+
+INLINE_CHARS = 256
+"""New documents up to this long are validated on the IO loop (well under a
+millisecond); longer ones on the validation thread."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,21 +123,56 @@ class DocumentCache:
         self._rules: list[type[ASTValidationRule]] = [*_RULES, _depth_rule(max_depth)]
         self._entries: OrderedDict[str, ParsedDocument] = OrderedDict()
         self._lock = threading.Lock()
+        self._validator: ThreadPoolExecutor | None = None
         self.hits = 0
         self.misses = 0
 
     def __len__(self) -> int:
         return len(self._entries)
 
-    def get(self, text: str) -> ParsedDocument:
-        """The parsed + validated document for ``text`` (from the cache when seen)."""
+    def lookup(self, text: str) -> ParsedDocument | None:
+        """The cached outcome for ``text``, or None when it was not seen (or not kept)."""
         with self._lock:
             entry = self._entries.get(text)
             if entry is not None:
                 self._entries.move_to_end(text)
                 self.hits += 1
-                return entry
-        entry = self.build(text)
+            return entry
+
+    def inline(self, text: str) -> bool:
+        """True when a new ``text`` is cheap enough to validate on the calling thread."""
+        return len(text) <= INLINE_CHARS
+
+    def get(self, text: str) -> ParsedDocument:
+        """The parsed + validated document for ``text`` (from the cache when seen), on
+        the calling thread: on the IO loop only when :meth:`inline` says so."""
+        entry = self.lookup(text)
+        if entry is not None:
+            return entry
+        return self._keep(text, self.build(text))
+
+    async def get_async(self, text: str) -> ParsedDocument:
+        """:meth:`get`, validating a new long document on the validation thread."""
+        entry = self.lookup(text)
+        if entry is not None:
+            return entry
+        if self.inline(text):
+            return self._keep(text, self.build(text))
+        with self._lock:
+            if self._validator is None:
+                self._validator = ThreadPoolExecutor(1, "tps-graphql-validate")
+            validator = self._validator
+        built = await asyncio.wrap_future(validator.submit(self.build, text))
+        return self._keep(text, built)
+
+    def close(self) -> None:
+        """Stop the validation thread (a validation running is abandoned)."""
+        with self._lock:
+            validator, self._validator = self._validator, None
+        if validator is not None:
+            validator.shutdown(wait=False, cancel_futures=True)
+
+    def _keep(self, text: str, entry: ParsedDocument) -> ParsedDocument:
         with self._lock:
             self.misses += 1
             if len(text) > self.max_cached_chars:
@@ -140,6 +195,14 @@ class DocumentCache:
             document = parse(text, max_tokens=self.max_chars // 2)
         except GraphQLError as error:
             return ParsedDocument(None, document_errors([error]), {})
+        elements = count_elements(document.definitions, MAX_DOCUMENT_ELEMENTS)
+        if elements > MAX_DOCUMENT_ELEMENTS:
+            too_many = GraphQLError(
+                f"query: the document has more than {MAX_DOCUMENT_ELEMENTS} fields, "
+                "fragments, arguments, directives and variables (the limit)",
+                extensions={"code": BAD_REQUEST, "limit": MAX_DOCUMENT_ELEMENTS},
+            )
+            return ParsedDocument(None, (too_many,), {})
         errors = document_errors(validate(self._schema, document, self._rules))
         operations = {
             (d.name.value if d.name else None): d
@@ -147,6 +210,25 @@ class DocumentCache:
             if isinstance(d, OperationDefinitionNode)
         }
         return ParsedDocument(document, tuple(errors), operations)
+
+
+def count_elements(definitions: Sequence[DefinitionNode], stop_after: int) -> int:
+    """Fields, fragment spreads, inline fragments, arguments, directives and variable
+    definitions in ``definitions`` (each fragment counted once, where it is defined);
+    counting stops once past ``stop_after``. Linear, and iterative (no recursion)."""
+    count = 0
+    pending: list[Any] = list(definitions)
+    while pending and count <= stop_after:
+        node = pending.pop()
+        count += len(getattr(node, "variable_definitions", None) or ())
+        count += len(getattr(node, "directives", None) or ())
+        count += len(getattr(node, "arguments", None) or ())
+        if not isinstance(node, DefinitionNode):
+            count += 1  # a selection
+        selection_set = getattr(node, "selection_set", None)
+        if selection_set is not None:
+            pending.extend(selection_set.selections)
+    return count
 
 
 class ArgumentValuesRule(ValuesOfCorrectTypeRule):

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Protocol
 
 from graphql import GraphQLError, GraphQLSchema, OperationType
@@ -106,6 +106,8 @@ class SubscriptionConnection:
         self._modern = protocol == MODERN
         self._next_type = "next" if self._modern else "data"
         self._init_timer: object | None = None
+        # A new long document's validation off the loop, for on_message to hand over.
+        self._waiting: Coroutine[Any, Any, None] | None = None
 
     @property
     def authorized(self) -> bool:
@@ -205,8 +207,16 @@ class SubscriptionConnection:
 
     # -- incoming --
 
-    def on_message(self, text: str | bytes) -> None:
-        """Handle one client message."""
+    def on_message(self, text: str | bytes) -> Awaitable[None] | None:
+        """Handle one client message. Returns what is still to do when a new long
+        document is validated off the loop: the caller awaits it before it reads the
+        next message (Tornado does, for a coroutine ``on_message``), so order is kept
+        and nothing piles up here."""
+        self._dispatch(text)
+        waiting, self._waiting = self._waiting, None
+        return waiting
+
+    def _dispatch(self, text: str | bytes) -> None:
         if self.closed:
             return
         try:
@@ -288,7 +298,23 @@ class SubscriptionConnection:
                 "query: expected a string query, an object of variables and a string "
                 "operationName", BAD_REQUEST)])
             return
-        parsed = self._cache.get(query)
+        parsed = self._cache.lookup(query)
+        if parsed is None and not self._cache.inline(query):
+            # A new, long document: validated off the loop (see on_message).
+            self._waiting = self._subscribe_later(sub_id, query, variables, operation_name)
+            return
+        self._subscribe_parsed(sub_id, query, parsed or self._cache.get(query), variables,
+                               operation_name)
+
+    async def _subscribe_later(self, sub_id: str, query: str, variables: dict[str, Any] | None,
+                               operation_name: str | None) -> None:
+        """Validate ``query`` off the loop, then subscribe."""
+        parsed = await self._cache.get_async(query)
+        if not self.closed:
+            self._subscribe_parsed(sub_id, query, parsed, variables, operation_name)
+
+    def _subscribe_parsed(self, sub_id: str, query: str, parsed: ParsedDocument,
+                          variables: dict[str, Any] | None, operation_name: str | None) -> None:
         if parsed.errors:
             self._send_error(sub_id, [format_error(e) for e in parsed.errors])
             return

@@ -49,6 +49,9 @@ logger = logging.getLogger(__name__)
 
 DISPATCH_SLICE = 0.005
 """Seconds of delivery work done per IO-loop turn; the rest waits for the next turn."""
+MEMBERS_PER_STEP = 64
+"""Deliveries between two chances for the drain to stop: one group may have thousands
+of members (every client subscribed with the same document)."""
 MIN_CAPACITY = 1024
 """Fewest readings an average ring holds (grown in powers of two up to MAX_WINDOW)."""
 
@@ -208,7 +211,7 @@ class SubscriptionManager:
         self._index: dict[tuple[int, str], tuple[FeedKey, GroupKey]] = {}
         self._unsubscribe: Callable[[], None] | None = None
         self._poller: StorePoller | None = None
-        self._alarms = AlarmFanout(self._schema, api.alarm_hub, self._render)
+        self._alarms = AlarmFanout(self._schema, api.alarm_hub, self._render, self._queue)
         self._seed_slot: asyncio.Semaphore | None = None
         self._work: deque[Iterator[None]] = deque()
         self._draining = False
@@ -410,7 +413,11 @@ class SubscriptionManager:
         and no slice of it may hold the loop for long. Order is kept: one queue, worked
         front to back.
         """
-        self._work.append(self._deliveries(tuple(readings), None))
+        self._queue(self._deliveries(tuple(readings), None))
+
+    def _queue(self, work: Iterator[None]) -> None:
+        """Do ``work`` after everything queued before it, in slices."""
+        self._work.append(work)
         self._drain()
 
     def _drain(self) -> None:
@@ -459,10 +466,10 @@ class SubscriptionManager:
                         mean, count = windows.mean(size)
                         event = AverageValue(mean, size, count, feed.stream)
                     payload = self._render(group.spec, event)
-                    for subscriber, sub_id in list(group.members.values()):
-                        subscriber.deliver(sub_id, payload)
-                        self.delivered += 1
                     yield
+                    for step in _deliver(list(group.members.values()), payload):
+                        self.delivered += step
+                        yield
 
     def _render(self, spec: SubscriptionSpec, event: Any) -> str:
         document = spec.parsed.document
@@ -488,10 +495,12 @@ class AlarmFanout:
     """
 
     def __init__(self, schema: GraphQLSchema, hub: AlarmHub | None,
-                 render: Callable[[SubscriptionSpec, Any], str]) -> None:
+                 render: Callable[[SubscriptionSpec, Any], str],
+                 queue: Callable[[Iterator[None]], None]) -> None:
         self._schema = schema
         self._hub = hub
         self._render = render
+        self._queue = queue  # the manager's sliced work queue (in order with readings)
         self._groups: dict[GroupKey, _Group] = {}
         self._unsubscribe: Callable[[], None] | None = None
         self.delivered = 0
@@ -538,13 +547,28 @@ class AlarmFanout:
         return sum(len(group.members) for group in self._groups.values())
 
     def dispatch(self, events: Sequence[AlarmEvent]) -> None:
-        """Send each event to the groups whose stream filter it matches. IO loop only."""
+        """Send each event to the groups whose stream filter it matches, in the
+        manager's slices (thousands of members must not hold the loop). IO loop only."""
+        self._queue(self._deliveries(tuple(events)))
+
+    def _deliveries(self, events: Sequence[AlarmEvent]) -> Iterator[None]:
         for event in events:
             for group in list(self._groups.values()):
                 stream = group.spec.stream
                 if stream is not None and stream != event.alarm.stream:
                     continue
                 payload = self._render(group.spec, event)
-                for subscriber, sub_id in list(group.members.values()):
-                    subscriber.deliver(sub_id, payload)
-                    self.delivered += 1
+                yield
+                for step in _deliver(list(group.members.values()), payload):
+                    self.delivered += step
+                    yield
+
+
+def _deliver(members: list[tuple[Subscriber, str]], payload: str) -> Iterator[int]:
+    """Deliver ``payload`` to ``members``, yielding how many were served after every
+    ``MEMBERS_PER_STEP`` of them (a member gone meanwhile ignores its delivery)."""
+    for start in range(0, len(members), MEMBERS_PER_STEP):
+        part = members[start:start + MEMBERS_PER_STEP]
+        for subscriber, sub_id in part:
+            subscriber.deliver(sub_id, payload)
+        yield len(part)

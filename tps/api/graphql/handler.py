@@ -255,6 +255,7 @@ class GraphQLService:
         """Stop subscription sources and the heavy-request threads."""
         self.subscriptions.close()
         self.heavy.close()
+        self.cache.close()
 
 
 def _dumps(value: Any) -> str:
@@ -377,7 +378,9 @@ class GraphQLHandler(tornado.websocket.WebSocketHandler):
     ) -> None:
         started = time.perf_counter()
         service = self.service
-        parsed = service.cache.get(query)
+        parsed = service.cache.lookup(query)
+        if parsed is None:  # a new document: long ones are validated off the loop
+            parsed = await service.cache.get_async(query)
         label = "invalid"
         if parsed.errors:
             pieces: Response = [_dumps({"errors": [format_error(e) for e in parsed.errors]})]
@@ -517,7 +520,9 @@ class GraphQLHandler(tornado.websocket.WebSocketHandler):
         their whole burst; after ``MESSAGE_SLICE`` of them the loop gets a turn.
         """
         if self.connection is not None:
-            self.connection.on_message(message)
+            waiting = self.connection.on_message(message)
+            if waiting is not None:  # a new long document, validated off the loop
+                await waiting
         now = time.perf_counter()
         if now - self._last_turn >= MESSAGE_SLICE:
             await asyncio.sleep(0)

@@ -1,8 +1,10 @@
 """Which stream names TPS knows, so a question about any other answers NOT_FOUND.
 
 A stream is known when it is configured or added in this process (the supervisor's
-stats board), has a reading in the live hub, or has readings in the store. The first
-two are memory lookups; the store's names are fetched through the query pool and kept,
+stats board), registered in the cluster's shared registry (cluster mode: a stream added
+on any instance is known on every instance at once, before its first reading, whoever
+reads it), has a reading in the live hub, or has readings in the store. The first
+three are memory lookups; the store's names are fetched through the query pool and kept,
 and fetched again for an unknown name at most once per ``refresh_after`` seconds, so a
 client asking for ``nosuch`` in a loop costs the store one cheap query per second.
 Stored names are never forgotten here: a removed stream's readings are still stored.
@@ -43,9 +45,13 @@ class KnownStreams:
         """Times the store was asked for its stream names (for tests)."""
 
     def in_memory(self, name: str) -> bool:
-        """Configured, added, or seen live in this process (no store query)."""
+        """Configured, added, registered in the cluster, or seen live in this process
+        (no store query)."""
         board = self._api.board
         if board is not None and any(stats.name == name for stats in board.streams()):
+            return True
+        cluster = self._api.cluster
+        if cluster is not None and name in cluster.streams():
             return True
         hub = self._api.hub
         return hub is not None and hub.latest(name) is not None

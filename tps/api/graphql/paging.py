@@ -16,10 +16,14 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from tps.api.requests import loads_bounded
 from tps.errors import InvalidArgument
 from tps.model import Reading
 
 _VERSION = 1
+MAX_CURSOR_CHARS = 65_536
+"""Longest cursor accepted: 500 streams of 64-character names at one instant fit; a
+longer text is forged (each name in it would be one more row fetched)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,8 +43,10 @@ class Cursor:
     def decode(text: str, argument: str = "cursor") -> Cursor:
         """The cursor in ``text``; InvalidArgument naming ``argument`` when it is not one."""
         try:
+            if len(text) > MAX_CURSOR_CHARS:
+                raise ValueError("too long")
             raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-            doc = json.loads(raw)
+            doc = loads_bounded(raw)  # a forged cursor may nest deep: JsonTooDeep
             time_ns, streams = doc["t"], doc["s"]
             valid = (doc.get("v") == _VERSION and isinstance(time_ns, int)
                      and isinstance(streams, list) and all(isinstance(s, str) for s in streams))
