@@ -45,6 +45,9 @@ class InlineQueries:
                   key: Any = None) -> Any:
         return fn(self.store)
 
+    async def ping(self, timeout: float) -> bool:
+        return True
+
 
 def _readings() -> list[Reading]:
     out = []
