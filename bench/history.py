@@ -4,7 +4,7 @@ Run by hand from the repository root (needs ``wrk``: ``apt-get install -y wrk``,
 Debian's ``influxd``)::
 
     python -m bench.history [--duration 5] [--connections 32] [--days 30]
-                            [--skip-ingest] [--skip-rss]
+                            [--skip-ingest] [--skip-rss] [--compare DIR]
 
 Set-up, all in this run: a private ``influxd`` is filled with ``--days`` of one stream
 (``bench``) at 2 Hz ending now, written directly as raw points (as the original service
@@ -20,6 +20,11 @@ with variables, so the document cache is not what is measured. A *random window*
 ``[s, s + L]`` with ``s`` drawn uniformly, to the microsecond, from the stored history
 (every request a new question, both ends off any bucket edge); the *last* windows end
 at the request's own wall-clock second, as a dashboard's would.
+
+``--compare DIR`` also runs the TPS rows with the code in ``DIR`` (e.g. ``git archive
+main | tar -x -C DIR``), in the same run against the same InfluxDB: its ``api`` process
+beside ours, its ``all`` process after ours has stopped (two writers of one stream
+would write each other's rollup buckets).
 
 Baseline, same run: the seed's raw-scan statement ``SELECT MIN(value), MAX(value) FROM
 temperature WHERE time >= a AND time <= b`` sent straight to InfluxDB's ``/query`` for
@@ -120,9 +125,12 @@ def lua_args(*values: Any) -> str:
 
 
 def wrk(url: str, mode: str, target: str, doc: str, lo: int, hi: int, length: int,
-        connections: int, duration: float) -> dict[str, float]:
+        connections: int, duration: float, warmup: float = 0.0) -> dict[str, float]:
     """One wrk run; req/s, p50 and p99 in ms, errors (HTTP, timeouts, and answers that
-    carry an error or no ``min``)."""
+    carry an error or no ``min``). ``warmup`` seconds of the same load run first,
+    unmeasured (a long-running server has read its closed rollup buckets already)."""
+    if warmup > 0:
+        wrk(url, mode, target, doc, lo, hi, length, connections, warmup)
     script = LUA % lua_args(mode, target, doc, DB, lo, hi, length)
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as handle:
         handle.write(script)
@@ -139,7 +147,12 @@ def wrk(url: str, mode: str, target: str, doc: str, lo: int, hi: int, length: in
         print(f"{failed} answers without a result, e.g. {out.split('SAMPLE ', 1)[1][:300]}",
               flush=True)
     return {"rps": requests / (micros / 1e6), "p50": p50 / 1000, "p99": p99 / 1000,
-            "errors": bad + timeouts + failed}
+            "errors": bad + timeouts + failed, "load": load_average()}
+
+
+def load_average() -> float:
+    """The 1-minute load average now (noted beside every row: the machine is shared)."""
+    return float(Path("/proc/loadavg").read_text().split()[0])
 
 
 def prefill(influx: InfluxServer, days: int, stream: str, rate: float, db: str,
@@ -217,11 +230,24 @@ def query_rows(args: argparse.Namespace, influx: InfluxServer, tmp: Path) -> lis
     sim = SimulatorProcess(tmp, interval=0.5).start()
     env = {"TPS_INFLUX_URL": influx.url, "TPS_INFLUX_DB": DB, "TPS_QUERY_CACHE_TTL": "0",
            "TPS_LOG_LEVEL": "INFO"}
+    # PYTHONSAFEPATH: ``python -m`` would put the current directory (this checkout)
+    # before PYTHONPATH on sys.path.
+    old = ({"PYTHONPATH": str(args.compare.resolve()), "PYTHONSAFEPATH": "1"}
+           if args.compare else None)
+    hour, week, month = 3600, 7 * DAY_S, args.days * DAY_S - 60
+    cases = [
+        ("temperatureStatistics, random 1 h window", "random", hour, STATISTICS),
+        ("temperatureStatistics, random 7 d window", "random", week, STATISTICS),
+        ("temperatureStatistics, the last 30 d", "last", month, STATISTICS),
+        ("temperatureSeries, the last 30 d, 500 points", "last", month, SERIES),
+    ]
+    c, d = args.connections, args.duration
+    table: list[tuple[str, str, dict[str, float]]] = []
+    lines: list[str] = []
     started = time.monotonic()
     tps_all = TpsProcess(tmp, {**env, "TPS_FEEDS": f"{STREAM}={sim.url(STREAM)}"},
                          "tps-all")
-    tps_api: TpsProcess | None = None
-    lines: list[str] = []
+    apis: dict[str, TpsProcess] = {}
     try:
         tps_all.start(timeout=60)
         history = wait_history(tps_all, 600, hot=True)
@@ -230,32 +256,40 @@ def query_rows(args: argparse.Namespace, influx: InfluxServer, tmp: Path) -> lis
                      f"{history['backfill']['seconds']} s (target < 60 s); hot tier loaded "
                      f"{history['hot']['bytes'] / 1e6:.0f} MB; all ready {ready:.0f} s after "
                      "start")
-        tps_api = TpsProcess(tmp, {**env, "TPS_ROLE": "api"}, "tps-api").start()
-        check_answer(tps_all, influx, first + 1234 * SECOND, first + 5678 * SECOND)
-        check_answer(tps_api, influx, first + 1234 * SECOND, first + 5678 * SECOND)
-        hour, week, month = 3600, 7 * DAY_S, args.days * DAY_S - 60
-        cases = [
-            ("temperatureStatistics, random 1 h window", "random", hour, STATISTICS),
-            ("temperatureStatistics, random 7 d window", "random", week, STATISTICS),
-            ("temperatureStatistics, the last 30 d", "last", month, STATISTICS),
-            ("temperatureSeries, the last 30 d, 500 points", "last", month, SERIES),
-        ]
-        c, d = args.connections, args.duration
-        table: list[tuple[str, str, dict[str, float]]] = []
+        apis["TPS api role"] = TpsProcess(tmp, {**env, "TPS_ROLE": "api"}, "tps-api").start()
+        if old is not None:
+            apis["TPS api role (--compare)"] = TpsProcess(
+                tmp, {**env, **old, "TPS_ROLE": "api"}, "tps-api-old").start()
+        for process in (tps_all, *apis.values()):
+            check_answer(process, influx, first + 1234 * SECOND, first + 5678 * SECOND)
         for label, mode, length, doc in cases:
             if doc is STATISTICS:
                 table.append((label, "InfluxDB raw scan (baseline)",
                               wrk(influx.url, mode, "influx", RAW_SCAN, lo, hi, length, c, d)))
             table.append((label, "TPS all role", wrk(tps_all.url, mode, "tps", doc, lo, hi,
-                                                     length, c, d)))
-            table.append((label, "TPS api role", wrk(tps_api.url, mode, "tps", doc, lo, hi,
-                                                     length, c, d)))
+                                                     length, c, d, args.warmup)))
+            for name, process in apis.items():
+                table.append((label, name, wrk(process.url, mode, "tps", doc, lo, hi,
+                                               length, c, d, args.warmup)))
+        assert tps_all.proc is not None
+        lines.append(f"tps-all RSS after the rows: {rss_mb(tps_all.proc.pid):.0f} MB")
+        if old is not None:
+            tps_all.close()
+            tps_all = TpsProcess(tmp, {**env, **old, "TPS_FEEDS": f"{STREAM}={sim.url(STREAM)}"},
+                                 "tps-all-old")
+            tps_all.start(timeout=60)
+            wait_history(tps_all, 600, hot=True)
+            check_answer(tps_all, influx, first + 1234 * SECOND, first + 5678 * SECOND)
+            for label, mode, length, doc in cases:
+                table.append((label, "TPS all role (--compare)",
+                              wrk(tps_all.url, mode, "tps", doc, lo, hi, length, c, d,
+                                  args.warmup)))
         lines.append("")
-        lines.append("| request | server | req/s | p50 ms | p99 ms | errors |")
-        lines.append("|---|---|---|---|---|---|")
-        for label, server, row in table:
+        lines.append("| request | server | req/s | p50 ms | p99 ms | errors | load |")
+        lines.append("|---|---|---|---|---|---|---|")
+        for label, server, row in sorted(table, key=lambda t: [x[0] for x in cases].index(t[0])):
             lines.append(f"| {label} | {server} | {row['rps']:,.0f} | {row['p50']:.1f} | "
-                         f"{row['p99']:.1f} | {row['errors']:.0f} |")
+                         f"{row['p99']:.1f} | {row['errors']:.0f} | {row['load']:.1f} |")
         # Answer reuse: many clients asking the same question (the last hour, ending at
         # the current second) of an api process, with reuse off and at 0.25 s.
         reuse = TpsProcess(tmp, {**env, "TPS_ROLE": "api", "TPS_QUERY_CACHE_TTL": "0.25"},
@@ -263,19 +297,16 @@ def query_rows(args: argparse.Namespace, influx: InfluxServer, tmp: Path) -> lis
         try:
             reuse.start()
             lines.append("")
-            for name, process in (("0", tps_api), ("0.25", reuse)):
+            for name, process in (("0", apis["TPS api role"]), ("0.25", reuse)):
                 row = wrk(process.url, "last", "tps", STATISTICS, lo, hi, hour, c, d)
                 lines.append(f"api role, TPS_QUERY_CACHE_TTL={name}, statistics of the last "
                              f"1 h (one question per second): {row['rps']:,.0f} req/s, p50 "
                              f"{row['p50']:.1f} ms, p99 {row['p99']:.1f} ms")
         finally:
             reuse.close()
-        assert tps_all.proc is not None
-        lines.append("")
-        lines.append(f"tps-all RSS after the rows: {rss_mb(tps_all.proc.pid):.0f} MB")
     finally:
-        if tps_api is not None:
-            tps_api.close()
+        for process in apis.values():
+            process.close()
         tps_all.close()
         sim.close()
     return lines
@@ -347,6 +378,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--skip-queries", action="store_true")
     parser.add_argument("--skip-ingest", action="store_true")
     parser.add_argument("--skip-rss", action="store_true")
+    parser.add_argument("--warmup", type=float, default=0.0,
+                        help="seconds of unmeasured load before each TPS row")
+    parser.add_argument("--compare", type=Path, default=None,
+                        help="also run the TPS rows with the code in this directory")
     args = parser.parse_args(argv)
     if shutil.which("wrk") is None:
         raise SystemExit("wrk not found: apt-get install -y wrk")
@@ -364,8 +399,8 @@ def main(argv: list[str] | None = None) -> None:
     if not args.skip_rss:
         lines += rss_rows(args, tmp)
     shutil.rmtree(tmp, ignore_errors=True)
-    print(f"\nwrk -t1 -c{args.connections}, {args.duration:g} s per row, "
-          f"TPS_QUERY_CACHE_TTL=0\n")
+    print(f"\nwrk -t1 -c{args.connections}, {args.duration:g} s per row "
+          f"({args.warmup:g} s warm-up per TPS row), TPS_QUERY_CACHE_TTL=0\n")
     print("\n".join(lines))
     print(f"uptime: {Path('/proc/loadavg').read_text().split()[:3]}", flush=True)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import random
+from array import array
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -210,3 +211,63 @@ def _agg(readings: list[Reading]) -> Aggregate:
     values = [r.value for r in readings]
     from tps.history.buckets import of_values
     return of_values(values)
+
+
+# --- kept series buckets ---------------------------------------------------------------
+
+
+def _check_series(hot: HotTier, readings: list[Reading], rng: random.Random,
+                  lo: int, hi: int) -> None:
+    """Series of stream "k" from memory equal the readings, for windows asked twice."""
+    from tps.history.buckets import series_interval
+    windows = [(lo, hi), (lo + 17 * SECOND, hi - 3)]
+    windows += [(a, a + rng.randrange(HOUR, 3 * HOUR))
+                for a in (rng.randrange(lo, hi - HOUR) for _ in range(6))]
+    for _ in range(2):  # the second time from the kept buckets
+        for after, before in windows:
+            for points in (7, 40, 300):
+                interval = series_interval(after, before, points)
+                held = hot.series(["k"], after, before, interval)
+                assert held is not None
+                got, horizon = held
+                want = _reference_series(readings, max(after, horizon), before, interval, "k")
+                assert got.keys() == want.keys()
+                for label, agg in got.items():
+                    assert (agg.min, agg.max, agg.count) == (
+                        want[label].min, want[label].max, want[label].count)
+                    assert abs(agg.sum - want[label].sum) <= 1e-9 * max(1.0, abs(want[label].sum))
+
+
+def test_kept_series_buckets_follow_appends_loads_and_eviction() -> None:
+    rng = random.Random(11)
+    stored = irregular("k", T0 - 6 * HOUR, T0, rng, max_step=20 * SECOND)
+    live = irregular("k", T0 + SECOND, T0 + 3 * HOUR, rng, max_step=20 * SECOND)
+    hot = _hot()
+    hot.begin_load({"k": stored[-1].time_ns}, ["k"])
+    hot.append(live[:300])  # arrives while the loader reads the store
+    newest = [r for r in stored if r.time_ns >= T0 - 2 * HOUR]
+    times = array("q", [r.time_ns for r in newest])
+    values = array("d", [r.value for r in newest])
+    assert hot.prepend("k", times, values, T0 - 2 * HOUR)
+    held = [*newest, *live[:300]]
+    _check_series(hot, held, rng, T0 - 3 * HOUR, live[299].time_ns + 5 * MINUTE)
+    # New readings land in the bucket that was open (and after it).
+    for start in range(300, len(live), 111):
+        hot.append(live[start:start + 111])
+        held = [*newest, *live[:start + 111]]
+        _check_series(hot, held, rng, T0 - 3 * HOUR, live[min(len(live), start + 111) - 1]
+                      .time_ns + MINUTE)
+    # An older chunk moves the horizon back: kept buckets must not hide it.
+    older = [r for r in stored if r.time_ns < T0 - 2 * HOUR]
+    assert hot.prepend("k", array("q", [r.time_ns for r in older]),
+                       array("d", [r.value for r in older]), T0 - 6 * HOUR)
+    hot.end_load("k", everything=True)
+    everything = [*stored, *live]
+    _check_series(hot, everything, rng, T0 - 7 * HOUR, T0 + 3 * HOUR)
+    # Eviction moves it forward again.
+    hot.max_bytes = hot.status().bytes // 2
+    extra = irregular("k", T0 + 3 * HOUR + SECOND, T0 + 3 * HOUR + MINUTE, rng,
+                      max_step=20 * SECOND)
+    hot.append(extra)
+    assert hot.horizon(["k"]) is not None and hot.horizon(["k"]) > T0 - 6 * HOUR  # type: ignore[operator]
+    _check_series(hot, [*everything, *extra], rng, T0 - 7 * HOUR, T0 + 3 * HOUR + MINUTE)

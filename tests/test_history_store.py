@@ -178,3 +178,37 @@ def test_series_equal_influxql_group_by_time(dataset: Dataset, after: int, lengt
     want = influxql_series(dataset.influx, dataset.reference_db, after, before,
                            question.interval_ns, stream)
     assert_same_series(got.buckets, want, (after, before, points, stream))
+
+
+_SHARED: dict[str, History] = {}
+"""One History per store across examples: its kept rollup chunks (tps/history/stored.py)
+answer later windows."""
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(after=_instants, length=st.integers(0, 5 * HOUR), points=st.integers(1, 400),
+       stream=_streams)
+def test_kept_rollup_chunks_answer_later_windows_exactly(
+        dataset: Dataset, after: int, length: int, points: int, stream: str | None) -> None:
+    before = after + length
+    history = _SHARED.setdefault(type(dataset.store).__name__, History(None))
+    got = history.statistics_finish(dataset.store,
+                                    history.statistics_plan(after, before, stream))
+    assert_same_statistics(got, dataset.store.statistics(after, before, stream),
+                           (after, before, stream))
+    question = history.series_plan(after, before, points, stream)
+    series = history.series_finish(dataset.store, question)
+    want = influxql_series(dataset.influx, dataset.reference_db, after, before,
+                           question.interval_ns, stream)
+    assert_same_series(series.buckets, want, (after, before, points, stream))
+
+
+def test_covered_hours_are_read_from_the_store_once(dataset: Dataset) -> None:
+    history = History(None)
+    for after, before in ((T0 + 7 * MINUTE + 1, T0 + 2 * HOUR - 5),
+                          (T0 + 3 * MINUTE, T0 + HOUR + 42 * MINUTE + 1)):
+        got = history.statistics_finish(dataset.store,
+                                        history.statistics_plan(after, before, "a"))
+        assert_same_statistics(got, dataset.store.statistics(after, before, "a"))
+    assert history.stored.fetches == 1, "the second window's hour was kept"
+    assert len(history.stored) >= 1

@@ -31,12 +31,14 @@ from tps.history.buckets import (
 )
 from tps.history.hot import HotTier
 from tps.history.planner import FOREVER, NOTHING, Coverage, plan, usable_tiers
+from tps.history.stored import StoredRollups
 from tps.model import Statistics, ns_to_datetime
 from tps.store.base import Store
 
 logger = logging.getLogger(__name__)
 
 _MAX_LABELS = 50_000
+_MAX_BUCKETS = 20_000
 COVERAGE_TTL = 1.0
 """Seconds a coverage snapshot is used before a query actor reads it again."""
 
@@ -188,13 +190,22 @@ class History:
     None (``api`` role: the store answers everything).
     """
 
-    def __init__(self, hot: HotTier | None, board: CoverageBoard | None = None) -> None:
+    def __init__(self, hot: HotTier | None, board: CoverageBoard | None = None,
+                 stored: StoredRollups | None = None) -> None:
         self.hot = hot
         self.board = board or CoverageBoard()
+        self.stored = stored if stored is not None else StoredRollups()
+        """Closed rollup buckets read from the store (not answers: see its module)."""
         # Bucket starts recur in every answer (epoch-aligned): their text is kept, since
         # formatting 500 datetimes was a third of a series answer's cost. Bounded; a
         # race between threads only formats a label twice.
         self._labels: dict[int, str] = {}
+        # The hot tier returns the same Aggregate object for a whole closed series bucket
+        # every time (tps.history.hot): its SeriesBucket is kept by that identity (the
+        # aggregate is held too, so its id is not reused). Bounded; one lock, held for
+        # one answer's loop (the IO loop, heavy-request threads and query actors answer).
+        self._buckets: dict[int, tuple[Aggregate, SeriesBucket]] = {}
+        self._buckets_lock = threading.Lock()
 
     def _label(self, time_ns: int) -> str:
         text = self._labels.get(time_ns)
@@ -243,8 +254,11 @@ class History:
             return to_statistics(question.memory)
         lo, hi = question.store_window
         coverage = self.board.fresh(store).for_stream(question.stream)
-        stored = store.aggregate(plan(lo, hi, coverage), question.stream)
-        return to_statistics(combine((question.memory, stored)))
+        held, rest = self.stored.take(store, question.stream, plan(lo, hi, coverage),
+                                      coverage)
+        stored = store.aggregate(rest, question.stream) if rest else None
+        return to_statistics(combine((
+            question.memory, stored, *(p.chunk.aggregate(p.start, p.end) for p in held))))
 
     def statistics_now(self, question: StatisticsPlan) -> Statistics | None:
         """The answer when memory held the whole window (no store round trip), else None."""
@@ -275,8 +289,12 @@ class History:
         coverage = self.board.fresh(store).for_stream(question.stream)
         interval = question.interval_ns
         pieces = plan(lo, hi, coverage, usable_tiers(interval))
-        stored = store.series(pieces, interval, question.stream)
-        merged = dict(stored)
+        held, rest = self.stored.take(store, question.stream, pieces, coverage)
+        merged = dict(store.series(rest, interval, question.stream)) if rest else {}
+        for part in held:
+            for label, agg in part.chunk.grouped(part.start, part.end, interval):
+                earlier = merged.get(label)
+                merged[label] = agg if earlier is None else earlier.merge(agg)
         for label, agg in question.memory.items():
             earlier = merged.get(label)
             merged[label] = agg if earlier is None else earlier.merge(agg)
@@ -290,7 +308,20 @@ class History:
 
     def _series(self, interval: int, buckets: dict[int, Aggregate]) -> Series:
         label = self._label
-        return Series(interval, [
-            SeriesBucket(start, agg.min, agg.max, agg.sum / agg.count, agg.count,
-                         label(start))
-            for start, agg in sorted(buckets.items()) if agg.count])
+        out: list[SeriesBucket] = []
+        with self._buckets_lock:
+            kept = self._buckets
+            if len(kept) >= _MAX_BUCKETS:
+                kept = self._buckets = {}
+            for start, agg in sorted(buckets.items()):
+                if not agg.count:
+                    continue
+                known = kept.get(id(agg))
+                if known is not None and known[0] is agg:
+                    out.append(known[1])
+                    continue
+                bucket = SeriesBucket(start, agg.min, agg.max, agg.sum / agg.count, agg.count,
+                                      label(start))
+                kept[id(agg)] = (agg, bucket)
+                out.append(bucket)
+        return Series(interval, out)

@@ -23,6 +23,16 @@ Where the readings come from, so memory always equals the store:
 Bounds: readings older than ``window_ns`` and, beyond ``max_bytes``, the globally
 oldest readings are evicted (whole minutes, so the minute buckets left are complete).
 
+Series: a whole series bucket that starts at or after a stream's horizon and ends at or
+before its newest reading never changes: appends only bring newer readings, loads only
+older ones (before the horizon), eviction only removes readings before the (new)
+horizon. So its aggregate is kept per stream and interval (:data:`SERIES_MEMO_LABELS`
+buckets in all), and a dashboard asking for the same 30 days every second combines 720
+hours once per 2-hour bucket, not per request. Loads and eviction still forget a
+stream's kept buckets (memory, and a second line of defence). The same
+:class:`Aggregate` object is returned for a kept bucket each time, which lets callers
+keep what they derived from it by identity.
+
 Thread-safety: one lock around every stream; appends come from the writer's thread,
 loads from the loader's, questions from the IO loop. Nothing under the lock does I/O.
 """
@@ -38,12 +48,23 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from tps.history.buckets import DAY, MINUTE, TIERS, Aggregate, combine, floor_to, fold_sorted
+from tps.history.buckets import (
+    DAY,
+    MINUTE,
+    TIERS,
+    Aggregate,
+    ceil_to,
+    combine,
+    floor_to,
+    fold_sorted,
+)
 from tps.history.planner import FOREVER, Buckets, Coverage, Piece, Raw, plan, usable_tiers
 from tps.model import Reading
 
 logger = logging.getLogger(__name__)
 
+EVERYWHERE = Coverage([(-FOREVER, FOREVER)])
+"""What is asked of memory lies wholly after the horizon: every bucket there is whole."""
 HOT_TIERS = (DAY, *TIERS)
 """Bucket widths held in memory: the stored tiers plus whole days, which make a 30-day
 window 30 buckets instead of 720 (statistics over it took 170 us with hours only, on
@@ -51,9 +72,11 @@ this machine, 2026-11-29)."""
 READING_BYTES = 16
 TIER_ENTRY_BYTES = 40
 _EVICT_TO = 0.95  # after eviction, bytes are at most this share of the budget
+SERIES_MEMO_LABELS = 20_000
+"""Series buckets kept in all (see the module docstring): about 3 MB."""
 
 
-class _Tier:
+class TierArrays:
     """Non-empty buckets of one width, ascending: parallel arrays."""
 
     __slots__ = ("counts", "maxs", "mins", "starts", "sums", "width")
@@ -154,12 +177,14 @@ class _Tier:
 class _Stream:
     """One stream's readings and rollups; touched only under the tier's lock."""
 
-    __slots__ = ("complete_from", "last_ns", "load_point", "tiers", "times", "values")
+    __slots__ = ("complete_from", "last_ns", "load_point", "memo", "tiers", "times", "values")
 
     def __init__(self) -> None:
+        self.memo: dict[int, dict[int, Aggregate | None]] = {}
+        """interval -> {start of a whole, closed bucket: its aggregate (None: empty)}."""
         self.times = array("q")
         self.values = array("d")
-        self.tiers = {width: _Tier(width) for width in HOT_TIERS}
+        self.tiers = {width: TierArrays(width) for width in HOT_TIERS}
         self.last_ns: int | None = None
         self.load_point: int | None = None
         """While loading: the loader brings every stored reading at or before this."""
@@ -182,14 +207,16 @@ class _Stream:
         """Keep only readings after ``time_ns`` (appended replays the load brings)."""
         cut = bisect_right(self.times, time_ns)
         if cut:
+            self.memo = {}
             times, values = list(self.times[cut:]), list(self.values[cut:])
             self.times, self.values = array("q"), array("d")
-            self.tiers = {width: _Tier(width) for width in HOT_TIERS}
+            self.tiers = {width: TierArrays(width) for width in HOT_TIERS}
             if times:
                 self.extend(times, values)
 
     def refold(self, lo: int, hi: int) -> None:
         """Recompute the buckets of ``[lo, hi)`` (whole days) from the readings held."""
+        self.memo = {}
         i = bisect_left(self.times, lo)
         k = bisect_left(self.times, hi, i)
         times, values = self.times[i:k], self.values[i:k]
@@ -219,6 +246,7 @@ class _Stream:
 
     def drop_before(self, time_ns: int) -> None:
         """Evict readings and buckets before ``time_ns`` (a minute boundary)."""
+        self.memo = {}
         i = bisect_left(self.times, time_ns)
         if i:
             del self.times[:i]
@@ -254,6 +282,9 @@ class HotTier:
         self._streams: dict[str, _Stream] = {}
         self._bytes = 0
         self._evicted_at = 0.0
+        self._memo_labels = 0
+        """Series buckets kept over every stream (an upper bound: forgetting a stream's
+        memo does not lower it; reaching the limit forgets them all and resets it)."""
 
     # --- feeding ------------------------------------------------------------------------
 
@@ -427,14 +458,16 @@ class HotTier:
             lo = max(after_ns, horizon)
             if lo > before_ns:
                 return {}, horizon
-            pieces = plan(lo, before_ns, Coverage([(horizon, FOREVER)]),
-                          usable_tiers(interval, HOT_TIERS))
+            tiers = usable_tiers(interval, HOT_TIERS)
+            if len(streams) == 1:
+                only = self._grouped_locked(self._streams[streams[0]], lo, before_ns,
+                                            interval, tiers)
+                return dict(only), horizon
             merged: dict[int, list[Aggregate]] = {}
             for name in streams:
                 stream = self._streams[name]
-                for piece in pieces:
-                    for label, agg in _piece_grouped(stream, piece, interval):
-                        merged.setdefault(label, []).append(agg)
+                for label, agg in self._grouped_locked(stream, lo, before_ns, interval, tiers):
+                    merged.setdefault(label, []).append(agg)
         out: dict[int, Aggregate] = {}
         for label in sorted(merged):
             parts = merged[label]
@@ -442,6 +475,41 @@ class HotTier:
             if total is not None:
                 out[label] = total
         return out, horizon
+
+    def _grouped_locked(self, stream: _Stream, lo: int, hi: int, interval: int,
+                        tiers: Sequence[int]) -> list[tuple[int, Aggregate]]:
+        """``stream``'s non-empty ``interval`` buckets of ``[lo, hi]`` (held in memory),
+        oldest first; whole buckets ending at or before its newest reading are kept."""
+        first = ceil_to(lo, interval)
+        end = floor_to(hi + 1, interval)
+        if stream.last_ns is not None:
+            end = min(end, floor_to(stream.last_ns + 1, interval))
+        if first >= end:
+            return _span_grouped(stream, lo, hi, interval, tiers)
+        out = _span_grouped(stream, lo, first - 1, interval, tiers)
+        kept = stream.memo.get(interval)
+        labels = range(first, end, interval)
+        if kept is None or any(label not in kept for label in labels):
+            grouped = _span_grouped(stream, first, end - 1, interval, tiers)
+            if len(labels) > SERIES_MEMO_LABELS:
+                out.extend(grouped)
+                out.extend(_span_grouped(stream, end, hi, interval, tiers))
+                return out
+            if self._memo_labels + len(labels) > SERIES_MEMO_LABELS:
+                for held in self._streams.values():
+                    held.memo = {}
+                self._memo_labels = 0
+            kept = stream.memo.setdefault(interval, {})
+            before = len(kept)
+            kept.update(dict.fromkeys(labels))
+            kept.update(grouped)
+            self._memo_labels += len(kept) - before
+        for label in labels:
+            agg = kept[label]
+            if agg is not None:
+                out.append((label, agg))
+        out.extend(_span_grouped(stream, end, hi, interval, tiers))
+        return out
 
     def streams(self) -> list[str]:
         """Every stream held (answerable or not)."""
@@ -472,6 +540,25 @@ def _piece_aggregate(stream: _Stream, piece: Piece) -> Aggregate | None:
         return stream.raw(piece.lo, piece.hi)
     assert isinstance(piece, Buckets)
     return stream.tiers[piece.width].aggregate(piece.start, piece.end)
+
+
+def _span_grouped(stream: _Stream, lo: int, hi: int, interval: int, tiers: Sequence[int]
+                  ) -> list[tuple[int, Aggregate]]:
+    """``stream``'s non-empty ``interval`` buckets of ``[lo, hi]``, from its tiers and raw
+    readings (memory holds every reading there), oldest first."""
+    if lo > hi:
+        return []
+    merged: dict[int, list[Aggregate]] = {}
+    for piece in plan(lo, hi, EVERYWHERE, tiers):
+        for label, agg in _piece_grouped(stream, piece, interval):
+            merged.setdefault(label, []).append(agg)
+    out: list[tuple[int, Aggregate]] = []
+    for label in sorted(merged):
+        parts = merged[label]
+        total = parts[0] if len(parts) == 1 else combine(parts)
+        if total is not None:
+            out.append((label, total))
+    return out
 
 
 def _piece_grouped(stream: _Stream, piece: Piece, interval: int) -> list[tuple[int, Aggregate]]:

@@ -57,6 +57,7 @@ from tps.api.graphql.results import (
     tps_error,
 )
 from tps.api.graphql.schema import FLAT_LISTS, RequestContext, build_schema
+from tps.api.graphql.shortcut import Shortcuts
 from tps.api.requests import JsonTooDeep, loads_bounded
 from tps.compat.graphql_core import coerce_variables, flat_list_context
 from tps.compat.tornado import (
@@ -102,6 +103,7 @@ class GraphQLService:
         settings = ctx.settings
         self.budget = Budget(settings.max_request_rows, settings.max_aliases)
         self.heavy = HeavyRequests()
+        self.shortcuts = Shortcuts(self.schema)
 
     def respond(
         self,
@@ -114,7 +116,9 @@ class GraphQLService:
 
         A request over budget is refused before any work (one ``BAD_USER_INPUT`` error
         naming the limit); one that may read many rows runs off the IO loop; the rest
-        run here (see :meth:`execute`).
+        run here: the history questions dashboards repeat through
+        :mod:`tps.api.graphql.shortcut` when it recognises them, everything else through
+        :meth:`execute`.
         """
         op = parsed.operation(operation_name)
         assert parsed.document is not None and op is not None
@@ -133,6 +137,15 @@ class GraphQLService:
                 home = asyncio.get_running_loop()
                 return self.heavy.run(lambda: self._off_loop(
                     parsed, operation_name, variables, access, home))
+            shortcut = self.shortcuts.find(op)
+            if shortcut is not None:
+                context = RequestContext(self.ctx, access is Access.CONTROL, self.streams)
+                answer = shortcut.respond(context, coerced)
+                if isawaitable(answer):
+                    return self._shortcut_later(answer, parsed, operation_name, variables,
+                                                access)
+                if answer is not None:
+                    return answer
         response = self.execute(parsed, operation_name, variables, access)
         if isawaitable(response):
             return self._dump_later(response)
@@ -173,6 +186,24 @@ class GraphQLService:
             return self._finish(result)
         assert isinstance(result, ExecutionResult)
         return format_result(result)
+
+    async def _shortcut_later(
+        self,
+        pending: Awaitable[Response | None],
+        parsed: ParsedDocument,
+        operation_name: str | None,
+        variables: dict[str, Any] | None,
+        access: Access,
+    ) -> Response:
+        """A shortcut's awaited answer, or the executor's when it gave up."""
+        answer = await pending
+        if answer is not None:
+            return answer
+        response = self.execute(parsed, operation_name, variables, access)
+        if isawaitable(response):
+            response = await response
+        assert isinstance(response, dict)
+        return [_dumps(response)]
 
     async def _finish(self, pending: Awaitable[ExecutionResult]) -> dict[str, Any]:
         return format_result(await pending)

@@ -186,10 +186,9 @@ def _control(api: ApiContext) -> StreamControl:
     return control
 
 
-def _refresh_coverage(info: graphene.ResolveInfo) -> None:
+def _refresh_coverage(context: RequestContext) -> None:
     """Answers from memory never read the store, so they have a query actor refresh the
     stored-coverage snapshot (which streams exist) when it is stale."""
-    context = _context(info)
     api = context.api
     board = api.history.board
     if context.home is not None:
@@ -207,16 +206,16 @@ def _refresh_coverage(info: graphene.ResolveInfo) -> None:
     task.add_done_callback(done)
 
 
-def _known_now(info: graphene.ResolveInfo, stream: str | None) -> bool:
+def _known_now(context: RequestContext, stream: str | None) -> bool:
     """True when ``stream`` is None or known without asking the store (the fast path)."""
-    streams = _context(info).streams
+    streams = context.streams
     return streams is None or streams.known_now(stream)
 
 
-async def _after_known(info: graphene.ResolveInfo, stream: str | None,
+async def _after_known(context: RequestContext, stream: str | None,
                        then: Callable[[], T | Awaitable[T]]) -> T:
     """``then()`` once ``stream`` is known to exist (UnknownStream otherwise)."""
-    await _require_known(info, stream)
+    await _require_context_known(context, stream)
     # Known now, so ``then`` takes its own fast path (the name is cached).
     result = then()
     if isawaitable(result):
@@ -225,12 +224,16 @@ async def _after_known(info: graphene.ResolveInfo, stream: str | None,
 
 
 async def _require_known(info: graphene.ResolveInfo, stream: str | None) -> None:
-    """Return when ``stream`` is None or a stream TPS knows; UnknownStream otherwise.
+    """Return when ``stream`` is None or a stream TPS knows; UnknownStream otherwise."""
+    await _require_context_known(_context(info), stream)
+
+
+async def _require_context_known(context: RequestContext, stream: str | None) -> None:
+    """:func:`_require_known` for a request's context.
 
     ``KnownStreams`` lives on the IO loop: a big request running on a heavy-request
     thread asks it from there (``home``).
     """
-    context = _context(info)
     streams = context.streams
     if streams is None:
         return
@@ -247,7 +250,13 @@ async def _on_pool(
 ) -> T:
     """Run ``fn(store)`` on the query pool; identical in-flight questions (``key``) share
     one store call."""
-    context = _context(info)
+    return await _on_context_pool(_context(info), fn, key)
+
+
+async def _on_context_pool(
+    context: RequestContext, fn: Callable[[Store], T], key: tuple[Any, ...] | None = None
+) -> T:
+    """:func:`_on_pool` for a request's context."""
     queries = context.api.queries
     if queries is None:
         raise StoreUnavailable("this process runs no query pool")
@@ -261,6 +270,55 @@ async def _on_pool(
 async def _ask(queries: QueryRunner, fn: Callable[[Store], T],
                key: tuple[Any, ...] | None) -> T:
     return await queries.run(fn, key=key)
+
+
+def temperature_statistics(
+    context: RequestContext,
+    after: datetime | None = None,
+    before: datetime | None = None,
+    stream: str | None = None,
+) -> Statistics | Awaitable[Statistics]:
+    """``temperatureStatistics``: from memory on the IO loop when the hot tier holds the
+    window, else through the query pool (the resolver, and the shortcut of
+    :mod:`tps.api.graphql.shortcut`)."""
+    stream = check_stream(stream)
+    after_ns, before_ns = check_window(after, before)
+    if not _known_now(context, stream):
+        return _after_known(context, stream, lambda: temperature_statistics(
+            context, after, before, stream))
+    history = context.api.history
+    question = history.statistics_plan(after_ns, before_ns, stream)
+    answer = history.statistics_now(question)
+    if answer is not None:
+        # Held in memory: answered on the IO loop, no query-actor hop.
+        _refresh_coverage(context)
+        return answer
+    return _on_context_pool(context, lambda store: history.statistics_finish(store, question),
+                            ("statistics", after_ns, before_ns, stream))
+
+
+def temperature_series(
+    context: RequestContext,
+    after: datetime,
+    before: datetime,
+    points: int = 500,
+    stream: str | None = None,
+) -> Series | Awaitable[Series]:
+    """``temperatureSeries`` (see :func:`temperature_statistics`)."""
+    stream = check_stream(stream)
+    after_ns, before_ns = check_window(after, before)
+    assert after_ns is not None and before_ns is not None
+    if not _known_now(context, stream):
+        return _after_known(context, stream, lambda: temperature_series(
+            context, after, before, points, stream))
+    history = context.api.history
+    question = history.series_plan(after_ns, before_ns, points, stream)
+    answer = history.series_now(question)
+    if answer is not None:
+        _refresh_coverage(context)
+        return answer
+    return _on_context_pool(context, lambda store: history.series_finish(store, question),
+                            ("series", after_ns, before_ns, points, stream))
 
 
 # --- output types -----------------------------------------------------------------
@@ -593,20 +651,7 @@ class Query(graphene.ObjectType):  # type: ignore[misc]
         before: datetime | None = None,
         stream: str | None = None,
     ) -> Statistics | Awaitable[Statistics]:
-        stream = check_stream(stream)
-        after_ns, before_ns = check_window(after, before)
-        if not _known_now(info, stream):
-            return _after_known(info, stream, lambda: Query.resolve_temperature_statistics(
-                _root, info, after, before, stream))
-        history = _context(info).api.history
-        question = history.statistics_plan(after_ns, before_ns, stream)
-        answer = history.statistics_now(question)
-        if answer is not None:
-            # Held in memory: answered on the IO loop, no query-actor hop.
-            _refresh_coverage(info)
-            return answer
-        return _on_pool(info, lambda store: history.statistics_finish(store, question),
-                        ("statistics", after_ns, before_ns, stream))
+        return temperature_statistics(_context(info), after, before, stream)
 
     @staticmethod
     def resolve_temperature_series(
@@ -617,20 +662,7 @@ class Query(graphene.ObjectType):  # type: ignore[misc]
         points: int = 500,
         stream: str | None = None,
     ) -> Series | Awaitable[Series]:
-        stream = check_stream(stream)
-        after_ns, before_ns = check_window(after, before)
-        assert after_ns is not None and before_ns is not None
-        if not _known_now(info, stream):
-            return _after_known(info, stream, lambda: Query.resolve_temperature_series(
-                _root, info, after, before, points, stream))
-        history = _context(info).api.history
-        question = history.series_plan(after_ns, before_ns, points, stream)
-        answer = history.series_now(question)
-        if answer is not None:
-            _refresh_coverage(info)
-            return answer
-        return _on_pool(info, lambda store: history.series_finish(store, question),
-                        ("series", after_ns, before_ns, points, stream))
+        return temperature_series(_context(info), after, before, points, stream)
 
     @staticmethod
     async def resolve_temperature_measurements(
