@@ -161,15 +161,30 @@ def test_a_killed_owner_s_alarm_is_continued_by_the_next_owner_and_acknowledged_
         status, body = request(api, "PUT", "/api/streams/hot/limits", LIMITS)
         assert status == 200, body
         feed.wait_connected()
-        first = owner(api, "hot")
+        # Both ingest instances join at about the same time, so the stream may still
+        # move once while the lease assignment settles: wait for one reader and an owner
+        # that stays put, since readings sent during a hand-over are lost by design.
+        wait_until(lambda: feed.clients() == 1, 10, "one reader")
+        owners: list[str | None] = []
+
+        def settled() -> bool:
+            owners.append(owner(api, "hot"))
+            return len(owners) >= 5 and owners[-1] in ("a", "b") and len(set(owners[-5:])) == 1
+        wait_until(settled, 15, "the stream's owner to settle", step=0.2)
+        first = owners[-1]
         assert first in ("a", "b")
         other = "b" if first == "a" else "a"
         subscriber = Subscriber(api).start()
 
         feed.push(20.0)  # in limits: the stream's level is decided
         feed.push(35.0)  # WARNING
-        wait_until(lambda: subscriber is not None and subscriber.types() == ["RAISED"], 10,
-                   "RAISED on the api instance's subscriber")
+        try:
+            wait_until(lambda: subscriber is not None and subscriber.types() == ["RAISED"],
+                       10, "RAISED on the api instance's subscriber")
+        except AssertionError as exc:
+            logs = "\n".join(f"--- {name} (owners seen {owners}):\n{proc.log()[-3000:]}"
+                              for name, proc in procs.items())
+            raise AssertionError(f"{exc}; events {subscriber.events}\n{logs}") from None
         alarm_id = subscriber.events[0]["alarm"]["id"]
         assert subscriber.events[0]["alarm"]["severity"] == "WARNING"
 
