@@ -84,6 +84,8 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--warmup", type=float, default=10.0)
     parser.add_argument("--spool", choices=("on", "off"), default="on")
+    parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                        help="an extra setting for tps serve (repeatable), e.g. TPS_ROLLUPS=off")
     args = parser.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="tps-bench-scale-"))
@@ -103,7 +105,8 @@ def main() -> int:
         feeds = ",".join(f"f{i}={url}" for i, url in enumerate(urls))
         tps = TpsProcess(tmp, {"TPS_FEEDS": feeds, "TPS_INFLUX_URL": influx.url,
                                "TPS_INFLUX_DB": "scale", "TPS_HTTP_PORT": str(free_port()),
-                               "TPS_LOG_LEVEL": "INFO", "TPS_SPOOL": args.spool})
+                               "TPS_LOG_LEVEL": "INFO", "TPS_SPOOL": args.spool,
+                               **dict(item.split("=", 1) for item in args.env)})
         tps.start()
         assert tps.proc is not None
         cpu, rss = measure(tps.proc.pid, args.warmup, args.seconds)
