@@ -660,8 +660,11 @@ def test_a_restart_that_cannot_start_a_reader_marks_the_stream_failed_not_the_su
     wait_until(lambda: harness.starts("alpha") == 1)
     harness.refuse.add("alpha")
     harness.proxy.inject_failure("alpha").get(timeout=5)
-    wait_until(lambda: harness.stream("alpha").state == StreamState.FAILED,
+    # (The fake reader itself says FAILED as it crashes, before the supervisor's restart
+    # was tried: wait for the supervisor's verdict, not the state alone.)
+    wait_until(lambda: harness.board.supervisor().failed == {"reader:alpha"},
                what="the failed restart")
+    assert harness.stream("alpha").state == StreamState.FAILED
     assert "cannot start a reader" in (harness.stream("alpha").last_error or "")
     assert harness.board.supervisor().failed == {"reader:alpha"}
     assert harness.proxy.health().get(timeout=5)["alive"] is True
