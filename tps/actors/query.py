@@ -210,11 +210,12 @@ class QueryPool:
         actors are all busy with heavy answers still answers /ready at once (a ping
         queued behind them would time out and turn the process unready).
         """
-        probe = self._probe
-        if probe is None or not probe.is_alive():
-            if not self._running:
-                raise StoreUnavailable("the query pool is not running")
-            probe = self._probe = QueryActor.start(PROBE_INDEX, self._store_factory, None)
+        with self._lock:  # against a concurrent stop(): no probe outlives the pool
+            probe = self._probe
+            if probe is None or not probe.is_alive():
+                if not self._running:
+                    raise StoreUnavailable("the query pool is not running")
+                probe = self._probe = QueryActor.start(PROBE_INDEX, self._store_factory, None)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         io_loop = IOLoop.current()
@@ -238,8 +239,9 @@ class QueryPool:
 
     def stop(self) -> None:
         """Stop every actor (does not wait for a query stuck in a socket)."""
-        self._running = False
-        probe, self._probe = self._probe, None
+        with self._lock:
+            self._running = False
+            probe, self._probe = self._probe, None
         if probe is not None and probe.is_alive():
             with contextlib.suppress(pykka.ActorDeadError):
                 probe.stop(block=False)
