@@ -240,6 +240,10 @@ def test_alertmanager_shows_the_alert_within_2_s_and_resolves_it(
         assert alert["annotations"]["limit"] == "40"
         alarm_id = alert["annotations"]["alarm_id"]
         feed.push(20.0)
+        # Acknowledged once back in limits, the alarm clears (acknowledged before the
+        # reading is evaluated, it would clear only on that reading).
+        wait_until(lambda: request(tps, "GET", f"/api/alarms/{alarm_id}")[1]["state"]
+                   == "RETURNED", 5, "the alarm to return to limits")
         status, body = request(tps, "POST", f"/api/alarms/{alarm_id}/acknowledge",
                                {"comment": "fixed"})
         assert (status, body["state"]) == (200, "CLEARED")
