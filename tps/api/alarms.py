@@ -41,8 +41,7 @@ from tps.alarms.query import history_window, select_alarms
 from tps.api.context import ApiContext
 from tps.api.control import CALL_TIMEOUT, FutureWaiter
 from tps.api.errors import ApiError, from_tps_error
-from tps.api.requests import JsonTooDeep, loads_bounded
-from tps.api.rest import ControlHandler
+from tps.api.rest import ControlHandler, json_object_body
 from tps.errors import AlarmClosed, AlarmsUnavailable, InvalidArgument, TPSError, UnknownAlarm
 from tps.model import datetime_to_ns
 from tps.store.alarm_log import MAX_EVENTS, AlarmLog, InfluxAlarmLog, SqliteAlarmLog
@@ -247,20 +246,7 @@ def _json_body(handler: ControlHandler, *, required: bool) -> dict[str, Any]:
     body = handler.body  # streamed in after the token check (ControlHandler.prepare)
     if not body and not required:
         return {}
-    media = (handler.request.headers.get("Content-Type") or "").split(";", 1)[0].strip().lower()
-    if media != "application/json":
-        raise ApiError(415, "Content-Type must be application/json")
-    if len(body) > MAX_BODY_BYTES:
-        raise ApiError(413, f"body larger than {MAX_BODY_BYTES} bytes")
-    try:
-        data = loads_bounded(body)
-    except JsonTooDeep as exc:
-        raise ApiError(400, f"body: {exc}") from None
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ApiError(400, f"body is not valid JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise ApiError(400, "body must be a JSON object")
-    return data
+    return json_object_body(handler.request.headers.get("Content-Type"), body, MAX_BODY_BYTES)
 
 
 def _refuse(exc: TPSError) -> ApiError:

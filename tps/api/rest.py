@@ -41,17 +41,14 @@ Route = tuple[str, type[tornado.web.RequestHandler], dict[str, Any]]
 T = TypeVar("T")
 
 
-def parse_new_stream(content_type: str | None, body: bytes) -> tuple[FeedConfig, bool]:
-    """Turn a POST /api/streams request into (feed, started); raise ApiError (400/413/415/422).
-
-    Field values are checked further (URL scheme, allowed host, name pattern) by the
-    supervisor, whose InvalidArgument becomes a 422 naming the field.
-    """
+def json_object_body(content_type: str | None, body: bytes, max_bytes: int) -> dict[str, Any]:
+    """A control call's JSON object body; ApiError 415 (not JSON), 413 (over
+    ``max_bytes``), 400 (malformed, nested too deep, not an object)."""
     media_type = (content_type or "").split(";", 1)[0].strip().lower()
     if media_type != "application/json":
         raise ApiError(415, f"Content-Type must be application/json, got {content_type!r}")
-    if len(body) > MAX_BODY_BYTES:
-        raise ApiError(413, f"body larger than {MAX_BODY_BYTES} bytes")
+    if len(body) > max_bytes:
+        raise ApiError(413, f"body larger than {max_bytes} bytes")
     try:
         data = loads_bounded(body)
     except JsonTooDeep as exc:
@@ -60,6 +57,16 @@ def parse_new_stream(content_type: str | None, body: bytes) -> tuple[FeedConfig,
         raise ApiError(400, f"body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise ApiError(400, "body must be a JSON object")
+    return data
+
+
+def parse_new_stream(content_type: str | None, body: bytes) -> tuple[FeedConfig, bool]:
+    """Turn a POST /api/streams request into (feed, started); raise ApiError (400/413/415/422).
+
+    Field values are checked further (URL scheme, allowed host, name pattern) by the
+    supervisor, whose InvalidArgument becomes a 422 naming the field.
+    """
+    data = json_object_body(content_type, body, MAX_BODY_BYTES)
     for key, value in data.items():
         spec = _NEW_STREAM.get(key)
         if spec is None:
