@@ -6,12 +6,15 @@ import contextlib
 import itertools
 import logging
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from tests.support.influxdb import InfluxServer, from_environment
+from tps.store import InfluxStore, SqliteStore, Store
 
 _db_names = itertools.count()
+_store_names = itertools.count()
 
 
 def _started(server: InfluxServer) -> InfluxServer:
@@ -61,3 +64,21 @@ def _root_logging_restored() -> Iterator[None]:
         if handler not in handlers:
             root.removeHandler(handler)
     root.setLevel(level)
+
+
+@pytest.fixture(params=["influx", "sqlite"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    """A fresh, ready store of each kind (a new InfluxDB database, dropped after)."""
+    opened: Store
+    name = f"tps_store_{next(_store_names)}"
+    if request.param == "influx":
+        influx: InfluxServer = request.getfixturevalue("influx")
+        opened = InfluxStore(influx.url, name)
+    else:
+        opened = SqliteStore(tmp_path / "tps.sqlite3")
+    opened.ensure_ready()
+    yield opened
+    opened.close()
+    if request.param == "influx":
+        with contextlib.suppress(Exception):
+            influx.drop_database(name)

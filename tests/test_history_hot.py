@@ -2,28 +2,22 @@
 
 from __future__ import annotations
 
-import contextlib
-import itertools
 import random
 from array import array
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.support.history import assert_same_statistics, irregular
-from tests.support.influxdb import InfluxServer
 from tps.history.answers import History, to_statistics
 from tps.history.buckets import DAY, HOUR, MINUTE, SECOND, Aggregate, fold_sorted
 from tps.history.hot import READING_BYTES, HotTier
 from tps.history.loader import HotLoader
 from tps.model import Reading, Statistics
-from tps.store import InfluxStore, SqliteStore, Store
+from tps.store import Store
 
 T0 = 1_690_549_200_000_000_000  # 2023-07-28T13:00:00Z
-_names = itertools.count()
 
 
 def _reference(readings: list[Reading], after: int, before: int,
@@ -107,23 +101,6 @@ def test_a_stream_is_not_answered_from_memory_before_its_load() -> None:
 
 
 # --- loading from a store ----------------------------------------------------------
-
-
-@pytest.fixture(params=["influx", "sqlite"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    opened: Store
-    if request.param == "influx":
-        influx: InfluxServer = request.getfixturevalue("influx")
-        name = f"tps_hot_{next(_names)}"
-        opened = InfluxStore(influx.url, name)
-    else:
-        opened = SqliteStore(tmp_path / "tps.sqlite3")
-    opened.ensure_ready()
-    yield opened
-    opened.close()
-    if request.param == "influx":
-        with contextlib.suppress(Exception):
-            influx.drop_database(name)
 
 
 def _check_against_store(history: History, store: Store, readings: list[Reading],

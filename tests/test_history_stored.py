@@ -7,40 +7,15 @@ every answer equals a raw scan.
 
 from __future__ import annotations
 
-import contextlib
-import itertools
 import random
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
 
 from tests.support.history import assert_same_statistics, irregular, write_like_the_writer
-from tests.support.influxdb import InfluxServer
 from tps.history.answers import History
 from tps.history.buckets import HOUR, MINUTE, SECOND
 from tps.history.rollup import RollupState
-from tps.store import InfluxStore, SqliteStore, Store
+from tps.store import Store
 
 T0 = 1_690_549_200_000_000_000  # 2023-07-28T13:00:00Z
-_names = itertools.count()
-
-
-@pytest.fixture(params=["influx", "sqlite"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    opened: Store
-    if request.param == "influx":
-        influx: InfluxServer = request.getfixturevalue("influx")
-        name = f"tps_stored_{next(_names)}"
-        opened = InfluxStore(influx.url, name)
-    else:
-        opened = SqliteStore(tmp_path / "tps.sqlite3")
-    opened.ensure_ready()
-    yield opened
-    opened.close()
-    if request.param == "influx":
-        with contextlib.suppress(Exception):
-            influx.drop_database(name)
 
 
 def _ask(history: History, store: Store, rng: random.Random, lo: int, hi: int) -> None:
