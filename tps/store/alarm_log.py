@@ -28,10 +28,11 @@ from typing import Any, Protocol
 
 from tps.alarms.model import AlarmEvent
 from tps.config.settings import Settings
-from tps.errors import StoreError, StoreUnavailable
+from tps.errors import StoreError
 from tps.store import influxql
 from tps.store.influx import InfluxStore
 from tps.store.lineprotocol import escape_tag_value, is_storable
+from tps.store.sqlite import open_connection, sqlite_error
 
 logger = logging.getLogger(__name__)
 
@@ -245,19 +246,7 @@ class SqliteAlarmLog:
     def _connection(self) -> sqlite3.Connection:
         if self._conn is not None:
             return self._conn
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(str(self.path), timeout=self.busy_timeout,
-                                   isolation_level=None, check_same_thread=False)
-        except (OSError, sqlite3.Error) as exc:
-            raise StoreUnavailable(f"cannot open SQLite store {str(self.path)!r}: {exc}") from exc
-        try:
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.executescript(_SCHEMA)
-        except sqlite3.Error as exc:
-            conn.close()
-            raise _error(self.path, exc, "open") from exc
+        conn = open_connection(self.path, self.busy_timeout, _SCHEMA, "SQLite alarm log")
         self._conn = conn
         return conn
 
@@ -270,9 +259,4 @@ class SqliteAlarmLog:
 
 
 def _error(path: Path, exc: BaseException, what: str) -> StoreError:
-    name = getattr(exc, "sqlite_errorname", "") or ""
-    message = f"SQLite alarm log {str(path)!r}: {what} failed: {exc}"
-    if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_FULL", "SQLITE_IOERR",
-                        "SQLITE_CANTOPEN", "SQLITE_PROTOCOL", "SQLITE_READONLY")):
-        return StoreUnavailable(message)
-    return StoreError(message)
+    return sqlite_error("SQLite alarm log", path, exc, what)

@@ -356,22 +356,7 @@ class SqliteStore:
     def _connection(self) -> sqlite3.Connection:
         if self._conn is not None:
             return self._conn
-        try:
-            if str(self.path) != ":memory:":
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-            # Autocommit (isolation_level=None): write() opens its own transaction, and
-            # reads never hold one open, so the WAL can be checkpointed.
-            conn = sqlite3.connect(str(self.path), timeout=self.busy_timeout,
-                                   isolation_level=None, check_same_thread=False)
-        except (OSError, sqlite3.Error) as exc:
-            raise StoreUnavailable(f"cannot open SQLite store {str(self.path)!r}: {exc}") from exc
-        try:
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.executescript(_SCHEMA)
-        except sqlite3.Error as exc:
-            conn.close()
-            raise self._error(exc, "open") from exc
+        conn = open_connection(self.path, self.busy_timeout, _SCHEMA, "SQLite store")
         self._conn = conn
         return conn
 
@@ -390,11 +375,43 @@ class SqliteStore:
         return rows
 
     def _error(self, exc: BaseException, what: str) -> StoreError:
-        name = getattr(exc, "sqlite_errorname", "") or ""
-        message = f"SQLite store {str(self.path)!r}: {what} failed: {exc}"
-        if name.startswith(_TRANSIENT):
-            return StoreUnavailable(message)
-        return StoreError(message)
+        return sqlite_error("SQLite store", self.path, exc, what)
+
+
+def sqlite_error(label: str, path: Path | str, exc: BaseException, what: str) -> StoreError:
+    """``exc`` from SQLite as a TPS error: StoreUnavailable when it may pass (busy,
+    locked, disk full or unreadable), else StoreError; the message names ``label`` and
+    ``path``."""
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    message = f"{label} {str(path)!r}: {what} failed: {exc}"
+    if name.startswith(_TRANSIENT):
+        return StoreUnavailable(message)
+    return StoreError(message)
+
+
+def open_connection(path: Path | str, busy_timeout: float, schema: str,
+                    label: str) -> sqlite3.Connection:
+    """An autocommit WAL connection to ``path`` with ``schema`` applied (the directory
+    made first); StoreUnavailable when it cannot be opened.
+
+    Autocommit (isolation_level=None): writers open their own transactions and reads
+    never hold one open, so the WAL can be checkpointed.
+    """
+    try:
+        if str(path) != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(str(path), timeout=busy_timeout, isolation_level=None,
+                               check_same_thread=False)
+    except (OSError, sqlite3.Error) as exc:
+        raise StoreUnavailable(f"cannot open {label} {str(path)!r}: {exc}") from exc
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.executescript(schema)
+    except sqlite3.Error as exc:
+        conn.close()
+        raise sqlite_error(label, path, exc, "open") from exc
+    return conn
 
 
 def _window(
