@@ -26,6 +26,12 @@ main | tar -x -C DIR``), in the same run against the same InfluxDB: its ``api`` 
 beside ours, its ``all`` process after ours has stopped (two writers of one stream
 would write each other's rollup buckets).
 
+References, same run, for how fast this machine is today: a bare Tornado handler that
+answers a constant body (what one Tornado process serves before any GraphQL work), and
+``currentTemperature`` on the ``all`` process, the first row of the issue's table; the
+targets are also printed scaled by ``k`` = 3,428 / today's ``currentTemperature`` req/s
+(the issue's figure for it on the machine its targets were set on).
+
 Baseline, same run: the seed's raw-scan statement ``SELECT MIN(value), MAX(value) FROM
 temperature WHERE time >= a AND time <= b`` sent straight to InfluxDB's ``/query`` for
 the same windows (what answering from raw costs before any Python at all).
@@ -70,11 +76,28 @@ STATISTICS = ("query($a: DateTime, $b: DateTime) { temperatureStatistics(after: 
               'stream: "bench") { min max mean count } }')
 SERIES = ("query($a: DateTime!, $b: DateTime!) { temperatureSeries(after: $a, before: $b, "
           'points: 500, stream: "bench") { interval buckets { time min max mean count } } }')
+CURRENT = "{ currentTemperature { value } }"
+"""The issue's reference row (the script's variables are sent too, and ignored)."""
+ISSUE_CURRENT_RPS = 3_428
+"""``currentTemperature`` in the issue's own table, on the machine its targets were set on."""
+BARE_SERVER = """
+import sys, tornado.ioloop, tornado.web
+class Bare(tornado.web.RequestHandler):
+    def post(self):
+        self.set_header("Content-Type", "application/json; charset=utf-8")
+        self.finish('{"data":{"temperatureStatistics":{"min":1.0,"max":2.0,"mean":1.5,'
+                    '"count":2}}}')
+app = tornado.web.Application([(r"/graphql", Bare)])
+app.listen(int(sys.argv[1]), "127.0.0.1")
+tornado.ioloop.IOLoop.current().start()
+"""
+"""A bare Tornado handler answering a constant statistics body: what one Tornado process
+serves on this machine before any GraphQL or history work."""
 RAW_SCAN = ("SELECT MIN(value), MAX(value) FROM temperature WHERE time >= %s AND "
             "time <= %s")
 
 LUA = r"""
-local mode, target, doc, db, lo, hi, length = %s
+local mode, target, doc, db, lo, hi, length, expect = %s
 local function iso(sec, micros)
   return os.date("!%%Y-%%m-%%dT%%H:%%M:%%S", sec) .. string.format(".%%06dZ", micros)
 end
@@ -105,7 +128,7 @@ end
 local failed = 0
 local sample = ""
 response = function(status, headers, body)
-  if string.find(body, '"error', 1, true) or not string.find(body, '"min', 1, true) then
+  if string.find(body, '"error', 1, true) or not string.find(body, expect, 1, true) then
     failed = failed + 1
     sample = body
   end
@@ -125,13 +148,14 @@ def lua_args(*values: Any) -> str:
 
 
 def wrk(url: str, mode: str, target: str, doc: str, lo: int, hi: int, length: int,
-        connections: int, duration: float, warmup: float = 0.0) -> dict[str, float]:
+        connections: int, duration: float, warmup: float = 0.0, expect: str = '"min'
+        ) -> dict[str, float]:
     """One wrk run; req/s, p50 and p99 in ms, errors (HTTP, timeouts, and answers that
-    carry an error or no ``min``). ``warmup`` seconds of the same load run first,
+    carry an error or lack ``expect``). ``warmup`` seconds of the same load run first,
     unmeasured (a long-running server has read its closed rollup buckets already)."""
     if warmup > 0:
-        wrk(url, mode, target, doc, lo, hi, length, connections, warmup)
-    script = LUA % lua_args(mode, target, doc, DB, lo, hi, length)
+        wrk(url, mode, target, doc, lo, hi, length, connections, warmup, expect=expect)
+    script = LUA % lua_args(mode, target, doc, DB, lo, hi, length, expect)
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as handle:
         handle.write(script)
     try:
@@ -262,6 +286,7 @@ def query_rows(args: argparse.Namespace, influx: InfluxServer, tmp: Path) -> lis
                 tmp, {**env, **old, "TPS_ROLE": "api"}, "tps-api-old").start()
         for process in (tps_all, *apis.values()):
             check_answer(process, influx, first + 1234 * SECOND, first + 5678 * SECOND)
+        reference = reference_rows(tps_all, lo, hi, c, d, args.warmup)
         for label, mode, length, doc in cases:
             if doc is STATISTICS:
                 table.append((label, "InfluxDB raw scan (baseline)",
@@ -284,6 +309,7 @@ def query_rows(args: argparse.Namespace, influx: InfluxServer, tmp: Path) -> lis
                 table.append((label, "TPS all role (--compare)",
                               wrk(tps_all.url, mode, "tps", doc, lo, hi, length, c, d,
                                   args.warmup)))
+        lines += scaled_targets(reference, table)
         lines.append("")
         lines.append("| request | server | req/s | p50 ms | p99 ms | errors | load |")
         lines.append("|---|---|---|---|---|---|---|")
@@ -309,6 +335,76 @@ def query_rows(args: argparse.Namespace, influx: InfluxServer, tmp: Path) -> lis
             process.close()
         tps_all.close()
         sim.close()
+    return lines
+
+
+def reference_rows(tps_all: TpsProcess, lo: int, hi: int, connections: int, duration: float,
+                   warmup: float) -> dict[str, dict[str, float]]:
+    """Same-run references for the machine's speed: a bare Tornado handler, and
+    ``currentTemperature`` on the ``all`` process (the issue's table row)."""
+    port = free_port()
+    bare = subprocess.Popen([sys.executable, "-c", BARE_SERVER, str(port)])
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                urllib.request.urlopen(urllib.request.Request(url + "/graphql", b"{}"),
+                                       timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        out = {"bare Tornado handler (constant body)": wrk(url, "random", "tps", STATISTICS,
+                                                           lo, hi, 3600, connections, duration,
+                                                           warmup)}
+    finally:
+        bare.terminate()
+        bare.wait(timeout=10)
+    out["currentTemperature (TPS all role)"] = wrk(tps_all.url, "random", "tps", CURRENT, lo,
+                                                   hi, 3600, connections, duration, warmup,
+                                                   expect='"value')
+    return out
+
+
+TARGETS = {  # row label -> (req/s target or 0, p99 target ms), TPS all role
+    "temperatureStatistics, random 1 h window": (2_000, 25),
+    "temperatureStatistics, random 7 d window": (1_500, 30),
+    "temperatureStatistics, the last 30 d": (1_500, 30),
+    "temperatureSeries, the last 30 d, 500 points": (0, 50),
+}
+API_P99 = 100
+
+
+def scaled_targets(reference: dict[str, dict[str, float]],
+                   table: list[tuple[str, str, dict[str, float]]]) -> list[str]:
+    """The references, and every target scaled to this machine's speed.
+
+    The issue's targets were set where TPS answered ``currentTemperature`` at 3,428 req/s.
+    ``k`` = 3,428 / today's ``currentTemperature`` req/s: a req/s target is divided by
+    ``k``, a p99 target (latency at fixed concurrency goes as 1 / throughput) multiplied.
+    """
+    current = reference["currentTemperature (TPS all role)"]
+    k = ISSUE_CURRENT_RPS / current["rps"]
+    lines = ["", "| reference (same run) | req/s | p50 ms | p99 ms | load |",
+             "|---|---|---|---|---|"]
+    for name, row in reference.items():
+        lines.append(f"| {name} | {row['rps']:,.0f} | {row['p50']:.1f} | {row['p99']:.1f} | "
+                     f"{row['load']:.1f} |")
+    lines += ["", f"machine factor k = {ISSUE_CURRENT_RPS:,} / {current['rps']:,.0f} = {k:.2f} "
+              "(currentTemperature in the issue's table / today)", "",
+              "| request | server | req/s | p99 ms | target | target x k | met x k |",
+              "|---|---|---|---|---|---|---|"]
+    for label, server, row in table:
+        if label not in TARGETS or "raw scan" in server or "compare" in server:
+            continue
+        rps, p99 = TARGETS[label] if "all role" in server else (0, API_P99)
+        want = (f">= {rps:,} req/s, " if rps else "") + f"p99 <= {p99} ms"
+        scaled = (f">= {rps / k:,.0f} req/s, " if rps else "") + f"p99 <= {p99 * k:.0f} ms"
+        met = row["rps"] >= rps / k and row["p99"] <= p99 * k
+        lines.append(f"| {label} | {server} | {row['rps']:,.0f} | {row['p99']:.1f} | {want} | "
+                     f"{scaled} | {'yes' if met else 'no'} |")
     return lines
 
 

@@ -12,7 +12,12 @@ import pytest
 from graphql import FieldNode, GraphQLError, OperationDefinitionNode, parse
 
 from tps.api.graphql.schema import build_schema
-from tps.compat.graphql_core import coerce_variables, field_arguments
+from tps.compat.graphql_core import (
+    FieldArguments,
+    VariableCoercion,
+    coerce_variables,
+    field_arguments,
+)
 
 SCHEMA = build_schema().graphql_schema
 DOCUMENT = ("subscription($n: Int!, $s: String) "
@@ -130,3 +135,66 @@ def test_flat_temperature_lists_answer_like_graphql_core(selection: str) -> None
         answers.append(result.data["rows"])
     assert answers[0] == answers[1]
     assert list(answers[0][0]) == list(answers[1][0])
+
+
+# --- the planned paths answer as graphql-core does ------------------------------------
+
+PLANNED = ("query($a: DateTime, $b: DateTime!, $s: String = \"x\", $p: Int) "
+           "{ temperatureSeries(after: $a, before: $b, points: $p, stream: $s) { interval } }")
+LITERALS = ('{ temperatureSeries(after: "2023-07-28T13:00:00Z", before: 1690549300000000000, '
+            'stream: "sat-1") { interval } }')
+
+
+def _outcome(call: object) -> object:
+    """The value, or the error's message (both paths must agree on either)."""
+    try:
+        return call()  # type: ignore[operator]
+    except GraphQLError as exc:
+        return ("error", exc.message)
+
+
+VARIABLE_INPUTS: list[dict[str, object]] = [
+    {"a": "2023-07-28T13:00:00Z", "b": "2023-07-28T14:00:00.5Z", "s": "sat-1", "p": 7},
+    {"a": None, "b": "1690549200000000000", "p": None},  # nulls; $s from its default
+    {"b": 1690549200000000000},  # $a left out: absent, not null
+    {"a": "2023-07-28T13:00:00Z"},  # required $b missing
+    {"b": None},  # null for a non-null type
+    {"b": "yesterday"}, {"b": True}, {"b": [1]}, {"b": "x", "p": "7"}, {"b": "x", "p": 2**40},
+    {"b": "2023-07-28T13:00:00Z", "s": 5},
+    {"b": "2023-07-28T13:00:00Z", "unknown": 1},
+]
+
+
+@pytest.mark.parametrize("inputs", VARIABLE_INPUTS)
+def test_planned_variable_coercion_equals_graphql_cores(inputs: dict[str, object]) -> None:
+    op = _operation(PLANNED)
+    planned = VariableCoercion(SCHEMA)
+    for _ in range(2):  # the second call uses the kept plan
+        assert _outcome(lambda: planned.coerce(op, inputs)) == _outcome(
+            lambda: coerce_variables(SCHEMA, op.variable_definitions, inputs))
+
+
+def test_planned_variable_coercion_is_used_for_scalar_variables_only() -> None:
+    planned = VariableCoercion(SCHEMA)
+    scalars = _operation(PLANNED)
+    assert planned._plan(scalars) is not None
+    lists = _operation('query($i: [Int]) { temperatureMeasurements(limit: 1) { value } }')
+    assert planned._plan(lists) is None
+
+
+@pytest.mark.parametrize("document", [PLANNED, LITERALS])
+@pytest.mark.parametrize("inputs", VARIABLE_INPUTS[:3])
+def test_planned_field_arguments_equal_graphql_cores(document: str,
+                                                     inputs: dict[str, object]) -> None:
+    op = _operation(document)
+    node = op.selection_set.selections[0]
+    assert isinstance(node, FieldNode) and SCHEMA.query_type is not None
+    definition = SCHEMA.query_type.fields["temperatureSeries"]
+    try:
+        variables = coerce_variables(SCHEMA, op.variable_definitions, inputs)
+    except GraphQLError:
+        variables = {}
+    planned = FieldArguments(definition, node)
+    for _ in range(2):
+        assert _outcome(lambda: planned.read(variables)) == _outcome(
+            lambda: field_arguments(definition, node, variables))

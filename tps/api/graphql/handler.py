@@ -59,7 +59,7 @@ from tps.api.graphql.results import (
 from tps.api.graphql.schema import FLAT_LISTS, RequestContext, build_schema
 from tps.api.graphql.shortcut import Shortcuts
 from tps.api.requests import JsonTooDeep, loads_bounded
-from tps.compat.graphql_core import coerce_variables, flat_list_context
+from tps.compat.graphql_core import VariableCoercion, flat_list_context
 from tps.compat.tornado import (
     bound_send_buffer,
     socket_busy,
@@ -104,6 +104,7 @@ class GraphQLService:
         self.budget = Budget(settings.max_request_rows, settings.max_aliases)
         self.heavy = HeavyRequests()
         self.shortcuts = Shortcuts(self.schema)
+        self.variables = VariableCoercion(self.schema)
 
     def respond(
         self,
@@ -123,8 +124,7 @@ class GraphQLService:
         op = parsed.operation(operation_name)
         assert parsed.document is not None and op is not None
         try:
-            coerced = coerce_variables(self.schema, op.variable_definitions or (),
-                                       variables or {})
+            coerced = self.variables.coerce(op, variables or {})
         except GraphQLError:
             coerced = None  # execution reports the bad variable, with its code
         if coerced is not None:

@@ -29,6 +29,12 @@ from tps.model import datetime_to_ns, ns_to_datetime
 from tps.timefmt import iso8601_to_ns
 
 _DIGITS = re.compile(r"-?\d{1,20}")
+_UTC_TEXT = re.compile(
+    r"(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)(?:\.(\d{1,9}))?(?:Z|\+00:00)?")
+"""The spelling clients send (``toISOString()``, ``isoformat()``): a UTC date-time with
+seconds. Parsed straight into an :class:`Instant`; every other spelling (zones,
+missing seconds, a space, week dates) takes the general path."""
+
 _MAX_NS = 253_402_300_799_999_999_999  # 9999-12-31T23:59:59.999999999Z
 _MIN_NS = -62_135_596_800_000_000_000  # 0001-01-01T00:00:00Z
 _DATETIME_HELP = (
@@ -71,6 +77,9 @@ def parse_instant(value: Any) -> Instant:
     elif isinstance(value, str) and _DIGITS.fullmatch(value.strip()):
         time_ns = int(value.strip())
     elif isinstance(value, str):
+        instant = _utc_instant(value)
+        if instant is not None:
+            return instant
         try:
             time_ns = iso8601_to_ns(value)
         except (ValueError, OverflowError):
@@ -80,6 +89,27 @@ def parse_instant(value: Any) -> Instant:
     if not _MIN_NS <= time_ns <= _MAX_NS:
         raise GraphQLError(f"{_DATETIME_HELP}; {value!r} is out of range")
     return Instant.of(time_ns)
+
+
+_EPOCH = Instant(1970, 1, 1, tzinfo=UTC)
+
+
+def _utc_instant(text: str) -> Instant | None:
+    """The Instant of ``text`` spelled as :data:`_UTC_TEXT` matches, or None (another
+    spelling, or fields out of range: the general path reports those)."""
+    match = _UTC_TEXT.fullmatch(text)
+    if match is None:
+        return None
+    year, month, day, hour, minute, second, fraction = match.groups()
+    fraction_ns = int(fraction.ljust(9, "0")) if fraction else 0
+    try:
+        instant = Instant(int(year), int(month), int(day), int(hour), int(minute),
+                          int(second), fraction_ns // 1000, tzinfo=UTC)
+    except ValueError:
+        return None
+    delta = instant - _EPOCH
+    instant.ns = (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + fraction_ns
+    return instant
 
 
 def _iso_fallback(text: str) -> int:

@@ -10,7 +10,8 @@ second and, with many clients waiting their turn, the p99.
 So a document whose operation is exactly one ``temperatureStatistics`` or
 ``temperatureSeries`` field, selecting plain fields (aliases allowed; no directives,
 fragments, ``__typename`` or arguments below the root field), is answered here: the
-arguments are read with graphql-core's own :func:`~tps.compat.graphql_core.field_arguments`
+arguments are read as graphql-core's own :func:`~tps.compat.graphql_core.field_arguments`
+reads them (planned once per document: :class:`~tps.compat.graphql_core.FieldArguments`)
 from the variables it coerced, the answer comes from the same function the resolver
 calls (:func:`tps.api.graphql.schema.temperature_statistics` / ``temperature_series``),
 and the response is built with the scalars' own ``serialize`` (statistics) or the getters
@@ -57,7 +58,7 @@ from tps.api.graphql.schema import (
     temperature_series,
     temperature_statistics,
 )
-from tps.compat.graphql_core import field_arguments
+from tps.compat.graphql_core import FieldArguments
 from tps.history.answers import Series, SeriesBucket
 from tps.model import Statistics
 
@@ -106,6 +107,7 @@ class Shortcut:
     key: str
     fields: tuple[tuple[str, str], ...]
     """(response key, field name) of the root field's selection, in order."""
+    arguments: FieldArguments
     bucket_fields: tuple[tuple[str, Getter], ...] = ()
     """(response key, getter) of a series' ``buckets`` selection."""
     texts: BucketTexts = field(default_factory=dict)
@@ -116,7 +118,7 @@ class Shortcut:
         """The response as JSON pieces (or an awaitable of them); None when the
         executor must answer instead."""
         try:
-            args = field_arguments(self.definition, self.node, variables)
+            args = self.arguments.read(variables)
             if self.node.name.value == STATISTICS:
                 answer: Any = temperature_statistics(context, **args)
             else:
@@ -228,7 +230,8 @@ def recognise(schema: GraphQLSchema, operation: OperationDefinitionNode,
                 return None
             bucket_fields = tuple((key, _BUCKET_FIELDS[field_name])
                                   for key, field_name in inner)
-    return Shortcut(node, definition, _key(node), fields, bucket_fields,
+    return Shortcut(node, definition, _key(node), fields, FieldArguments(definition, node),
+                    bucket_fields,
                     texts if texts is not None else {})
 
 
