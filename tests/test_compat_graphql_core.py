@@ -7,12 +7,15 @@ and name what to look at, instead of subscriptions silently losing their argumen
 
 from __future__ import annotations
 
+from functools import partial
+
 import graphql
 import pytest
 from graphql import FieldNode, GraphQLError, OperationDefinitionNode, parse
 
 from tps.api.graphql.schema import build_schema
 from tps.compat.graphql_core import (
+    ArgumentPlans,
     FieldArguments,
     VariableCoercion,
     coerce_variables,
@@ -198,3 +201,16 @@ def test_planned_field_arguments_equal_graphql_cores(document: str,
     for _ in range(2):
         assert _outcome(lambda: planned.read(variables)) == _outcome(
             lambda: field_arguments(definition, node, variables))
+
+
+def test_argument_plans_keep_one_plan_per_field_node() -> None:
+    plans = ArgumentPlans()
+    assert SCHEMA.query_type is not None
+    definition = SCHEMA.query_type.fields["temperatureSeries"]
+    for document in (PLANNED, LITERALS, PLANNED):  # a new node each time: never confused
+        node = _operation(document).selection_set.selections[0]
+        assert isinstance(node, FieldNode)
+        variables: dict[str, object] = {} if document is LITERALS else {"p": 3}
+        for _ in range(2):
+            assert _outcome(partial(plans.read, definition, node, variables)) == _outcome(
+                partial(field_arguments, definition, node, variables))

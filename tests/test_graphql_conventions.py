@@ -7,11 +7,10 @@ same behaviour through real clients: tests/test_real_clients.py.
 
 from __future__ import annotations
 
-import random
-
 import asyncio
 import inspect
 import json
+import random
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -36,7 +35,6 @@ from tps.api.graphql.results import (
     format_result,
 )
 from tps.api.graphql.scalars import Instant, _utc_instant, instant_ns, parse_instant
-from tps.timefmt import iso8601_to_ns, ns_to_iso8601
 from tps.api.graphql.schema import RequestContext, build_schema
 from tps.config import Settings
 from tps.errors import (
@@ -50,6 +48,7 @@ from tps.errors import (
 from tps.live import LiveHub
 from tps.model import Reading
 from tps.store.base import Store
+from tps.timefmt import iso8601_to_ns, ns_to_iso8601
 
 SCHEMA = build_schema().graphql_schema
 CACHE = DocumentCache(SCHEMA)

@@ -149,6 +149,25 @@ def _scalar_variable(schema: GraphQLSchema, definition: VariableDefinitionNode
                            definition.default_value is not None)
 
 
+class ArgumentPlans:
+    """:class:`FieldArguments` kept per field node (at most :data:`MAX_PLANS`), for code
+    that meets the same documents' fields again and again (the request budget). One
+    owner's thread only, like :class:`VariableCoercion`."""
+
+    def __init__(self) -> None:
+        self._plans: dict[int, tuple[FieldNode, FieldArguments]] = {}
+
+    def read(self, definition: GraphQLField, node: FieldNode, variables: Mapping[str, Any]
+             ) -> dict[str, Any]:
+        """``field_arguments(definition, node, variables)``, planned once per node."""
+        known = self._plans.get(id(node))
+        if known is None or known[0] is not node:
+            if len(self._plans) >= MAX_PLANS:
+                self._plans.clear()
+            known = self._plans[id(node)] = (node, FieldArguments(definition, node))
+        return known[1].read(variables)
+
+
 class FieldArguments:
     """:func:`field_arguments` for one field node, planned once.
 

@@ -36,7 +36,7 @@ from graphql import (
 
 from tps.alarms.query import MAX_ALARMS
 from tps.api.graphql.schema import DEFAULT_LIMIT, DEFAULT_PAGE
-from tps.compat.graphql_core import field_arguments
+from tps.compat.graphql_core import ArgumentPlans, field_arguments
 from tps.errors import RequestTooLarge
 from tps.store.alarm_log import MAX_EVENTS
 
@@ -106,8 +106,10 @@ def request_cost(
     document: DocumentNode,
     operation: OperationDefinitionNode,
     variables: Mapping[str, Any],
+    arguments: ArgumentPlans | None = None,
 ) -> RequestCost:
-    """The worst-case cost of ``operation`` with (coerced) ``variables``.
+    """The worst-case cost of ``operation`` with (coerced) ``variables``; ``arguments``
+    keeps the fields' argument plans between requests (the server passes its own).
 
     Fragments are expanded with their counts memoised, so a document that spreads a
     fragment many times is counted as what it asks for, without walking it that often.
@@ -116,7 +118,7 @@ def request_cost(
             else schema.mutation_type)
     fragments = {d.name.value: d for d in document.definitions
                  if isinstance(d, FragmentDefinitionNode)}
-    walker = _Walker(root, fragments, variables)
+    walker = _Walker(root, fragments, variables, arguments)
     rows, aliases = walker.selections(operation.selection_set, root=True)
     return RequestCost(rows, aliases)
 
@@ -137,8 +139,10 @@ class _Walker:
 
     def __init__(self, root: GraphQLObjectType | None,
                  fragments: dict[str, FragmentDefinitionNode],
-                 variables: Mapping[str, Any]) -> None:
+                 variables: Mapping[str, Any], arguments: ArgumentPlans | None = None
+                 ) -> None:
         self._root = root
+        self._arguments = arguments
         self._fragments = fragments
         self._variables = variables
         self._memo: dict[tuple[str, bool], tuple[int, int]] = {}
@@ -183,7 +187,9 @@ class _Walker:
         if definition is None:
             return 0
         try:
-            args = field_arguments(definition, node, self._variables)
+            args = (field_arguments(definition, node, self._variables)
+                    if self._arguments is None
+                    else self._arguments.read(definition, node, self._variables))
         except Exception:  # noqa: BLE001 - bad arguments fail in execution, with their message
             return 0
         return rule(args)

@@ -59,7 +59,7 @@ from tps.api.graphql.results import (
 from tps.api.graphql.schema import FLAT_LISTS, RequestContext, build_schema
 from tps.api.graphql.shortcut import Shortcuts
 from tps.api.requests import JsonTooDeep, loads_bounded
-from tps.compat.graphql_core import VariableCoercion, flat_list_context
+from tps.compat.graphql_core import ArgumentPlans, VariableCoercion, flat_list_context
 from tps.compat.tornado import (
     bound_send_buffer,
     socket_busy,
@@ -105,6 +105,7 @@ class GraphQLService:
         self.heavy = HeavyRequests()
         self.shortcuts = Shortcuts(self.schema)
         self.variables = VariableCoercion(self.schema)
+        self.arguments = ArgumentPlans()
 
     def respond(
         self,
@@ -129,7 +130,7 @@ class GraphQLService:
             coerced = None  # execution reports the bad variable, with its code
         if coerced is not None:
             try:
-                cost = request_cost(self.schema, parsed.document, op, coerced)
+                cost = request_cost(self.schema, parsed.document, op, coerced, self.arguments)
                 check_budget(cost, self.budget)
             except RequestTooLarge as exc:
                 return [_dumps({"errors": [tps_error(exc)]})]
