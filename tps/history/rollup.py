@@ -20,14 +20,30 @@ next batch, and the stream's live coverage continues the stored one when that en
 exactly at the newest stored reading (the previous process wrote rollups up to its last
 write), else starts at that hour.
 
+Open buckets are written at most every ``write_every`` seconds per stream
+(``TPS_ROLLUP_WRITE_INTERVAL``; 0: with every batch), and always in the batch that
+closes them. Between two writes a stream's new readings are only *held* (folded when
+the stream is written next), so a flush of 200 slow streams costs a few list appends
+per stream instead of two folds, three points and a coverage mark. This never makes
+coverage claim an unwritten bucket: a stream's coverage mark is written only together
+with every bucket it touched since its last write, and says ``until`` = the newest
+reading folded into those. Readings held since then lie after that mark, in the open
+minute (a batch reaching the end of the open minute is written at once), so every
+bucket wholly inside the stored coverage is exact at every moment. The coverage the
+store advertises lags the newest readings by up to ``write_every``; the readings after
+it are read raw. The final flush (shutdown) writes every stream.
+
 Not thread-safe: the writer actor owns it.
 """
 
 from __future__ import annotations
 
 import logging
+import math
+import time
 from bisect import bisect_right
-from collections.abc import Iterable, Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -42,6 +58,11 @@ logger = logging.getLogger(__name__)
 
 ADOPT_GROUP = 25
 """Streams whose newest hour is read raw in one query at adoption."""
+HOLD_AT_MOST = 4096
+"""Readings of one stream held unfolded at most: beyond, they are folded (not written),
+which bounds the memory a fast stream holds between two writes."""
+
+_Run = tuple[list[int], list[float]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,11 +70,18 @@ class _Stream:
     """What is folded for one stream: the newest reading and the open buckets."""
 
     last_ns: int | None
+    """The newest reading taken (folded or held)."""
     live_from: int | None
     minute: tuple[int, Aggregate] | None
     hour: tuple[int, Aggregate] | None
     unwritten: tuple[RollupPoint, ...] = ()
-    """Buckets loaded at adoption, written with the stream's next batch."""
+    """Buckets folded but not written yet (adopted ones, or folded while held)."""
+    held: tuple[_Run, ...] = ()
+    """Readings taken but not folded yet, oldest first, all in ``last_ns``'s minute."""
+    held_count: int = 0
+    due: float | None = None
+    """When (the state's clock) what is unwritten or held must be written; None:
+    nothing is."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,13 +91,26 @@ class PendingFold:
 
     write: RollupWrite
     streams: dict[str, _Stream]
+    now: float = 0.0
+    """The state's clock when it was prepared."""
 
 
 class RollupState:
-    """Open 1 m and 1 h buckets of every stream the writer writes."""
+    """Open 1 m and 1 h buckets of every stream the writer writes.
 
-    def __init__(self) -> None:
+    ``write_every``: seconds a stream's open buckets may stay unwritten (0: write them
+    with every batch); ``clock``: monotonic seconds (tests pass their own).
+    """
+
+    def __init__(self, write_every: float = 0.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.write_every = write_every
+        self._clock = clock
         self._streams: dict[str, _Stream] = {}
+        # (due, stream) in due order: streams holding unwritten buckets or readings, so
+        # one that falls silent is still written on time. An entry is stale when the
+        # stream's ``due`` differs (it was written, forgotten or adopted since).
+        self._due: deque[tuple[float, str]] = deque()
 
     def __contains__(self, stream: str) -> bool:
         return stream in self._streams
@@ -104,7 +145,8 @@ class RollupState:
             else None
         self._streams[stream] = _Stream(
             newest_ns, hour_start if live_from is None else live_from, minute_now,
-            (hour_start, hour) if hour is not None else None, tuple(unwritten))
+            (hour_start, hour) if hour is not None else None, tuple(unwritten),
+            due=-math.inf if unwritten else None)
 
     def forget(self, streams: Iterable[str]) -> None:
         """Adopt these streams again before their next batch (after a partial write)."""
@@ -124,15 +166,31 @@ class RollupState:
         return self._streams[stream].live_from
 
     def unwritten(self, stream: str) -> tuple[RollupPoint, ...]:
-        """Buckets loaded at adoption and not yet written with a batch."""
-        return self._streams[stream].unwritten
+        """Buckets folded or adopted and not yet written, held readings folded in: what
+        must be written before a coverage mark may reach ``newest(stream)``."""
+        state = self._streams[stream]
+        written = {(p.width, p.start): p for p in state.unwritten}
+        if state.held:
+            times, values = _joined(state.held)
+            _fold(state.minute, fold_sorted(times, values, MINUTE), stream, MINUTE, written)
+            _fold(state.hour, fold_sorted(times, values, HOUR), stream, HOUR, written)
+        return tuple(written.values())
 
-    def prepare(self, readings: Sequence[Reading]) -> PendingFold:
-        """The rollup points and coverage marks to write with ``readings``.
+    def due(self) -> bool:
+        """True when some stream's open buckets are due to be written (or adopted
+        buckets wait), so a flush without readings should :meth:`prepare` anyway."""
+        return bool(self._due) and self._due[0][0] <= self._clock()
+
+    def prepare(self, readings: Sequence[Reading], *, everything: bool = False
+                ) -> PendingFold:
+        """The rollup points and coverage marks to write with ``readings``: those of the
+        streams that close a bucket or are due (see the module docstring), of every
+        stream holding something when ``everything``.
 
         Every stream of the batch must have been adopted. Does not change the state.
         """
-        runs: dict[str, tuple[list[int], list[float]]] = {}
+        now = self._clock()
+        runs: dict[str, _Run] = {}
         for reading in readings:
             run = runs.get(reading.stream)
             if run is None:
@@ -142,34 +200,100 @@ class RollupState:
         points: list[RollupPoint] = []
         marks: list[CoverageMark] = []
         new_states: dict[str, _Stream] = {}
+        streams = self._streams
+        every = self.write_every <= 0
         for stream, (times, values) in runs.items():
-            state = self._streams[stream]
+            state = streams[stream]
             if state.last_ns is not None:
                 skip = bisect_right(times, state.last_ns)
                 if skip:
                     times, values = times[skip:], values[skip:]
-            written: dict[tuple[int, int], RollupPoint] = {
-                (p.width, p.start): p for p in state.unwritten}
+            due = state.due
             if not times:
-                if written and state.last_ns is not None and state.live_from is not None:
-                    points.extend(written.values())
-                    marks.append(CoverageMark(stream, state.live_from, until=state.last_ns))
-                    new_states[stream] = _Stream(state.last_ns, state.live_from,
-                                                 state.minute, state.hour)
+                if due is not None and (everything or every or due <= now):
+                    new_states[stream] = _write(stream, state, None, points, marks)
                 continue
-            minute = _fold(state.minute, fold_sorted(times, values, MINUTE), stream, MINUTE,
-                           written)
-            hour = _fold(state.hour, fold_sorted(times, values, HOUR), stream, HOUR, written)
-            live_from = state.live_from if state.live_from is not None \
-                else floor_to(times[0], HOUR)
-            points.extend(written.values())
-            marks.append(CoverageMark(stream, live_from, until=times[-1]))
-            new_states[stream] = _Stream(times[-1], live_from, minute, hour)
-        return PendingFold(RollupWrite(tuple(points), tuple(marks)), new_states)
+            # The batch closes the open minute (or completes it: a reading at its last
+            # instant) when it reaches the minute's last instant.
+            ref = times[0] if state.last_ns is None else state.last_ns
+            closes = times[-1] >= ref - ref % MINUTE + MINUTE - 1
+            if every or everything or closes or (due is not None and due <= now):
+                new_states[stream] = _write(stream, state, (times, values), points, marks)
+            else:
+                new_states[stream] = _hold(stream, state, times, values,
+                                           now + self.write_every if due is None else due)
+        for due, stream in self._due:
+            if not everything and due > now:
+                break
+            waiting = streams.get(stream)
+            if stream not in runs and waiting is not None and waiting.due == due:
+                new_states[stream] = _write(stream, waiting, None, points, marks)
+        return PendingFold(RollupWrite(tuple(points), tuple(marks)), new_states, now)
 
     def commit(self, pending: PendingFold) -> None:
         """The store accepted the batch ``pending`` was prepared for: fold it in."""
-        self._streams.update(pending.streams)
+        streams = self._streams
+        queue = self._due
+        for stream, state in pending.streams.items():
+            before = streams.get(stream)
+            streams[stream] = state
+            if state.due is not None and state.due != math.inf and state.due != -math.inf \
+                    and (before is None or before.due != state.due):
+                queue.append((state.due, stream))
+        while queue and (queue[0][0] <= pending.now
+                         or (streams.get(queue[0][1]) or _GONE).due != queue[0][0]):
+            queue.popleft()
+
+
+_GONE = _Stream(None, None, None, None)
+
+
+def _joined(held: tuple[_Run, ...]) -> _Run:
+    """Held runs as one run."""
+    if len(held) == 1:
+        return held[0]
+    times: list[int] = []
+    values: list[float] = []
+    for run_times, run_values in held:
+        times.extend(run_times)
+        values.extend(run_values)
+    return times, values
+
+
+def _write(stream: str, state: _Stream, run: _Run | None, points: list[RollupPoint],
+           marks: list[CoverageMark]) -> _Stream:
+    """Fold what ``stream`` holds and ``run``, add every bucket it touched since its last
+    write and its coverage mark to ``points`` and ``marks``; the state after."""
+    held = (*state.held, run) if run is not None else state.held
+    written: dict[tuple[int, int], RollupPoint] = {(p.width, p.start): p for p in state.unwritten}
+    minute, hour, last, live_from = state.minute, state.hour, state.last_ns, state.live_from
+    if held:
+        times, values = _joined(held)
+        minute = _fold(minute, fold_sorted(times, values, MINUTE), stream, MINUTE, written)
+        hour = _fold(hour, fold_sorted(times, values, HOUR), stream, HOUR, written)
+        last = times[-1]
+        if live_from is None:
+            live_from = floor_to(times[0], HOUR)
+    if written and last is not None and live_from is not None:
+        points.extend(written.values())
+        marks.append(CoverageMark(stream, live_from, until=last))
+    return _Stream(last, live_from, minute, hour)
+
+
+def _hold(stream: str, state: _Stream, times: list[int], values: list[float], due: float
+          ) -> _Stream:
+    """Take ``times``/``values`` without writing: held, or folded when many are held."""
+    live_from = state.live_from if state.live_from is not None else floor_to(times[0], HOUR)
+    count = state.held_count + len(times)
+    if count <= HOLD_AT_MOST:
+        return _Stream(times[-1], live_from, state.minute, state.hour, state.unwritten,
+                       (*state.held, (times, values)), count, due)
+    written: dict[tuple[int, int], RollupPoint] = {(p.width, p.start): p for p in state.unwritten}
+    all_times, all_values = _joined((*state.held, (times, values)))
+    minute = _fold(state.minute, fold_sorted(all_times, all_values, MINUTE), stream, MINUTE,
+                   written)
+    hour = _fold(state.hour, fold_sorted(all_times, all_values, HOUR), stream, HOUR, written)
+    return _Stream(times[-1], live_from, minute, hour, tuple(written.values()), due=due)
 
 
 def _fold(open_bucket: tuple[int, Aggregate] | None, folded: list[tuple[int, Aggregate]],
