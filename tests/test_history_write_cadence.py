@@ -203,11 +203,11 @@ def test_an_api_answer_right_after_each_flush_equals_a_raw_scan(store: Store) ->
         _covered_buckets_are_exact(store, ["a", "b"], T0, newest)
         for after in (T0 + 57 * MINUTE, floor_to(newest, MINUTE), floor_to(newest, HOUR),
                       newest - 10 * SECOND):
-            for stream in ("a", "b", None):
-                question = history.statistics_plan(after, newest + MINUTE, stream)
+            for asked in ("a", "b", None):
+                question = history.statistics_plan(after, newest + MINUTE, asked)
                 got = history.statistics_finish(store, question)
-                assert_same_statistics(got, store.statistics(after, newest + MINUTE, stream),
-                                       (flushes, after, stream))
+                assert_same_statistics(got, store.statistics(after, newest + MINUTE, asked),
+                                       (flushes, after, asked))
         clock.now += 1.0
         flushes += 1
     assert history.stored.fetches >= 1, "covered hours were answered from stored rollups"
