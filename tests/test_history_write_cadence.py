@@ -12,14 +12,16 @@ from __future__ import annotations
 import itertools
 import math
 import random
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import Any, cast
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.support.history import assert_same_statistics
-from tests.support.rollup_checks import same_aggregate
+from tests.support.rollup_checks import rollup_mismatches, same_aggregate
 from tests.support.wait import wait_until
 from tps.actors.stats import WriterStats
 from tps.actors.writer import WriterHandle
@@ -234,3 +236,54 @@ def test_the_writer_writes_due_open_buckets_on_its_tick_without_new_readings(
     finally:
         handle.stop(5.0)
         store.close()
+
+
+class _RawReads:
+    """A store that records the windows of its raw aggregate reads."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.windows: list[tuple[int, int]] = []
+
+    def raw_aggregates(self, after_ns: int, before_ns: int, width: int,
+                       streams: Sequence[str] | None = None
+                       ) -> dict[str, list[tuple[int, Aggregate]]]:
+        self.windows.append((after_ns, before_ns))
+        return self.store.raw_aggregates(after_ns, before_ns, width, streams)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+
+def test_after_a_crash_with_held_readings_adoption_reads_raw_only_after_the_coverage(
+        store: Store) -> None:
+    clock = Clock()
+    state = RollupState(5.0, clock)
+    start = T0 + 50 * MINUTE
+    for second in range(0, 150):  # 2.5 minutes, the last ones held, then kill -9
+        batch = [Reading("a", start + second * SECOND + k * SECOND // 2, float(second % 7 + k))
+                 for k in range(2)]
+        adopt(store, state, state.unadopted(batch))
+        pending = state.prepare(batch)
+        store.write(batch, pending.write)
+        state.commit(pending)
+        clock.now += 1.0
+    [(key, _, until)] = store.coverage(["a"])["a"]
+    newest = store.newest_times(["a"])["a"]
+    assert until < newest, "the newest readings' buckets were held"
+    restarted = RollupState(5.0, clock)
+    recording = _RawReads(store)
+    adopt(cast(Store, recording), restarted, ["a"])
+    assert recording.windows and all(lo >= floor_to(until + 1, MINUTE)
+                                     for lo, _ in recording.windows), recording.windows
+    more = [Reading("a", newest + k * SECOND, float(k)) for k in range(1, 80)]
+    for chunk in range(0, len(more), 10):
+        pending = restarted.prepare(more[chunk:chunk + 10])
+        store.write(more[chunk:chunk + 10], pending.write)
+        restarted.commit(pending)
+        clock.now += 1.0
+    pending = restarted.prepare([], everything=True)
+    store.write_rollups(pending.write)
+    restarted.commit(pending)
+    assert rollup_mismatches(store, ["a"], start, more[-1].time_ns) == []
+    assert store.coverage(["a"])["a"] == [(key, key, more[-1].time_ns)], "one range, continued"

@@ -13,12 +13,13 @@ stored reading and is skipped.
 
 Before the first batch of a stream, the writer *adopts* it (:func:`adopt`): it reads
 the newest stored reading of the stream and the per-minute aggregates of that reading's
-hour - the stored minute rollups when the stored coverage ends exactly at that reading,
-else computed from the raw readings - so the open buckets start from exactly what the
-store holds, whatever a previous process did. The hour's buckets are rewritten with the
-next batch, and the stream's live coverage continues the stored one when that ends
-exactly at the newest stored reading (the previous process wrote rollups up to its last
-write), else starts at that hour.
+hour - the stored minute rollups wholly inside a stored coverage range that reaches
+into that hour, and the raw readings' from that range's end on (all of the hour when no
+range reaches it) - so the open buckets start from exactly what the store holds,
+whatever a previous process did. The hour's buckets are rewritten with the next batch,
+and the stream's live coverage continues the range that reached into the hour (every
+bucket before the hour was inside it, every bucket of the hour is rewritten), else
+starts at that hour.
 
 Open buckets are written at most every ``write_every`` seconds per stream
 (``TPS_ROLLUP_WRITE_INTERVAL``; 0: with every batch), and always in the batch that
@@ -363,11 +364,18 @@ def adopt(store: Store, state: RollupState, streams: Sequence[str]) -> None:
         else:
             by_hour.setdefault(floor_to(newest_ns, HOUR), []).append(stream)
     for hour_start, names in by_hour.items():
-        continuing = {stream: at for stream in names for at, _, until
-                      in coverage.get(stream, ()) if until == newest[stream]}
-        # Where the stored coverage ends at the newest reading, the stored minute points
-        # of its hour are exact (written with the readings): 60 points, not the raw hour.
         last = hour_start + HOUR - 1
+        # A stored range reaching into the newest hour is continued: the stored minute
+        # points wholly inside it are exact (60 points, not the raw hour), and only the
+        # minutes from its end on are read raw - a few seconds to a minute of readings,
+        # since open buckets are written every TPS_ROLLUP_WRITE_INTERVAL.
+        continuing: dict[str, tuple[int, int]] = {}  # stream -> (range key, raw from)
+        for stream in names:
+            reach = [(until, at) for at, lo, until in coverage.get(stream, ())
+                     if lo <= hour_start <= until + 1]
+            if reach:
+                until, at = max(reach)
+                continuing[stream] = (at, floor_to(until + 1, MINUTE))
         fresh = [stream for stream in names if stream not in continuing]
         minutes: dict[str, list[tuple[int, Aggregate]]] = {}
         for start in range(0, len(fresh), ADOPT_GROUP):
@@ -376,8 +384,31 @@ def adopt(store: Store, state: RollupState, streams: Sequence[str]) -> None:
             group = fresh[start:start + ADOPT_GROUP]
             minutes.update(store.raw_aggregates(hour_start, last, MINUTE, group))
         if continuing:
-            minutes.update(store.rollups(MINUTE, hour_start, last, list(continuing)))
+            minutes.update(_continued_minutes(store, hour_start, newest, continuing))
         for stream in names:
-            state.adopt(stream, newest[stream], minutes.get(stream, []), continuing.get(stream))
+            key = continuing[stream][0] if stream in continuing else None
+            state.adopt(stream, newest[stream], minutes.get(stream, []), key)
     logger.info("Rollups: adopted %d stream(s) from the store (%d newest hour(s) read)",
                 len(streams), len(by_hour))
+
+
+def _continued_minutes(store: Store, hour_start: int, newest: dict[str, int],
+                       continuing: dict[str, tuple[int, int]]
+                       ) -> dict[str, list[tuple[int, Aggregate]]]:
+    """The minute aggregates of the newest hour of streams whose stored coverage reaches
+    into it: stored points before each stream's raw-from minute, raw ones from it on."""
+    last = hour_start + HOUR - 1
+    names = list(continuing)
+    stored = store.rollups(MINUTE, hour_start, last, names)
+    out: dict[str, list[tuple[int, Aggregate]]] = {}
+    for start in range(0, len(names), ADOPT_GROUP):
+        group = names[start:start + ADOPT_GROUP]
+        raw_from = min(continuing[stream][1] for stream in group)
+        unread = [stream for stream in group if continuing[stream][1] <= newest[stream]]
+        raw = store.raw_aggregates(raw_from, last, MINUTE, unread) \
+            if unread and raw_from <= last else {}
+        for stream in group:
+            cut = continuing[stream][1]
+            out[stream] = [(t, agg) for t, agg in stored.get(stream, []) if t < cut] + \
+                [(t, agg) for t, agg in raw.get(stream, []) if t >= cut]
+    return out
