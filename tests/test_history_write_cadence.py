@@ -27,7 +27,17 @@ from tps.actors.stats import WriterStats
 from tps.actors.writer import WriterHandle
 from tps.config.settings import Settings
 from tps.history.answers import History
-from tps.history.buckets import HOUR, MINUTE, SECOND, TIERS, Aggregate, floor_to, fold_sorted
+from tps.history.buckets import (
+    DAY,
+    HOUR,
+    MINUTE,
+    SECOND,
+    TIERS,
+    Aggregate,
+    floor_to,
+    fold_run,
+    fold_sorted,
+)
 from tps.history.planner import Coverage
 from tps.history.rollup import RollupState, adopt
 from tps.model import Reading
@@ -47,9 +57,9 @@ class Clock:
         return self.now
 
 
-def _points(state: RollupState, batch: list[Reading], **kw: bool
+def _points(state: RollupState, batch: list[Reading], everything: bool = False
             ) -> dict[tuple[int, int], Aggregate]:
-    pending = state.prepare(batch, **kw)
+    pending = state.prepare(batch, everything=everything)
     state.commit(pending)
     return {(p.width, p.start): p.agg for p in pending.write.points}
 
@@ -287,3 +297,15 @@ def test_after_a_crash_with_held_readings_adoption_reads_raw_only_after_the_cove
     restarted.commit(pending)
     assert rollup_mismatches(store, ["a"], start, more[-1].time_ns) == []
     assert store.coverage(["a"])["a"] == [(key, key, more[-1].time_ns)], "one range, continued"
+
+
+@settings(max_examples=200, deadline=None)
+@given(start=st.integers(-3 * DAY, 3 * DAY),
+       steps=st.lists(st.integers(0, 40 * SECOND), min_size=1, max_size=30),
+       values=st.lists(st.floats(-1e6, 1e6), min_size=30, max_size=30))
+def test_fold_run_equals_fold_sorted_for_every_width(start: int, steps: list[int],
+                                                      values: list[float]) -> None:
+    times = list(itertools.accumulate(steps, initial=T0 + start))[1:]
+    values = values[:len(times)]
+    widths = (DAY, HOUR, MINUTE)
+    assert fold_run(times, values, widths) == {w: fold_sorted(times, values, w) for w in widths}

@@ -53,6 +53,7 @@ from tps.actors.stats import WriterStats
 from tps.actors.timer import Ticker, tell_later
 from tps.config.settings import Settings
 from tps.errors import PartialWrite, StoreError, StoreUnavailable
+from tps.history.buckets import Runs, runs_by_stream
 from tps.history.hot import HotTier
 from tps.history.rollup import PendingFold, RollupState, adopt, repair
 from tps.ingest.backoff import Backoff
@@ -222,27 +223,32 @@ class BatchingWriter(pykka.ThreadingActor):
                 return
             if len(batch) < size and not partial:
                 return
+            # Split per stream once, for the rollups and the hot tier.
+            runs = runs_by_stream(batch.readings) \
+                if self._rollups is not None or self._hot is not None else None
             try:
-                pending = self._fold(batch.readings, final)
+                pending = self._fold(batch.readings, final, runs)
                 self._store.write(batch.readings, pending.write if pending else None)
             except StoreError as exc:
                 self._write_failed(exc, batch)
                 return
-            self._written(batch, pending=pending)
+            self._written(batch, pending=pending, runs=runs)
             if time.monotonic() - started > _DRAIN_BUDGET:
                 # Let status requests and stop messages in before writing on.
                 self.actor_ref.tell(Flush(final=final))
                 return
 
-    def _fold(self, readings: list[Reading], final: bool = False) -> PendingFold | None:
+    def _fold(self, readings: list[Reading], final: bool = False, runs: Runs | None = None
+              ) -> PendingFold | None:
         """The rollups to write with ``readings`` (adopting new streams first)."""
         state, store = self._rollups, self._store
         if state is None or store is None:
             return None
-        streams = state.unadopted(readings)
+        streams = state.unadopted(readings) if runs is None \
+            else [stream for stream in runs if stream not in state]
         if streams:
             adopt(store, state, streams)
-        return state.prepare(readings, everything=final)
+        return state.prepare(readings, everything=final, runs=runs)
 
     def _write_open_buckets(self, final: bool) -> None:
         """No readings wait: write the open buckets of streams that are due (all when
@@ -265,13 +271,13 @@ class BatchingWriter(pykka.ThreadingActor):
         state.commit(pending)
 
     def _written(self, batch: Batch, refused: int = 0, pending: PendingFold | None = None,
-                 exact: bool = True) -> None:
+                 exact: bool = True, runs: Runs | None = None) -> None:
         """The store accepted ``batch`` (all of it when ``exact``)."""
         if pending is not None and self._rollups is not None:
             self._rollups.commit(pending)
         if self._hot is not None and exact:
             try:
-                self._hot.append(batch.readings)
+                self._hot.append(batch.readings, runs)
             except Exception:  # memory is a copy: never let it stop ingest
                 logger.exception("Hot tier refused a batch; its streams are read from the "
                                  "store until loaded again")

@@ -48,7 +48,16 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from tps.history.buckets import HOUR, MINUTE, Aggregate, combine, floor_to, fold_sorted
+from tps.history.buckets import (
+    HOUR,
+    MINUTE,
+    Aggregate,
+    Runs,
+    combine,
+    floor_to,
+    fold_run,
+    runs_by_stream,
+)
 from tps.history.types import CoverageMark, RollupPoint, RollupWrite
 from tps.model import Reading
 
@@ -172,9 +181,7 @@ class RollupState:
         state = self._streams[stream]
         written = {(p.width, p.start): p for p in state.unwritten}
         if state.held:
-            times, values = _joined(state.held)
-            _fold(state.minute, fold_sorted(times, values, MINUTE), stream, MINUTE, written)
-            _fold(state.hour, fold_sorted(times, values, HOUR), stream, HOUR, written)
+            _fold_both(state, _joined(state.held), stream, written)
         return tuple(written.values())
 
     def due(self) -> bool:
@@ -182,22 +189,19 @@ class RollupState:
         buckets wait), so a flush without readings should :meth:`prepare` anyway."""
         return bool(self._due) and self._due[0][0] <= self._clock()
 
-    def prepare(self, readings: Sequence[Reading], *, everything: bool = False
-                ) -> PendingFold:
+    def prepare(self, readings: Sequence[Reading], *, everything: bool = False,
+                runs: Runs | None = None) -> PendingFold:
         """The rollup points and coverage marks to write with ``readings``: those of the
         streams that close a bucket or are due (see the module docstring), of every
         stream holding something when ``everything``.
 
-        Every stream of the batch must have been adopted. Does not change the state.
+        Every stream of the batch must have been adopted. ``runs``: the batch already
+        split per stream (:func:`~tps.history.buckets.runs_by_stream`; not changed).
+        Does not change the state.
         """
         now = self._clock()
-        runs: dict[str, _Run] = {}
-        for reading in readings:
-            run = runs.get(reading.stream)
-            if run is None:
-                run = runs[reading.stream] = ([], [])
-            run[0].append(reading.time_ns)
-            run[1].append(reading.value)
+        if runs is None:
+            runs = runs_by_stream(readings)
         points: list[RollupPoint] = []
         marks: list[CoverageMark] = []
         new_states: dict[str, _Stream] = {}
@@ -270,8 +274,7 @@ def _write(stream: str, state: _Stream, run: _Run | None, points: list[RollupPoi
     minute, hour, last, live_from = state.minute, state.hour, state.last_ns, state.live_from
     if held:
         times, values = _joined(held)
-        minute = _fold(minute, fold_sorted(times, values, MINUTE), stream, MINUTE, written)
-        hour = _fold(hour, fold_sorted(times, values, HOUR), stream, HOUR, written)
+        minute, hour = _fold_both(state, (times, values), stream, written)
         last = times[-1]
         if live_from is None:
             live_from = floor_to(times[0], HOUR)
@@ -290,11 +293,17 @@ def _hold(stream: str, state: _Stream, times: list[int], values: list[float], du
         return _Stream(times[-1], live_from, state.minute, state.hour, state.unwritten,
                        (*state.held, (times, values)), count, due)
     written: dict[tuple[int, int], RollupPoint] = {(p.width, p.start): p for p in state.unwritten}
-    all_times, all_values = _joined((*state.held, (times, values)))
-    minute = _fold(state.minute, fold_sorted(all_times, all_values, MINUTE), stream, MINUTE,
-                   written)
-    hour = _fold(state.hour, fold_sorted(all_times, all_values, HOUR), stream, HOUR, written)
+    minute, hour = _fold_both(state, _joined((*state.held, (times, values))), stream, written)
     return _Stream(times[-1], live_from, minute, hour, tuple(written.values()), due=due)
+
+
+def _fold_both(state: _Stream, run: _Run, stream: str,
+               written: dict[tuple[int, int], RollupPoint]
+               ) -> tuple[tuple[int, Aggregate] | None, tuple[int, Aggregate] | None]:
+    """Fold ``run`` into ``state``'s open minute and hour (see :func:`_fold`)."""
+    folded = fold_run(run[0], run[1], (HOUR, MINUTE))
+    return (_fold(state.minute, folded[MINUTE], stream, MINUTE, written),
+            _fold(state.hour, folded[HOUR], stream, HOUR, written))
 
 
 def _fold(open_bucket: tuple[int, Aggregate] | None, folded: list[tuple[int, Aggregate]],
