@@ -16,13 +16,14 @@ measuring window after a warm-up. For TPS also zero loss: after SIGTERM, the per
 counts it logs as received equal what InfluxDB holds.
 
 Usage: ``python -m bench.scale [--feeds 200] [--rate 10] [--seconds 30] [--spool off]
-[--env NAME=VALUE] [--baseline-env NAME=VALUE] [--compare DIR]``.
+[--env NAME=VALUE] [--baseline-env NAME=VALUE] [--compare DIR] [--rounds N]``.
 Run by hand on an otherwise quiet machine.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import re
@@ -123,6 +124,8 @@ def main() -> int:
                         help="also run a tps serve row with this setting on top (repeatable)")
     parser.add_argument("--compare", type=Path, default=None, metavar="DIR",
                         help="also run a tps serve row with the code in DIR")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="run the tps serve rows this many times, in turn")
     args = parser.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="tps-bench-scale-"))
@@ -152,9 +155,16 @@ def main() -> int:
             variants.append(("--compare", {**env, "PYTHONPATH": str(args.compare.resolve()),
                                            "PYTHONSAFEPATH": "1"}))
         variants.append(("", env))
-        for index, (label, row_env) in enumerate(variants):
-            name = f"tps serve (spool {args.spool}{', ' + label if label else ''})"
-            rows.append((name, *run_tps(tmp, influx, f"scale{index}", row_env, args)))
+        index = itertools.count()
+        for round_ in range(1, args.rounds + 1):
+            # Rounds take the variants in turn, so a noisy minute hits one row, not one
+            # variant.
+            for label, row_env in variants:
+                name = f"tps serve (spool {args.spool}{', ' + label if label else ''})"
+                if args.rounds > 1:
+                    name += f" #{round_}"
+                rows.append((name, *run_tps(tmp, influx, f"scale{next(index)}", row_env,
+                                            args)))
     finally:
         sim.close()
         influx.close()
