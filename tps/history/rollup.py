@@ -231,7 +231,8 @@ class RollupState:
             if not everything and due > now:
                 break
             waiting = streams.get(stream)
-            if stream not in runs and waiting is not None and waiting.due == due:
+            if stream not in new_states and stream not in runs and waiting is not None \
+                    and waiting.due == due:
                 new_states[stream] = _write(stream, waiting, None, points, marks)
         return PendingFold(RollupWrite(tuple(points), tuple(marks)), new_states, now)
 
@@ -412,10 +413,9 @@ def _continued_minutes(store: Store, hour_start: int, newest: dict[str, int],
     out: dict[str, list[tuple[int, Aggregate]]] = {}
     for start in range(0, len(names), ADOPT_GROUP):
         group = names[start:start + ADOPT_GROUP]
-        raw_from = min(continuing[stream][1] for stream in group)
         unread = [stream for stream in group if continuing[stream][1] <= newest[stream]]
-        raw = store.raw_aggregates(raw_from, last, MINUTE, unread) \
-            if unread and raw_from <= last else {}
+        raw = store.raw_aggregates(min(continuing[stream][1] for stream in unread), last,
+                                   MINUTE, unread) if unread else {}
         for stream in group:
             cut = continuing[stream][1]
             out[stream] = [(t, agg) for t, agg in stored.get(stream, []) if t < cut] + \
