@@ -6,17 +6,24 @@ Rows, in one run against the same simulator process and the same private ``influ
   ``recv()`` + ``json.loads`` (the floor: what merely receiving costs in Python);
 - ``tps serve``: the real service (``python -m tps serve``, spool on, default settings).
 
+Same-run comparisons (each TPS row writes its own database of the same ``influxd``):
+``--baseline-env NAME=VALUE`` (repeatable) adds a TPS row with those settings on top,
+e.g. ``TPS_ROLLUPS=off``; ``--compare DIR`` adds a TPS row running the code in ``DIR``
+(e.g. ``git archive main | tar -x -C DIR``) with the same settings as ours.
+
 For each: CPU as a percentage of one core and RSS, sampled from ``/proc`` over the
 measuring window after a warm-up. For TPS also zero loss: after SIGTERM, the per-stream
 counts it logs as received equal what InfluxDB holds.
 
-Usage: ``python bench/scale.py [--feeds 200] [--rate 10] [--seconds 30] [--spool off]``.
+Usage: ``python -m bench.scale [--feeds 200] [--rate 10] [--seconds 30] [--spool off]
+[--env NAME=VALUE] [--baseline-env NAME=VALUE] [--compare DIR] [--rounds N]``.
 Run by hand on an otherwise quiet machine.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import re
@@ -76,8 +83,35 @@ def measure(pid: int, warmup: float, seconds: float) -> tuple[float, float]:
     return 100 * (cpu_seconds(pid) - start_cpu) / (time.monotonic() - start), peak
 
 
+def settings(items: list[str]) -> dict[str, str]:
+    """``NAME=VALUE`` arguments as a dict."""
+    return dict(item.split("=", 1) for item in items)
+
+
+def run_tps(tmp: Path, influx: InfluxServer, db: str, env: dict[str, str],
+            args: argparse.Namespace) -> tuple[float, float, str]:
+    """One ``tps serve`` row: (CPU %, peak RSS MB, loss check)."""
+    tps = TpsProcess(tmp, {**env, "TPS_INFLUX_DB": db, "TPS_HTTP_PORT": str(free_port())},
+                     f"tps-{db}")
+    try:
+        tps.start()
+        assert tps.proc is not None
+        cpu, rss = measure(tps.proc.pid, args.warmup, args.seconds)
+        load = os.getloadavg()[0]
+        code = tps.signal(signal.SIGTERM, timeout=60)
+    finally:
+        tps.close()
+    finals = {name: int(n) for name, n in
+              re.findall(r"Final count: stream (\S+) received (\d+) readings", tps.log())}
+    stored = {name: influx.count(db, name) for name in finals}
+    lost = sum(max(0, finals[n] - stored[n]) for n in finals)
+    total = sum(finals.values())
+    return cpu, rss, (f"exit {code}, {len(finals)} streams, {total} received, {lost} lost; "
+                      f"load {load:.2f}")
+
+
 def main() -> int:
-    """Run both rows and print the table."""
+    """Run the rows and print the table."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--feeds", type=int, default=200)
     parser.add_argument("--rate", type=float, default=10.0, help="readings/s per feed")
@@ -86,6 +120,12 @@ def main() -> int:
     parser.add_argument("--spool", choices=("on", "off"), default="on")
     parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
                         help="an extra setting for tps serve (repeatable), e.g. TPS_ROLLUPS=off")
+    parser.add_argument("--baseline-env", action="append", default=[], metavar="NAME=VALUE",
+                        help="also run a tps serve row with this setting on top (repeatable)")
+    parser.add_argument("--compare", type=Path, default=None, metavar="DIR",
+                        help="also run a tps serve row with the code in DIR")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="run the tps serve rows this many times, in turn")
     args = parser.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="tps-bench-scale-"))
@@ -100,36 +140,43 @@ def main() -> int:
         cpu, rss = measure(bare.pid, args.warmup, args.seconds)
         bare.kill()
         bare.wait()
-        rows.append(("bare threads (websocket-client)", cpu, rss, "-"))
+        rows.append(("bare threads (websocket-client)", cpu, rss,
+                     f"load {os.getloadavg()[0]:.2f}"))
 
         feeds = ",".join(f"f{i}={url}" for i, url in enumerate(urls))
-        tps = TpsProcess(tmp, {"TPS_FEEDS": feeds, "TPS_INFLUX_URL": influx.url,
-                               "TPS_INFLUX_DB": "scale", "TPS_HTTP_PORT": str(free_port()),
-                               "TPS_LOG_LEVEL": "INFO", "TPS_SPOOL": args.spool,
-                               **dict(item.split("=", 1) for item in args.env)})
-        tps.start()
-        assert tps.proc is not None
-        cpu, rss = measure(tps.proc.pid, args.warmup, args.seconds)
-        code = tps.signal(signal.SIGTERM, timeout=60)
-        finals = {name: int(n) for name, n in
-                  re.findall(r"Final count: stream (\S+) received (\d+) readings", tps.log())}
-        stored = {name: influx.count("scale", name) for name in finals}
-        lost = sum(max(0, finals[n] - stored[n]) for n in finals)
-        total = sum(finals.values())
-        loss = f"exit {code}, {len(finals)} streams, {total} received, {lost} lost"
-        rows.append((f"tps serve (all role, spool {args.spool})", cpu, rss, loss))
+        env = {"TPS_FEEDS": feeds, "TPS_INFLUX_URL": influx.url,
+               "TPS_LOG_LEVEL": "INFO", "TPS_SPOOL": args.spool, **settings(args.env)}
+        variants: list[tuple[str, dict[str, str]]] = []
+        if args.baseline_env:
+            extra = settings(args.baseline_env)
+            variants.append((" ".join(args.baseline_env), {**env, **extra}))
+        if args.compare is not None:
+            # PYTHONSAFEPATH: ``python -m`` would put this checkout before PYTHONPATH.
+            variants.append(("--compare", {**env, "PYTHONPATH": str(args.compare.resolve()),
+                                           "PYTHONSAFEPATH": "1"}))
+        variants.append(("", env))
+        index = itertools.count()
+        for round_ in range(1, args.rounds + 1):
+            # Rounds take the variants in turn, so a noisy minute hits one row, not one
+            # variant.
+            for label, row_env in variants:
+                name = f"tps serve (spool {args.spool}{', ' + label if label else ''})"
+                if args.rounds > 1:
+                    name += f" #{round_}"
+                rows.append((name, *run_tps(tmp, influx, f"scale{next(index)}", row_env,
+                                            args)))
     finally:
         sim.close()
         influx.close()
 
     print(f"\n{args.feeds} feeds x {args.rate:g} readings/s, {args.seconds:g} s window "
           f"after {args.warmup:g} s warm-up\n")
-    print(f"| {'process':<32} | {'CPU % of one core':>17} | {'peak RSS MB':>11} | "
-          f"{'vs bare CPU':>11} | loss check")
-    print(f"|{'-' * 34}|{'-' * 19}|{'-' * 13}|{'-' * 13}|-----------")
+    print(f"| {'process':<48} | {'CPU % of one core':>17} | {'peak RSS MB':>11} | "
+          f"{'vs bare CPU':>11} | loss check; load (1 min) |")
+    print(f"|{'-' * 50}|{'-' * 19}|{'-' * 13}|{'-' * 13}|---|")
     for name, cpu, rss, note in rows:
         ratio = cpu / rows[0][1] if rows[0][1] else float("nan")
-        print(f"| {name:<32} | {cpu:>17.1f} | {rss:>11.1f} | {ratio:>10.2f}x | {note}")
+        print(f"| {name:<48} | {cpu:>17.1f} | {rss:>11.1f} | {ratio:>10.2f}x | {note} |")
     print(json.dumps({"rows": rows}))
     return 0
 

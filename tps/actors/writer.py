@@ -23,7 +23,10 @@ plain policy in :mod:`tps.ingest.pipeline`, which also writes down the one lock 
 Rollups (``TPS_ROLLUPS``, :mod:`tps.history.rollup`): each batch is written with the
 rollup points it changes ("state + batch") in the same store request, and folded into
 the actor's state only when the store acknowledged it; the acknowledged batch is then
-appended to the hot tier (``all`` role). A partial write (the store dropped some
+appended to the hot tier (``all`` role). A stream's open buckets are rewritten at
+most every ``TPS_ROLLUP_WRITE_INTERVAL`` (and in the batch that closes them): a flush
+tick with no readings still writes the streams that are due, and a final flush (stop,
+``WriterHandle.flush``) writes every stream. A partial write (the store dropped some
 readings) recomputes the touched hours from raw readings and drops those streams from
 the hot tier, which loads them again.
 
@@ -50,6 +53,7 @@ from tps.actors.stats import WriterStats
 from tps.actors.timer import Ticker, tell_later
 from tps.config.settings import Settings
 from tps.errors import PartialWrite, StoreError, StoreUnavailable
+from tps.history.buckets import Runs, runs_by_stream
 from tps.history.hot import HotTier
 from tps.history.rollup import PendingFold, RollupState, adopt, repair
 from tps.ingest.backoff import Backoff
@@ -97,7 +101,8 @@ class BatchingWriter(pykka.ThreadingActor):
         super().__init__()
         # Rollups are folded only on acknowledgement (tps.history.rollup); a restarted
         # actor adopts its streams from the store again.
-        self._rollups = RollupState() if settings.rollups else None
+        self._rollups = RollupState(settings.rollup_write_interval) if settings.rollups \
+            else None
         self._hot = hot
         self._pipeline = pipeline
         self._stats = stats  # the store's fields; the pipeline keeps the others
@@ -168,7 +173,7 @@ class BatchingWriter(pykka.ThreadingActor):
                 # Someone waits for this flush (shutdown): one attempt now rather than
                 # at the end of a backoff the store may no longer need.
                 self._retry_pending = False
-            self._drain(partial=True)
+            self._drain(partial=True, final=message.final)
         elif isinstance(message, RetryWrite):
             if message.generation == self._retry_generation:
                 self._retry_pending = False
@@ -202,8 +207,9 @@ class BatchingWriter(pykka.ThreadingActor):
 
     # --- writing --------------------------------------------------------------------------
 
-    def _drain(self, partial: bool) -> None:
-        """Write full batches (and, if ``partial``, the last partial one)."""
+    def _drain(self, partial: bool, final: bool = False) -> None:
+        """Write full batches (and, if ``partial``, the last partial one); ``final``:
+        with every stream's open rollup buckets."""
         if not self._ready or self._retry_pending or self._store is None:
             return
         self._pipeline.clear_doorbell()
@@ -211,38 +217,67 @@ class BatchingWriter(pykka.ThreadingActor):
         size = self._settings.batch_size
         while True:
             batch = self._pipeline.next_batch(size)
-            if not batch.readings or (len(batch) < size and not partial):
+            if not batch.readings:
+                if partial:
+                    self._write_open_buckets(final)
                 return
+            if len(batch) < size and not partial:
+                return
+            # Split per stream once, for the rollups and the hot tier.
+            runs = runs_by_stream(batch.readings) \
+                if self._rollups is not None or self._hot is not None else None
             try:
-                pending = self._fold(batch.readings)
+                pending = self._fold(batch.readings, final, runs)
                 self._store.write(batch.readings, pending.write if pending else None)
             except StoreError as exc:
                 self._write_failed(exc, batch)
                 return
-            self._written(batch, pending=pending)
+            self._written(batch, pending=pending, runs=runs)
             if time.monotonic() - started > _DRAIN_BUDGET:
                 # Let status requests and stop messages in before writing on.
-                self.actor_ref.tell(Flush())
+                self.actor_ref.tell(Flush(final=final))
                 return
 
-    def _fold(self, readings: list[Reading]) -> PendingFold | None:
+    def _fold(self, readings: list[Reading], final: bool = False, runs: Runs | None = None
+              ) -> PendingFold | None:
         """The rollups to write with ``readings`` (adopting new streams first)."""
         state, store = self._rollups, self._store
         if state is None or store is None:
             return None
-        streams = state.unadopted(readings)
+        streams = state.unadopted(readings) if runs is None \
+            else [stream for stream in runs if stream not in state]
         if streams:
             adopt(store, state, streams)
-        return state.prepare(readings)
+        return state.prepare(readings, everything=final, runs=runs)
+
+    def _write_open_buckets(self, final: bool) -> None:
+        """No readings wait: write the open buckets of streams that are due (all when
+        ``final``), so a stream that fell silent is written too."""
+        state, store = self._rollups, self._store
+        if state is None or store is None or not (final or state.due()):
+            return
+        pending = state.prepare((), everything=final)
+        if pending.write:
+            try:
+                store.write_rollups(pending.write)
+            except StoreError as exc:
+                # Nothing is lost: the buckets stay open in the state and are written
+                # with a later batch or tick (the coverage mark waits with them).
+                self._stats.write_failures += 1
+                self._warnings.log(logger, logging.WARNING, "rollups",
+                                   "Writing open rollup buckets failed (%s); retrying at "
+                                   "the next flush", exc)
+                return
+        state.commit(pending)
 
     def _written(self, batch: Batch, refused: int = 0, pending: PendingFold | None = None,
-                 exact: bool = True) -> None:
+                 exact: bool = True, runs: Runs | None = None) -> None:
         """The store accepted ``batch`` (all of it when ``exact``)."""
         if pending is not None and self._rollups is not None:
             self._rollups.commit(pending)
         if self._hot is not None and exact:
             try:
-                self._hot.append(batch.readings)
+                self._hot.append(batch.readings, runs)
             except Exception:  # memory is a copy: never let it stop ingest
                 logger.exception("Hot tier refused a batch; its streams are read from the "
                                  "store until loaded again")

@@ -92,6 +92,8 @@ class Settings:
     rollups: bool = True
     hot_window: float = 31 * 86_400.0
     hot_max_bytes: int = 96 << 20
+    # rollupcpu: how often a stream's open rollup buckets are rewritten
+    rollup_write_interval: float = 5.0
     # --- cluster mode (issue 12) ---
     nats_url: tuple[str, ...] = ()
     instance: str | None = None
@@ -464,6 +466,11 @@ SETTINGS: tuple[SettingSpec, ...] = (
     SettingSpec("hot_max_bytes", _int_range(1 << 20, 1 << 40), "Memory budget of the hot "
                 "tier (16 bytes a reading); beyond it the oldest readings are answered from "
                 "the store."),
+    # rollupcpu: rollup write cadence
+    SettingSpec("rollup_write_interval", _float_range(0, 3600), "Seconds a stream's open "
+                "(still growing) 1 m and 1 h rollup buckets may stay unwritten; a bucket is "
+                "always written in the batch that closes it, and the stored coverage lags "
+                "accordingly (answers stay exact). `0`: rewritten with every batch."),
     # --- cluster mode (issue 12) ---
     SettingSpec("nats_url", _nats_urls, "Comma-separated NATS server URLs (`nats://host:4222`). "
                 "Set: cluster mode (shared registry, feed leases, readings on JetStream)."),

@@ -21,6 +21,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from tps.errors import InvalidArgument
+from tps.model import Reading
 
 logger = logging.getLogger(__name__)
 
@@ -113,6 +114,35 @@ def fold_sorted(
         out.append((start, Aggregate(min(chunk), max(chunk), math.fsum(chunk), end - i)))
         i = end
     return out
+
+
+def fold_run(times: Sequence[int], values: Sequence[float], widths: Sequence[int]
+             ) -> dict[int, list[tuple[int, Aggregate]]]:
+    """:func:`fold_sorted` for each of ``widths`` (each a multiple of the smallest, the
+    last). A run inside one bucket of the smallest width - a slow stream's readings of
+    one flush - is aggregated once and shared by every width."""
+    finest = widths[-1]
+    first = times[0] - times[0] % finest
+    if times[-1] < first + finest:
+        agg = Aggregate(min(values), max(values), math.fsum(values), len(times))
+        return {width: [(first - first % width, agg)] for width in widths}
+    return {width: fold_sorted(times, values, width) for width in widths}
+
+
+Runs = dict[str, tuple[list[int], list[float]]]
+"""Per stream, its readings' times and values in batch order."""
+
+
+def runs_by_stream(readings: Iterable[Reading]) -> Runs:
+    """A batch split per stream (times and values), once for every consumer of it."""
+    runs: Runs = {}
+    for reading in readings:
+        run = runs.get(reading.stream)
+        if run is None:
+            run = runs[reading.stream] = ([], [])
+        run[0].append(reading.time_ns)
+        run[1].append(reading.value)
+    return runs
 
 
 def bucket_labels(after_ns: int, before_ns: int, width: int) -> int:

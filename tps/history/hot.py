@@ -54,10 +54,13 @@ from tps.history.buckets import (
     MINUTE,
     TIERS,
     Aggregate,
+    Runs,
     ceil_to,
     combine,
     floor_to,
+    fold_run,
     fold_sorted,
+    runs_by_stream,
 )
 from tps.history.planner import FOREVER, Buckets, Coverage, Piece, Raw, plan, usable_tiers
 from tps.model import Reading
@@ -93,8 +96,9 @@ class TierArrays:
     def __len__(self) -> int:
         return len(self.starts)
 
-    def add(self, folded: list[tuple[int, Aggregate]]) -> None:
-        """Merge buckets newer than (or equal to) the newest held one."""
+    def add(self, folded: list[tuple[int, Aggregate]]) -> int:
+        """Merge buckets newer than (or equal to) the newest held one; how many are new."""
+        before = len(self.starts)
         for start, agg in folded:
             if self.starts and self.starts[-1] == start:
                 self.mins[-1] = min(self.mins[-1], agg.min)
@@ -107,6 +111,7 @@ class TierArrays:
                 self.maxs.append(agg.max)
                 self.sums.append(agg.sum)
                 self.counts.append(agg.count)
+        return len(self.starts) - before
 
     def replace(self, lo: int, hi: int, folded: list[tuple[int, Aggregate]]) -> None:
         """Replace the buckets starting in ``[lo, hi)`` by ``folded``."""
@@ -196,13 +201,16 @@ class _Stream:
         entries = sum(len(tier) for tier in self.tiers.values())
         return len(self.times) * READING_BYTES + entries * TIER_ENTRY_BYTES
 
-    def extend(self, times: Sequence[int], values: Sequence[float]) -> None:
-        """Append readings newer than everything held."""
+    def extend(self, times: Sequence[int], values: Sequence[float]) -> int:
+        """Append readings newer than everything held; the bytes this adds."""
         self.times.extend(times)
         self.values.extend(values)
+        folded = fold_run(times, values, HOT_TIERS)
+        entries = 0
         for width, tier in self.tiers.items():
-            tier.add(fold_sorted(times, values, width))
+            entries += tier.add(folded[width])
         self.last_ns = times[-1]
+        return len(times) * READING_BYTES + entries * TIER_ENTRY_BYTES
 
     def keep_after(self, time_ns: int) -> None:
         """Keep only readings after ``time_ns`` (appended replays the load brings)."""
@@ -289,15 +297,12 @@ class HotTier:
 
     # --- feeding ------------------------------------------------------------------------
 
-    def append(self, readings: Sequence[Reading]) -> None:
-        """Take a batch the store acknowledged (any thread; oldest first per stream)."""
-        runs: dict[str, tuple[list[int], list[float]]] = {}
-        for reading in readings:
-            run = runs.get(reading.stream)
-            if run is None:
-                run = runs[reading.stream] = ([], [])
-            run[0].append(reading.time_ns)
-            run[1].append(reading.value)
+    def append(self, readings: Sequence[Reading], runs: Runs | None = None) -> None:
+        """Take a batch the store acknowledged (any thread; oldest first per stream).
+
+        ``runs``: the batch already split per stream (not changed)."""
+        if runs is None:
+            runs = runs_by_stream(readings)
         with self._lock:
             for name, (times, values) in runs.items():
                 stream = self._streams.get(name)
@@ -308,9 +313,7 @@ class HotTier:
                     if skip:
                         times, values = times[skip:], values[skip:]
                 if times:
-                    before = stream.nbytes()
-                    stream.extend(times, values)
-                    self._bytes += stream.nbytes() - before
+                    self._bytes += stream.extend(times, values)
             self._evict_locked(time.time_ns())
 
     def begin_load(self, newest: dict[str, int], streams: Iterable[str]) -> None:
