@@ -41,6 +41,9 @@ _MAX_LABELS = 50_000
 _MAX_BUCKETS = 20_000
 COVERAGE_TTL = 1.0
 """Seconds a coverage snapshot is used before a query actor reads it again."""
+SETTLE_S = 1.0
+"""Seconds a coverage snapshot must have been read before what it covers is kept in
+memory (:meth:`CoverageBoard.settled`)."""
 
 OPEN_AFTER = -FOREVER
 OPEN_BEFORE = FOREVER - 1
@@ -81,14 +84,24 @@ def read_coverage(store: Store) -> CoverageSnapshot:
 class CoverageBoard:
     """The newest :class:`CoverageSnapshot`, shared by the IO loop and the query actors.
 
-    One lock guards the reference; the store is read outside it, by one thread at a
+    One lock guards the references; the store is read outside it, by one thread at a
     time (others keep using the older snapshot meanwhile).
+
+    Answers use the newest snapshot; what is *kept* in memory (rollup chunks, raw
+    blocks) is judged against a settled one, read at least ``settle`` seconds ago:
+    InfluxDB applies the points of one ``/write`` to their shards in parallel, so a
+    coverage mark may for a moment be visible before the readings and rollups written
+    with it. A snapshot read a second after that write finished sees them all.
     """
 
-    def __init__(self, ttl: float = COVERAGE_TTL) -> None:
+    def __init__(self, ttl: float = COVERAGE_TTL, settle: float = SETTLE_S) -> None:
         self.ttl = ttl
+        self.settle = settle
         self._lock = threading.Lock()
         self._snapshot: CoverageSnapshot | None = None
+        self._pending: CoverageSnapshot | None = None
+        """The oldest snapshot read since ``_settled``, until it is ``settle`` old."""
+        self._settled: CoverageSnapshot | None = None
         self._refreshing = False
         self.refresh_task: object | None = None
         """The IO loop's pending refresh request (touched by the IO loop only)."""
@@ -117,7 +130,23 @@ class CoverageBoard:
                 self._refreshing = False
         with self._lock:
             self._snapshot = snapshot
+            self._promote_locked(snapshot.taken_at)
+            if self._pending is None:
+                self._pending = snapshot
         return snapshot
+
+    def settled(self, stream: str | None) -> Coverage:
+        """The coverage of ``stream`` in the newest snapshot read at least ``settle``
+        seconds ago (NOTHING before there is one): what may be kept in memory. Coverage
+        only grows, so it is inside the newest snapshot's."""
+        with self._lock:
+            self._promote_locked(time.monotonic())
+            settled = self._settled
+        return NOTHING if settled is None else settled.for_stream(stream)
+
+    def _promote_locked(self, now: float) -> None:
+        if self._pending is not None and self._pending.taken_at <= now - self.settle:
+            self._settled, self._pending = self._pending, None
 
     def stale(self) -> bool:
         """True when no snapshot is younger than ``ttl`` (a caller on the IO loop then
@@ -128,8 +157,10 @@ class CoverageBoard:
                                         and not self._refreshing)
 
     def invalidate(self) -> None:
-        """Make the next :meth:`fresh` read the store (after a rebuild, in tests)."""
+        """Make the next :meth:`fresh` read the store (after a rebuild, in tests); keep
+        nothing new until a snapshot read from now on has settled."""
         with self._lock:
+            self._pending = self._settled = None
             if self._snapshot is not None:
                 self._snapshot = CoverageSnapshot(self._snapshot.coverage,
                                                   self._snapshot.streams, -1e9)
@@ -254,8 +285,8 @@ class History:
             return to_statistics(question.memory)
         lo, hi = question.store_window
         coverage = self.board.fresh(store).for_stream(question.stream)
-        held, rest = self.stored.take(store, question.stream, plan(lo, hi, coverage),
-                                      coverage)
+        final = self.board.settled(question.stream)
+        held, rest = self.stored.take(store, question.stream, plan(lo, hi, coverage), final)
         stored = store.aggregate(rest, question.stream) if rest else None
         return to_statistics(combine((
             question.memory, stored, *(p.chunk.aggregate(p.start, p.end) for p in held))))
@@ -287,9 +318,10 @@ class History:
             return self.series_now(question) or Series(question.interval_ns, [])
         lo, hi = question.store_window
         coverage = self.board.fresh(store).for_stream(question.stream)
+        final = self.board.settled(question.stream)
         interval = question.interval_ns
         pieces = plan(lo, hi, coverage, usable_tiers(interval))
-        held, rest = self.stored.take(store, question.stream, pieces, coverage)
+        held, rest = self.stored.take(store, question.stream, pieces, final)
         merged = dict(store.series(rest, interval, question.stream)) if rest else {}
         for part in held:
             for label, agg in part.chunk.grouped(part.start, part.end, interval):
