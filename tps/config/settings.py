@@ -92,6 +92,7 @@ class Settings:
     rollups: bool = True
     hot_window: float = 31 * 86_400.0
     hot_max_bytes: int = 96 << 20
+    kept_raw_max_bytes: int = 96 << 20
     # --- cluster mode (issue 12) ---
     nats_url: tuple[str, ...] = ()
     instance: str | None = None
@@ -464,6 +465,12 @@ SETTINGS: tuple[SettingSpec, ...] = (
     SettingSpec("hot_max_bytes", _int_range(1 << 20, 1 << 40), "Memory budget of the hot "
                 "tier (16 bytes a reading); beyond it the oldest readings are answered from "
                 "the store."),
+    SettingSpec("kept_raw_max_bytes", _int_range(0, 1 << 40), "Memory for raw readings "
+                "kept by a process without a hot tier (`api` role): readings of spans that "
+                "can no longer change (inside the stored rollup coverage), read from the "
+                "store in 10-minute blocks when a window's edge falls there, least recently "
+                "used out first (16 bytes a reading). Answers are still computed per "
+                "question; 0: every raw edge is read from the store."),
     # --- cluster mode (issue 12) ---
     SettingSpec("nats_url", _nats_urls, "Comma-separated NATS server URLs (`nats://host:4222`). "
                 "Set: cluster mode (shared registry, feed leases, readings on JetStream)."),

@@ -30,6 +30,7 @@ from tps.history.buckets import (
     series_interval,
 )
 from tps.history.hot import HotTier
+from tps.history.kept_raw import HeldRaw, KeptRaw
 from tps.history.planner import FOREVER, NOTHING, Coverage, plan, usable_tiers
 from tps.history.stored import StoredRollups
 from tps.model import Statistics, ns_to_datetime
@@ -218,15 +219,19 @@ class History:
     """Answers statistics and series (see the module docstring).
 
     ``hot`` is the hot tier of a process that writes (``all`` role, ``tps demo``), or
-    None (``api`` role: the store answers everything).
+    None (``api`` role: the store answers everything). ``kept_raw`` keeps raw readings
+    of final spans (by default: none; the service gives the ``api`` role a budget).
     """
 
     def __init__(self, hot: HotTier | None, board: CoverageBoard | None = None,
-                 stored: StoredRollups | None = None) -> None:
+                 stored: StoredRollups | None = None, kept_raw: KeptRaw | None = None
+                 ) -> None:
         self.hot = hot
         self.board = board or CoverageBoard()
         self.stored = stored if stored is not None else StoredRollups()
         """Closed rollup buckets read from the store (not answers: see its module)."""
+        self.kept_raw = kept_raw if kept_raw is not None else KeptRaw(0)
+        """Raw readings of final spans read from the store (not answers either)."""
         # Bucket starts recur in every answer (epoch-aligned): their text is kept, since
         # formatting 500 datetimes was a third of a series answer's cost. Bounded; a
         # race between threads only formats a label twice.
@@ -287,9 +292,11 @@ class History:
         coverage = self.board.fresh(store).for_stream(question.stream)
         final = self.board.settled(question.stream)
         held, rest = self.stored.take(store, question.stream, plan(lo, hi, coverage), final)
+        raw, rest = self.kept_raw.take(store, question.stream, rest, final)
         stored = store.aggregate(rest, question.stream) if rest else None
         return to_statistics(combine((
-            question.memory, stored, *(p.chunk.aggregate(p.start, p.end) for p in held))))
+            question.memory, stored, *(p.chunk.aggregate(p.start, p.end) for p in held),
+            *(p.block.aggregate(p.lo, p.hi) for p in raw))))
 
     def statistics_now(self, question: StatisticsPlan) -> Statistics | None:
         """The answer when memory held the whole window (no store round trip), else None."""
@@ -322,11 +329,15 @@ class History:
         interval = question.interval_ns
         pieces = plan(lo, hi, coverage, usable_tiers(interval))
         held, rest = self.stored.take(store, question.stream, pieces, final)
+        raw, rest = self.kept_raw.take(store, question.stream, rest, final)
         merged = dict(store.series(rest, interval, question.stream)) if rest else {}
         for part in held:
             for label, agg in part.chunk.grouped(part.start, part.end, interval):
                 earlier = merged.get(label)
                 merged[label] = agg if earlier is None else earlier.merge(agg)
+        for label, agg in _raw_grouped(raw, interval):
+            earlier = merged.get(label)
+            merged[label] = agg if earlier is None else earlier.merge(agg)
         for label, agg in question.memory.items():
             earlier = merged.get(label)
             merged[label] = agg if earlier is None else earlier.merge(agg)
@@ -357,3 +368,15 @@ class History:
                 kept[id(agg)] = (agg, bucket)
                 out.append(bucket)
         return Series(interval, out)
+
+
+def _raw_grouped(parts: list[HeldRaw], interval: int) -> list[tuple[int, Aggregate]]:
+    """Kept raw parts per ``interval`` bucket (a bucket may span several blocks)."""
+    out: list[tuple[int, Aggregate]] = []
+    for part in parts:
+        for label, agg in part.block.grouped(part.lo, part.hi, interval):
+            if out and out[-1][0] == label:
+                out[-1] = (label, out[-1][1].merge(agg))
+            else:
+                out.append((label, agg))
+    return out
