@@ -38,6 +38,7 @@ def test_the_bucket_being_filled_is_never_kept(store: Store) -> None:
     write_like_the_writer(store, state, first)
     history = History(None)
     history.board.ttl = 0.0  # read coverage for every question: it grows below
+    history.board.settle = 0.0  # and keep what it covers at once (no write is in flight)
     _ask(history, store, rng, T0 - MINUTE, T0 + 90 * MINUTE)
     assert len(history.stored) >= 1, "the first hour is covered: kept"
     write_like_the_writer(store, state, readings[len(first):])

@@ -38,7 +38,7 @@ from tps.history.buckets import (
     fold_run,
     fold_sorted,
 )
-from tps.history.planner import Coverage
+from tps.history.planner import LATE_NS, Coverage
 from tps.history.rollup import RollupState, adopt
 from tps.model import Reading
 from tps.store.base import Store
@@ -196,9 +196,11 @@ def test_an_api_answer_right_after_each_flush_equals_a_raw_scan(store: Store) ->
     state = RollupState(5.0, clock)
     history = History(None)
     history.board.ttl = 0.0  # read the coverage for every question
+    history.board.settle = 0.0  # keep chunks judged on the newest coverage
     newest = T0 + 58 * MINUTE
     flushes = 0
-    while newest < T0 + HOUR + 3 * MINUTE:
+    # Past LATE_NS after the hour, so its chunk becomes final and is kept.
+    while newest < T0 + HOUR + LATE_NS + 3 * MINUTE:
         batch: list[Reading] = []
         for stream in ("a", "b"):
             for _ in range(rng.randint(0, 6)):

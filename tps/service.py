@@ -50,6 +50,7 @@ from tps.history.answers import History
 from tps.history.backfill import BackfillProgress
 from tps.history.health import HistoryHealth
 from tps.history.hot import HotTier
+from tps.history.kept_raw import KeptRaw
 from tps.live import LiveHub
 from tps.model import Reading
 from tps.redact import redact_url
@@ -223,6 +224,9 @@ class Service:
                 [] if settings.clustered else [feed.name for feed in settings.feeds],
                 gate=gate)
         metrics = Metrics.from_board(board)
+        # Raw readings of final spans, for a process whose questions all go to the store
+        # (with a hot tier, its own budget holds the recent readings instead).
+        kept_raw = KeptRaw(settings.kept_raw_max_bytes if self.hot is None else 0)
         ctx = ApiContext(
             settings=settings, auth=TokenAuth(self.token), queries=self.queries,
             metrics=metrics, supervisor=self._supervisor if role != "api" else None,
@@ -230,10 +234,10 @@ class Service:
             token_path=str(token_path) if token_path else None, cluster=self.cluster,
             alarm_hub=(self.cluster.alarm_hub if self.cluster is not None else
                        self.alarms.hub if self.alarms is not None else None),
-            history=History(self.hot),
+            history=History(self.hot, kept_raw=kept_raw),
             history_health=HistoryHealth(
                 settings.rollups and (history_here or not settings.clustered),
-                self.hot, progress),
+                self.hot, progress, kept_raw),
         )
         if self.cluster is not None:
             from tps.api.cluster_alarms import ClusterAlarmsApi

@@ -94,6 +94,7 @@ class Settings:
     hot_max_bytes: int = 96 << 20
     # rollupcpu: how often a stream's open rollup buckets are rewritten
     rollup_write_interval: float = 5.0
+    kept_raw_max_bytes: int = 96 << 20
     # --- cluster mode (issue 12) ---
     nats_url: tuple[str, ...] = ()
     instance: str | None = None
@@ -471,6 +472,12 @@ SETTINGS: tuple[SettingSpec, ...] = (
                 "(still growing) 1 m and 1 h rollup buckets may stay unwritten; a bucket is "
                 "always written in the batch that closes it, and the stored coverage lags "
                 "accordingly (answers stay exact). `0`: rewritten with every batch."),
+    SettingSpec("kept_raw_max_bytes", _int_range(0, 1 << 40), "Memory for raw readings "
+                "kept by a process without a hot tier (`api` role): readings of spans that "
+                "can no longer change (inside the stored rollup coverage), read from the "
+                "store in 10-minute blocks when a window's edge falls there, least recently "
+                "used out first (16 bytes a reading). Answers are still computed per "
+                "question; 0: every raw edge is read from the store."),
     # --- cluster mode (issue 12) ---
     SettingSpec("nats_url", _nats_urls, "Comma-separated NATS server URLs (`nats://host:4222`). "
                 "Set: cluster mode (shared registry, feed leases, readings on JetStream)."),

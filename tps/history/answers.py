@@ -30,6 +30,7 @@ from tps.history.buckets import (
     series_interval,
 )
 from tps.history.hot import HotTier
+from tps.history.kept_raw import HeldRaw, KeptRaw
 from tps.history.planner import FOREVER, NOTHING, Coverage, plan, usable_tiers
 from tps.history.stored import StoredRollups
 from tps.model import Statistics, ns_to_datetime
@@ -41,6 +42,9 @@ _MAX_LABELS = 50_000
 _MAX_BUCKETS = 20_000
 COVERAGE_TTL = 1.0
 """Seconds a coverage snapshot is used before a query actor reads it again."""
+SETTLE_S = 1.0
+"""Seconds a coverage snapshot must have been read before what it covers is kept in
+memory (:meth:`CoverageBoard.settled`)."""
 
 OPEN_AFTER = -FOREVER
 OPEN_BEFORE = FOREVER - 1
@@ -81,14 +85,24 @@ def read_coverage(store: Store) -> CoverageSnapshot:
 class CoverageBoard:
     """The newest :class:`CoverageSnapshot`, shared by the IO loop and the query actors.
 
-    One lock guards the reference; the store is read outside it, by one thread at a
+    One lock guards the references; the store is read outside it, by one thread at a
     time (others keep using the older snapshot meanwhile).
+
+    Answers use the newest snapshot; what is *kept* in memory (rollup chunks, raw
+    blocks) is judged against a settled one, read at least ``settle`` seconds ago:
+    InfluxDB applies the points of one ``/write`` to their shards in parallel, so a
+    coverage mark may for a moment be visible before the readings and rollups written
+    with it. A snapshot read a second after that write finished sees them all.
     """
 
-    def __init__(self, ttl: float = COVERAGE_TTL) -> None:
+    def __init__(self, ttl: float = COVERAGE_TTL, settle: float = SETTLE_S) -> None:
         self.ttl = ttl
+        self.settle = settle
         self._lock = threading.Lock()
         self._snapshot: CoverageSnapshot | None = None
+        self._pending: CoverageSnapshot | None = None
+        """The oldest snapshot read since ``_settled``, until it is ``settle`` old."""
+        self._settled: CoverageSnapshot | None = None
         self._refreshing = False
         self.refresh_task: object | None = None
         """The IO loop's pending refresh request (touched by the IO loop only)."""
@@ -117,7 +131,23 @@ class CoverageBoard:
                 self._refreshing = False
         with self._lock:
             self._snapshot = snapshot
+            self._promote_locked(snapshot.taken_at)
+            if self._pending is None:
+                self._pending = snapshot
         return snapshot
+
+    def settled(self, stream: str | None) -> Coverage:
+        """The coverage of ``stream`` in the newest snapshot read at least ``settle``
+        seconds ago (NOTHING before there is one): what may be kept in memory. Coverage
+        only grows, so it is inside the newest snapshot's."""
+        with self._lock:
+            self._promote_locked(time.monotonic())
+            settled = self._settled
+        return NOTHING if settled is None else settled.for_stream(stream)
+
+    def _promote_locked(self, now: float) -> None:
+        if self._pending is not None and self._pending.taken_at <= now - self.settle:
+            self._settled, self._pending = self._pending, None
 
     def stale(self) -> bool:
         """True when no snapshot is younger than ``ttl`` (a caller on the IO loop then
@@ -128,8 +158,10 @@ class CoverageBoard:
                                         and not self._refreshing)
 
     def invalidate(self) -> None:
-        """Make the next :meth:`fresh` read the store (after a rebuild, in tests)."""
+        """Make the next :meth:`fresh` read the store (after a rebuild, in tests); keep
+        nothing new until a snapshot read from now on has settled."""
         with self._lock:
+            self._pending = self._settled = None
             if self._snapshot is not None:
                 self._snapshot = CoverageSnapshot(self._snapshot.coverage,
                                                   self._snapshot.streams, -1e9)
@@ -187,15 +219,19 @@ class History:
     """Answers statistics and series (see the module docstring).
 
     ``hot`` is the hot tier of a process that writes (``all`` role, ``tps demo``), or
-    None (``api`` role: the store answers everything).
+    None (``api`` role: the store answers everything). ``kept_raw`` keeps raw readings
+    of final spans (by default: none; the service gives the ``api`` role a budget).
     """
 
     def __init__(self, hot: HotTier | None, board: CoverageBoard | None = None,
-                 stored: StoredRollups | None = None) -> None:
+                 stored: StoredRollups | None = None, kept_raw: KeptRaw | None = None
+                 ) -> None:
         self.hot = hot
         self.board = board or CoverageBoard()
         self.stored = stored if stored is not None else StoredRollups()
         """Closed rollup buckets read from the store (not answers: see its module)."""
+        self.kept_raw = kept_raw if kept_raw is not None else KeptRaw(0)
+        """Raw readings of final spans read from the store (not answers either)."""
         # Bucket starts recur in every answer (epoch-aligned): their text is kept, since
         # formatting 500 datetimes was a third of a series answer's cost. Bounded; a
         # race between threads only formats a label twice.
@@ -254,11 +290,13 @@ class History:
             return to_statistics(question.memory)
         lo, hi = question.store_window
         coverage = self.board.fresh(store).for_stream(question.stream)
-        held, rest = self.stored.take(store, question.stream, plan(lo, hi, coverage),
-                                      coverage)
+        final = self.board.settled(question.stream)
+        held, rest = self.stored.take(store, question.stream, plan(lo, hi, coverage), final)
+        raw, rest = self.kept_raw.take(store, question.stream, rest, final)
         stored = store.aggregate(rest, question.stream) if rest else None
         return to_statistics(combine((
-            question.memory, stored, *(p.chunk.aggregate(p.start, p.end) for p in held))))
+            question.memory, stored, *(p.chunk.aggregate(p.start, p.end) for p in held),
+            *(p.block.aggregate(p.lo, p.hi) for p in raw))))
 
     def statistics_now(self, question: StatisticsPlan) -> Statistics | None:
         """The answer when memory held the whole window (no store round trip), else None."""
@@ -287,14 +325,19 @@ class History:
             return self.series_now(question) or Series(question.interval_ns, [])
         lo, hi = question.store_window
         coverage = self.board.fresh(store).for_stream(question.stream)
+        final = self.board.settled(question.stream)
         interval = question.interval_ns
         pieces = plan(lo, hi, coverage, usable_tiers(interval))
-        held, rest = self.stored.take(store, question.stream, pieces, coverage)
+        held, rest = self.stored.take(store, question.stream, pieces, final)
+        raw, rest = self.kept_raw.take(store, question.stream, rest, final)
         merged = dict(store.series(rest, interval, question.stream)) if rest else {}
         for part in held:
             for label, agg in part.chunk.grouped(part.start, part.end, interval):
                 earlier = merged.get(label)
                 merged[label] = agg if earlier is None else earlier.merge(agg)
+        for label, agg in _raw_grouped(raw, interval):
+            earlier = merged.get(label)
+            merged[label] = agg if earlier is None else earlier.merge(agg)
         for label, agg in question.memory.items():
             earlier = merged.get(label)
             merged[label] = agg if earlier is None else earlier.merge(agg)
@@ -330,3 +373,15 @@ class History:
                 kept[id(agg)] = found[index] = entry
         return Series(interval, [known[1] for known in found if known is not None] if empty
                       else [known[1] for known in found])  # type: ignore[index]
+
+
+def _raw_grouped(parts: list[HeldRaw], interval: int) -> list[tuple[int, Aggregate]]:
+    """Kept raw parts per ``interval`` bucket (a bucket may span several blocks)."""
+    out: list[tuple[int, Aggregate]] = []
+    for part in parts:
+        for label, agg in part.block.grouped(part.lo, part.hi, interval):
+            if out and out[-1][0] == label:
+                out[-1] = (label, out[-1][1].merge(agg))
+            else:
+                out.append((label, agg))
+    return out

@@ -1,4 +1,5 @@
-"""What ``/health`` shows about history: rollups on or off, backfill progress, hot tier.
+"""What ``/health`` shows about history: rollups on or off, backfill progress, hot tier,
+kept raw blocks.
 
 A read-only object built by the service and handed to the health module; every part
 it reads is thread-safe (the hot tier's lock, the backfill progress's lock).
@@ -11,6 +12,7 @@ from typing import Any
 
 from tps.history.backfill import BackfillProgress
 from tps.history.hot import HotTier
+from tps.history.kept_raw import KeptRaw
 from tps.model import ns_to_datetime
 
 logger = logging.getLogger(__name__)
@@ -20,10 +22,11 @@ class HistoryHealth:
     """``as_dict()`` is the ``history`` section of ``/health``."""
 
     def __init__(self, rollups: bool, hot: HotTier | None,
-                 progress: BackfillProgress | None) -> None:
+                 progress: BackfillProgress | None, kept_raw: KeptRaw | None = None) -> None:
         self.rollups = rollups
         self.hot = hot
         self.progress = progress
+        self.kept_raw = kept_raw
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready summary."""
@@ -39,4 +42,6 @@ class HistoryHealth:
                 "oldest": None if status.oldest_ns is None
                 else ns_to_datetime(status.oldest_ns).isoformat(),
             }
+        if self.kept_raw is not None:
+            body["kept_raw"] = self.kept_raw.status()
         return body

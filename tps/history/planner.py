@@ -131,6 +131,23 @@ class Coverage:
         return out
 
 
+LATE_NS = 5 * 60 * 1_000_000_000
+"""How long before its coverage's end a span must end to be final (see :func:`is_final`)."""
+
+
+def is_final(coverage: Coverage, lo: int, hi: int) -> bool:
+    """True when what the store holds of ``[lo, hi)`` can no longer change, so it may be
+    kept in memory (:mod:`tps.history.stored`, :mod:`tps.history.kept_raw`).
+
+    Inside a coverage range the writer has stored every reading and rollup up to the
+    range's end. The span must also end :data:`LATE_NS` before it: in cluster mode a
+    redelivered message brings readings older than the newest stored one, about
+    ``WRITER_ACK_WAIT`` late (:mod:`tps.cluster.rollups`), and their hours are
+    recomputed. ``coverage`` should be a settled one
+    (:meth:`~tps.history.answers.CoverageBoard.settled`)."""
+    return coverage.covers(lo, hi + LATE_NS)
+
+
 EVERYTHING = Coverage([(-FOREVER, FOREVER)])
 NOTHING = Coverage()
 

@@ -8,7 +8,10 @@ coverage (:class:`~tps.history.planner.Coverage`) is exact and final - the write
 every reading up to the coverage's ``until`` (its newest folded reading) before it
 widens the range, and readings of a stream only arrive newer than that
 (:mod:`tps.history.rollup`). The backfill and ``tps rollup --rebuild`` write buckets from
-raw readings, so a bucket rewritten there has the same value.
+raw readings, so a bucket rewritten there has the same value. Finality is judged by
+:func:`~tps.history.planner.is_final` against a settled coverage
+(:meth:`~tps.history.answers.CoverageBoard.settled`): a chunk must end a few minutes
+before the coverage does, and the coverage must have been read a second ago.
 
 Buckets are kept in *chunks*: a day of hour buckets, an hour of minute buckets, each
 kept whole when every bucket of the chunk is inside one coverage range. Parts of a
@@ -35,7 +38,7 @@ from dataclasses import dataclass
 
 from tps.history.buckets import DAY, HOUR, MINUTE, floor_to
 from tps.history.hot import TierArrays
-from tps.history.planner import Buckets, Coverage, Piece
+from tps.history.planner import Buckets, Coverage, Piece, is_final
 from tps.store.base import Store
 
 logger = logging.getLogger(__name__)
@@ -80,6 +83,7 @@ class StoredRollups:
              coverage: Coverage) -> tuple[list[HeldPart], list[Piece]]:
         """Split the planner's pieces into parts answered by kept chunks (reading the
         missing ones from the store first) and the pieces the store must still answer.
+        ``coverage`` is the stream's settled coverage: what may be kept.
 
         Blocking (a query actor). Only a named stream's buckets are kept."""
         if stream is None:
@@ -94,7 +98,7 @@ class StoredRollups:
             chunk = floor_to(piece.start, size)
             while chunk < piece.end:
                 lo, hi = max(piece.start, chunk), min(piece.end, chunk + size)
-                if coverage.covers(chunk, chunk + size):
+                if is_final(coverage, chunk, chunk + size):
                     wanted.append((piece.width, chunk, lo, hi))
                 elif rest and isinstance(rest[-1], Buckets) and rest[-1].width == piece.width \
                         and rest[-1].end == lo:
@@ -131,7 +135,7 @@ class StoredRollups:
                 size = CHUNK_NS[width]
                 for other in range(chunk, chunk + FETCH_NS[width], size):
                     if (stream, width, other) not in self._chunks \
-                            and coverage.covers(other, other + size):
+                            and is_final(coverage, other, other + size):
                         extra.append((width, other))
             missing = sorted({*missing, *extra})
         fetched: dict[tuple[int, int], TierArrays] = {}
