@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import random
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -34,7 +35,7 @@ from tps.history.kept_raw import BLOCK_NS, KeptRaw
 from tps.history.planner import Coverage, is_final
 from tps.history.rollup import RollupState
 from tps.model import Reading, Statistics, ns_to_datetime
-from tps.store import InfluxStore, Store
+from tps.store import InfluxStore, SqliteStore, Store
 
 T0 = 1_690_549_200_000_000_000  # 2023-07-28T13:00:00Z
 RAW_ONLY = (T0 - 5 * HOUR, T0 - 2 * HOUR)  # the original service: no rollups, no coverage
@@ -120,6 +121,65 @@ def test_random_windows_equal_a_raw_scan_and_reuse_the_blocks(store: Store) -> N
                                store.statistics(after, before, stream), (after, before, stream))
     assert counting.calls.get("aggregate", 0) == 0, counting.calls
     assert counting.calls.get("readings_arrays", 0) == 0, counting.calls
+
+
+def test_while_one_actor_fetches_the_others_ask_the_store(store: Store) -> None:
+    """At most one fetch at a time: a miss meanwhile is answered from the store, exactly,
+    as without blocks (a process started under random-window load would otherwise have
+    every actor reading hours of raw readings at once)."""
+    rng = random.Random(11)
+    _fill(store, rng)
+    history = _history()
+    kept = history.kept_raw
+    windows = [(a, a + HOUR, "s") for a in (rng.randrange(T0, T0 + 2 * HOUR) for _ in range(20))]
+    assert kept._fetching.acquire(blocking=False)  # another actor is fetching
+    try:
+        counting = CountingStore(store)
+        for after, before, stream in windows:
+            assert_same_statistics(_statistics(history, counting, after, before, stream),
+                                   store.statistics(after, before, stream), (after, before))
+        assert kept.fetches == 0 and len(kept) == 0 and kept.fetch_skips > 0
+        assert counting.calls.get("readings_arrays", 0) == 0, counting.calls
+    finally:
+        kept._fetching.release()
+    for after, before, stream in windows:
+        assert_same_statistics(_statistics(history, store, after, before, stream),
+                               store.statistics(after, before, stream), (after, before))
+    assert kept.fetches > 0
+
+
+def test_actors_asking_at_once_get_exact_answers(store: Store) -> None:
+    """Query actors share the blocks: four threads asking random windows at once (one
+    fetching, the others skipping, a block fetched while another looked) all answer
+    exactly."""
+    rng = random.Random(12)
+    _fill(store, rng)
+    history = _history()
+    windows = _windows(rng, 120)
+    want = {w: store.statistics(*w) for w in windows}
+    errors: list[BaseException] = []
+
+    def ask(seed: int) -> None:
+        # One store object per thread, as each query actor has its own connection.
+        own: Store = (InfluxStore(store.url, store.db) if isinstance(store, InfluxStore)
+                      else SqliteStore(store.path))  # type: ignore[attr-defined]
+        mine = random.Random(seed).sample(windows, len(windows))
+        try:
+            for after, before, stream in mine:
+                assert_same_statistics(_statistics(history, own, after, before, stream),
+                                       want[(after, before, stream)], (after, before, stream))
+        except BaseException as exc:  # noqa: BLE001 - reported by the main thread
+            errors.append(exc)
+        finally:
+            own.close()
+
+    threads = [threading.Thread(target=ask, args=(seed,)) for seed in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert not errors, errors[0]
+    assert history.kept_raw.fetches > 0
 
 
 def test_only_blocks_that_can_no_longer_change_are_kept(store: Store) -> None:

@@ -129,6 +129,10 @@ class KeptRaw:
         """Store reads of missing blocks (for tests and the benchmark)."""
         self.evicted = 0
         """Blocks dropped for the byte budget."""
+        self._fetching = threading.Lock()
+        """Held by the one actor reading missing blocks (see :meth:`_blocks_for`)."""
+        self.fetch_skips = 0
+        """Misses sent to the store because another actor was fetching."""
 
     def __len__(self) -> int:
         with self._lock:
@@ -150,7 +154,7 @@ class KeptRaw:
         with self._lock:
             return {"blocks": len(self._blocks), "bytes": self._bytes,
                     "max_bytes": self.max_bytes, "fetches": self.fetches,
-                    "evicted": self.evicted}
+                    "fetch_skips": self.fetch_skips, "evicted": self.evicted}
 
     def clear(self) -> None:
         """Forget every block (in tests)."""
@@ -166,7 +170,7 @@ class KeptRaw:
         ``final`` is the stream's settled coverage. Blocking (a query actor)."""
         if stream is None or not self.max_bytes:
             return [], list(pieces)
-        wanted: list[tuple[int, int, int]] = []  # block start, lo, hi
+        wanted: list[tuple[Raw, list[tuple[int, int, int]]]] = []  # (block start, lo, hi)
         rest: list[Piece] = []
         for piece in pieces:
             if not isinstance(piece, Raw):
@@ -177,12 +181,21 @@ class KeptRaw:
                     final, first, last + BLOCK_NS):
                 rest.append(piece)
                 continue
-            for start in range(first, last + 1, BLOCK_NS):
-                wanted.append((start, max(piece.lo, start), min(piece.hi, start + BLOCK_NS - 1)))
+            wanted.append((piece, [(start, max(piece.lo, start),
+                                    min(piece.hi, start + BLOCK_NS - 1))
+                                   for start in range(first, last + 1, BLOCK_NS)]))
         if not wanted:
             return [], rest
-        blocks = self._blocks_for(store, stream, sorted({s for s, _, _ in wanted}), final)
-        return [HeldRaw(blocks[start], lo, hi) for start, lo, hi in wanted], rest
+        blocks = self._blocks_for(store, stream,
+                                  sorted({s for _, parts in wanted for s, _, _ in parts}),
+                                  final)
+        held: list[HeldRaw] = []
+        for piece, parts in wanted:
+            if all(start in blocks for start, _, _ in parts):
+                held.extend(HeldRaw(blocks[start], lo, hi) for start, lo, hi in parts)
+            else:  # a missing block another actor's fetch will bring: the store answers
+                rest.append(piece)
+        return held, rest
 
     def _blocks_for(self, store: Store, stream: str, starts: list[int],
                     final: Coverage) -> dict[int, RawBlock]:
@@ -198,6 +211,29 @@ class KeptRaw:
                     found[start] = held
             if not missing:
                 return found
+        # One fetch at a time, over all the actors: a fetch reads an hour of readings
+        # (20-40 ms of InfluxDB), about ten times a raw edge's statement. A process
+        # started under random-window load would otherwise have every actor fetching
+        # at once and answer far slower than without blocks until they are read; so
+        # the others send their edges to the store meanwhile, as before.
+        if not self._fetching.acquire(blocking=False):
+            with self._lock:
+                self.fetch_skips += 1
+            return found
+        try:
+            return self._fetch(store, stream, found, missing, final)
+        finally:
+            self._fetching.release()
+
+    def _fetch(self, store: Store, stream: str, found: dict[int, RawBlock],
+               missing: list[int], final: Coverage) -> dict[int, RawBlock]:
+        with self._lock:
+            # Another actor's fetch may have brought some since they were found missing.
+            for start in missing:
+                held = self._blocks.get((stream, start))
+                if held is not None:
+                    found[start] = held
+            missing = [start for start in missing if start not in found]
             # Per fetch span: from its first to its last missing final block.
             spans: dict[int, list[int]] = {}
             for start in missing:
@@ -208,15 +244,17 @@ class KeptRaw:
                                and is_final(final, other, other + BLOCK_NS)]
         fetched: dict[int, RawBlock] = {}
         for block_starts in spans.values():
+            if not block_starts:
+                continue
             lo, hi = block_starts[0], block_starts[-1] + BLOCK_NS
             times, values = store.readings_arrays(lo, hi - 1, [stream]).get(
                 stream, (array("q"), array("d")))
-            for start in range(lo, hi, BLOCK_NS):
+            for start in block_starts:  # not the kept or unfinal ones between them
                 i = bisect_left(times, start)
                 j = bisect_left(times, start + BLOCK_NS, i)
                 fetched[start] = RawBlock(start, times[i:j], values[i:j])
         with self._lock:
-            self.fetches += len(spans)
+            self.fetches += sum(1 for block_starts in spans.values() if block_starts)
             for start, block in fetched.items():
                 earlier = self._blocks.pop((stream, start), None)
                 if earlier is not None:
