@@ -148,6 +148,47 @@ def test_while_one_actor_fetches_the_others_ask_the_store(store: Store) -> None:
     assert kept.fetches > 0
 
 
+def test_a_server_reads_missing_blocks_on_a_thread_of_its_own(store: Store) -> None:
+    """With a store factory (a server), a miss never waits for a block: the asking
+    actor's pieces go to the store and the fetcher thread reads the block; once it is
+    kept, the same windows need no store read."""
+    rng = random.Random(13)
+    _fill(store, rng)
+    opened: list[Store] = []
+
+    def factory() -> Store:
+        own: Store = (InfluxStore(store.url, store.db) if isinstance(store, InfluxStore)
+                      else SqliteStore(store.path))  # type: ignore[attr-defined]
+        opened.append(own)
+        return own
+
+    kept = KeptRaw(64 << 20, store_factory=factory)
+    history = History(None, kept_raw=kept)
+    history.board.settle = 0.0
+    windows = [(a, a + rng.randrange(55 * MINUTE), "s")
+               for a in (rng.randrange(T0, T0 + 2 * HOUR) for _ in range(30))]
+    try:
+        counting = CountingStore(store)
+        for after, before, stream in windows:
+            assert_same_statistics(_statistics(history, counting, after, before, stream),
+                                   store.statistics(after, before, stream), (after, before))
+        assert counting.calls.get("readings_arrays", 0) == 0, "the askers never fetch"
+        wait_until(lambda: not kept.status()["wanted"] and kept.fetches > 0, timeout=30)
+        for after, before, stream in windows:
+            _statistics(history, store, after, before, stream)  # any late wish
+        wait_until(lambda: not kept.status()["wanted"], timeout=30)
+        counting = CountingStore(store)
+        for after, before, stream in windows:
+            assert_same_statistics(_statistics(history, counting, after, before, stream),
+                                   store.statistics(after, before, stream), (after, before))
+        assert counting.calls.get("aggregate", 0) == 0, counting.calls
+        assert counting.calls.get("readings_arrays", 0) == 0, counting.calls
+    finally:
+        kept.close()
+    assert len(opened) == 1, "one connection for the fetcher"
+    assert kept._fetcher is not None and not kept._fetcher.is_alive()
+
+
 def test_actors_asking_at_once_get_exact_answers(store: Store) -> None:
     """Query actors share the blocks: four threads asking random windows at once (one
     fetching, the others skipping, a block fetched while another looked) all answer
@@ -314,9 +355,11 @@ def test_an_api_process_answers_edges_from_kept_blocks(
             return kept()["blocks"] > 0
 
         wait_until(asked_and_kept, 20, "blocks kept")
-        ask_all()
+        ask_all()  # wishes for whatever the first passes missed, read by the fetcher
+        wait_until(lambda: kept()["wanted"] == 0, 20, "the fetcher read every wish")
         fetches = kept()["fetches"]
         ask_all()
+        wait_until(lambda: kept()["wanted"] == 0, 20, "the fetcher read every wish")
         assert kept()["fetches"] == fetches, "the windows' edges came from kept blocks"
     finally:
         api.close()

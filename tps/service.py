@@ -82,6 +82,7 @@ class Service:
         self.feed_poller: FeedPoller | None = None
         self.hot: HotTier | None = None
         self.history_actor: pykka.ActorRef[HistoryActor] | None = None
+        self.kept_raw: KeptRaw | None = None
         self.http_port: int = settings.http_port
         self.token: str = ""
         self._lock: DataDirLock | None = None
@@ -226,7 +227,9 @@ class Service:
         metrics = Metrics.from_board(board)
         # Raw readings of final spans, for a process whose questions all go to the store
         # (with a hot tier, its own budget holds the recent readings instead).
-        kept_raw = KeptRaw(settings.kept_raw_max_bytes if self.hot is None else 0)
+        kept_raw = KeptRaw(settings.kept_raw_max_bytes if self.hot is None else 0,
+                           store_factory=self._store)
+        self.kept_raw = kept_raw
         ctx = ApiContext(
             settings=settings, auth=TokenAuth(self.token), queries=self.queries,
             metrics=metrics, supervisor=self._supervisor if role != "api" else None,
@@ -296,6 +299,8 @@ class Service:
             self.alarms.stop()
         if self.history_actor is not None:
             self.history_actor.stop(timeout=10)
+        if self.kept_raw is not None:
+            self.kept_raw.close()
         if self.http is not None:
             self.http.stop(timeout=10)
         if self.supervisor_ref is not None:

@@ -30,11 +30,19 @@ Bounded by bytes (``TPS_KEPT_RAW_MAX_BYTES``: 16 bytes a reading plus
 :data:`BLOCK_OVERHEAD` a block), least recently used first out. Keys are (stream,
 block start) of blocks inside a stream's stored coverage, never client text.
 
-Shared by the query actors (and the IO loop never): one lock guards the block table
-and the byte count; the store is read outside it, and two actors missing the same
-block may both read it. Blocks are never changed once built, so they are read outside
-the lock. On SQLite a raw edge is an indexed range read of microseconds, so blocks buy
-little there; they are kept all the same, so both stores take the same path.
+Who reads missing blocks: in a server, one thread of its own (with its own store
+connection), to which the query actors hand their misses without waiting - their
+pieces go to the store as without blocks - so no question pays for reading an hour of
+raw readings while the blocks warm up (a process started under random-window load
+would otherwise answer far slower than without blocks for its first pass). Without a
+store factory (tests, tools) the asking thread reads them itself, one at a time over
+all threads; the others send their pieces to the store meanwhile.
+
+Shared by the query actors and the fetcher (and the IO loop never): one lock guards the
+block table and the byte count; the store is read outside it. Blocks are never changed
+once built, so they are read outside the lock. On SQLite a raw edge is an indexed range
+read of microseconds, so blocks buy little there; they are kept all the same, so both
+stores take the same path.
 """
 
 from __future__ import annotations
@@ -50,7 +58,7 @@ from dataclasses import dataclass
 
 from tps.history.buckets import HOUR, MINUTE, Aggregate, floor_to
 from tps.history.planner import Coverage, Piece, Raw, is_final
-from tps.store.base import Store
+from tps.store.base import Store, StoreFactory
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +68,10 @@ FETCH_NS = HOUR
 """Span whose missing final blocks are read with a missing one (one statement)."""
 MAX_PIECE_BLOCKS = 36
 """Longest raw piece answered from blocks (6 hours); longer ones go to the store."""
+MAX_WANTED = 1024
+"""Missing blocks waiting for the fetcher thread at most (the oldest wishes go first)."""
+FETCH_RETRY_S = 1.0
+"""Seconds the fetcher waits after a failed read before the next."""
 READING_BYTES = 16
 BLOCK_OVERHEAD = 256
 """Bytes counted per block beyond its readings (the object, its arrays, the key)."""
@@ -118,10 +130,21 @@ class HeldRaw:
 class KeptRaw:
     """The kept blocks (see the module docstring). ``max_bytes`` 0: keep nothing."""
 
-    def __init__(self, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+    def __init__(self, max_bytes: int = DEFAULT_MAX_BYTES,
+                 store_factory: StoreFactory | None = None) -> None:
         if max_bytes < 0:
             raise ValueError("the byte budget of kept raw readings must not be negative")
         self.max_bytes = max_bytes
+        self._store_factory = store_factory
+        """With it, missing blocks are read by a thread of their own (see
+        :meth:`_blocks_for`); without it, by the asking thread, one at a time."""
+        self._wanted: OrderedDict[tuple[str, int], Coverage] = OrderedDict()
+        """Missing final blocks for the fetcher thread, newest wish last (bounded)."""
+        self._wake = threading.Condition(threading.Lock())
+        self._fetcher: threading.Thread | None = None
+        self._in_flight = 0
+        """1 while the fetcher reads a wish it took (under ``_wake``)."""
+        self._closed = False
         self._lock = threading.Lock()
         self._blocks: OrderedDict[tuple[str, int], RawBlock] = OrderedDict()
         self._bytes = 0
@@ -154,7 +177,8 @@ class KeptRaw:
         with self._lock:
             return {"blocks": len(self._blocks), "bytes": self._bytes,
                     "max_bytes": self.max_bytes, "fetches": self.fetches,
-                    "fetch_skips": self.fetch_skips, "evicted": self.evicted}
+                    "fetch_skips": self.fetch_skips, "evicted": self.evicted,
+                    "wanted": len(self._wanted) + self._in_flight}
 
     def clear(self) -> None:
         """Forget every block (in tests)."""
@@ -211,6 +235,9 @@ class KeptRaw:
                     found[start] = held
             if not missing:
                 return found
+        if self._store_factory is not None:
+            self._want(stream, missing, final)
+            return found
         # One fetch at a time, over all the actors: a fetch reads an hour of readings
         # (20-40 ms of InfluxDB), about ten times a raw edge's statement. A process
         # started under random-window load would otherwise have every actor fetching
@@ -224,6 +251,67 @@ class KeptRaw:
             return self._fetch(store, stream, found, missing, final)
         finally:
             self._fetching.release()
+
+    def _want(self, stream: str, missing: list[int], final: Coverage) -> None:
+        """Hand missing blocks to the fetcher thread (started on first use). The asking
+        actor does not wait: its pieces go to the store, as without blocks, so no
+        question pays for reading an hour of raw readings while the blocks warm up."""
+        with self._wake:
+            if self._closed:
+                return
+            for start in missing:
+                self._wanted[(stream, start)] = final
+                self._wanted.move_to_end((stream, start))
+            while len(self._wanted) > MAX_WANTED:
+                self._wanted.popitem(last=False)
+            if self._fetcher is None:
+                self._fetcher = threading.Thread(target=self._fetch_forever, daemon=True,
+                                                 name="tps-kept-raw-fetcher")
+                self._fetcher.start()
+            self._wake.notify()
+
+    def _fetch_forever(self) -> None:
+        assert self._store_factory is not None
+        store: Store | None = None
+        try:
+            while True:
+                with self._wake:
+                    while not self._wanted and not self._closed:
+                        self._wake.wait()
+                    if self._closed:
+                        return
+                    (stream, start), final = self._wanted.popitem(last=True)
+                    self._in_flight = 1
+                try:
+                    if store is None:
+                        store = self._store_factory()
+                    with self._lock:
+                        if (stream, start) in self._blocks:
+                            continue
+                    self._fetch(store, stream, {}, [start], final)
+                except Exception as exc:  # noqa: BLE001 - a wish lost; the store answers
+                    logger.warning("Reading kept raw blocks of %s failed: %s", stream, exc)
+                    if store is not None:
+                        store.close()
+                        store = None
+                    with self._wake:  # do not spin on a store that is down
+                        self._wake.wait(FETCH_RETRY_S)
+                finally:
+                    with self._wake:
+                        self._in_flight = 0
+        finally:
+            if store is not None:
+                store.close()
+
+    def close(self) -> None:
+        """Stop the fetcher thread (idempotent)."""
+        with self._wake:
+            self._closed = True
+            self._wanted.clear()
+            self._wake.notify_all()
+            fetcher = self._fetcher
+        if fetcher is not None:
+            fetcher.join(5)
 
     def _fetch(self, store: Store, stream: str, found: dict[int, RawBlock],
                missing: list[int], final: Coverage) -> dict[int, RawBlock]:
