@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import math
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -114,6 +114,23 @@ def fold_sorted(
         out.append((start, Aggregate(min(chunk), max(chunk), math.fsum(chunk), end - i)))
         i = end
     return out
+
+
+def window_aggregate(times: Sequence[int], values: Sequence[float], lo: int, hi: int
+                     ) -> Aggregate | None:
+    """The aggregate of the readings with ``lo <= t <= hi`` (``times`` ascending); None
+    when there are none. Two bisections and C-speed ``min``/``max``/``fsum``."""
+    i = bisect_left(times, lo)
+    j = bisect_right(times, hi, i)
+    return of_values(values[i:j]) if i < j else None
+
+
+def window_grouped(times: Sequence[int], values: Sequence[float], lo: int, hi: int,
+                   interval: int) -> list[tuple[int, Aggregate]]:
+    """:func:`fold_sorted` of the readings with ``lo <= t <= hi`` (``times`` ascending)."""
+    i = bisect_left(times, lo)
+    j = bisect_right(times, hi, i)
+    return fold_sorted(times[i:j], values[i:j], interval)
 
 
 def fold_run(times: Sequence[int], values: Sequence[float], widths: Sequence[int]

@@ -61,6 +61,8 @@ from tps.history.buckets import (
     fold_run,
     fold_sorted,
     runs_by_stream,
+    window_aggregate,
+    window_grouped,
 )
 from tps.history.planner import FOREVER, Buckets, Coverage, Piece, Raw, plan, usable_tiers
 from tps.model import Reading
@@ -233,25 +235,10 @@ class _Stream:
             tier.replace(lo, hi, fold_sorted(times, values, width))
 
     def raw(self, lo: int, hi: int) -> Aggregate | None:
-        i = bisect_left(self.times, lo)
-        j = bisect_right(self.times, hi, i)
-        if i >= j:
-            return None
-        chunk = self.values[i:j]
-        return Aggregate(min(chunk), max(chunk), math.fsum(chunk), j - i)
+        return window_aggregate(self.times, self.values, lo, hi)
 
     def raw_grouped(self, lo: int, hi: int, interval: int) -> list[tuple[int, Aggregate]]:
-        times, values = self.times, self.values
-        i = bisect_left(times, lo)
-        end = bisect_right(times, hi, i)
-        out: list[tuple[int, Aggregate]] = []
-        while i < end:
-            label = floor_to(times[i], interval)
-            k = bisect_left(times, label + interval, i, end)
-            chunk = values[i:k]
-            out.append((label, Aggregate(min(chunk), max(chunk), math.fsum(chunk), k - i)))
-            i = k
-        return out
+        return window_grouped(self.times, self.values, lo, hi, interval)
 
     def drop_before(self, time_ns: int) -> None:
         """Evict readings and buckets before ``time_ns`` (a minute boundary)."""
