@@ -123,31 +123,6 @@ def test_random_windows_equal_a_raw_scan_and_reuse_the_blocks(store: Store) -> N
     assert counting.calls.get("readings_arrays", 0) == 0, counting.calls
 
 
-def test_while_one_actor_fetches_the_others_ask_the_store(store: Store) -> None:
-    """At most one fetch at a time: a miss meanwhile is answered from the store, exactly,
-    as without blocks (a process started under random-window load would otherwise have
-    every actor reading hours of raw readings at once)."""
-    rng = random.Random(11)
-    _fill(store, rng)
-    history = _history()
-    kept = history.kept_raw
-    windows = [(a, a + HOUR, "s") for a in (rng.randrange(T0, T0 + 2 * HOUR) for _ in range(20))]
-    assert kept._fetching.acquire(blocking=False)  # another actor is fetching
-    try:
-        counting = CountingStore(store)
-        for after, before, stream in windows:
-            assert_same_statistics(_statistics(history, counting, after, before, stream),
-                                   store.statistics(after, before, stream), (after, before))
-        assert kept.fetches == 0 and len(kept) == 0 and kept.fetch_skips > 0
-        assert counting.calls.get("readings_arrays", 0) == 0, counting.calls
-    finally:
-        kept._fetching.release()
-    for after, before, stream in windows:
-        assert_same_statistics(_statistics(history, store, after, before, stream),
-                               store.statistics(after, before, stream), (after, before))
-    assert kept.fetches > 0
-
-
 def test_a_server_reads_missing_blocks_on_a_thread_of_its_own(store: Store) -> None:
     """With a store factory (a server), a miss never waits for a block: the asking
     actor's pieces go to the store and the fetcher thread reads the block; once it is

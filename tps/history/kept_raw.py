@@ -35,8 +35,7 @@ connection), to which the query actors hand their misses without waiting - their
 pieces go to the store as without blocks - so no question pays for reading an hour of
 raw readings while the blocks warm up (a process started under random-window load
 would otherwise answer far slower than without blocks for its first pass). Without a
-store factory (tests, tools) the asking thread reads them itself, one at a time over
-all threads; the others send their pieces to the store meanwhile.
+store factory (tests, tools) the asking thread reads them itself.
 
 Shared by the query actors and the fetcher (and the IO loop never): one lock guards the
 block table and the byte count; the store is read outside it. Blocks are never changed
@@ -48,15 +47,21 @@ stores take the same path.
 from __future__ import annotations
 
 import logging
-import math
 import threading
 from array import array
-from bisect import bisect_left, bisect_right
+from bisect import bisect_left
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from tps.history.buckets import HOUR, MINUTE, Aggregate, floor_to
+from tps.history.buckets import (
+    HOUR,
+    MINUTE,
+    Aggregate,
+    floor_to,
+    window_aggregate,
+    window_grouped,
+)
 from tps.history.planner import Coverage, Piece, Raw, is_final
 from tps.store.base import Store, StoreFactory
 
@@ -96,26 +101,11 @@ class RawBlock:
 
     def aggregate(self, lo: int, hi: int) -> Aggregate | None:
         """The readings with ``lo <= t <= hi``."""
-        i = bisect_left(self.times, lo)
-        j = bisect_right(self.times, hi, i)
-        if i >= j:
-            return None
-        chunk = self.values[i:j]
-        return Aggregate(min(chunk), max(chunk), math.fsum(chunk), j - i)
+        return window_aggregate(self.times, self.values, lo, hi)
 
     def grouped(self, lo: int, hi: int, interval: int) -> list[tuple[int, Aggregate]]:
         """The readings with ``lo <= t <= hi`` per epoch-aligned ``interval`` bucket."""
-        times, values = self.times, self.values
-        i = bisect_left(times, lo)
-        end = bisect_right(times, hi, i)
-        out: list[tuple[int, Aggregate]] = []
-        while i < end:
-            label = floor_to(times[i], interval)
-            k = bisect_left(times, label + interval, i, end)
-            chunk = values[i:k]
-            out.append((label, Aggregate(min(chunk), max(chunk), math.fsum(chunk), k - i)))
-            i = k
-        return out
+        return window_grouped(self.times, self.values, lo, hi, interval)
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,7 +127,7 @@ class KeptRaw:
         self.max_bytes = max_bytes
         self._store_factory = store_factory
         """With it, missing blocks are read by a thread of their own (see
-        :meth:`_blocks_for`); without it, by the asking thread, one at a time."""
+        :meth:`_blocks_for`); without it, by the asking thread."""
         self._wanted: OrderedDict[tuple[str, int], Coverage] = OrderedDict()
         """Missing final blocks for the fetcher thread, newest wish last (bounded)."""
         self._wake = threading.Condition(threading.Lock())
@@ -152,10 +142,6 @@ class KeptRaw:
         """Store reads of missing blocks (for tests and the benchmark)."""
         self.evicted = 0
         """Blocks dropped for the byte budget."""
-        self._fetching = threading.Lock()
-        """Held by the one actor reading missing blocks (see :meth:`_blocks_for`)."""
-        self.fetch_skips = 0
-        """Misses sent to the store because another actor was fetching."""
 
     def __len__(self) -> int:
         with self._lock:
@@ -177,7 +163,7 @@ class KeptRaw:
         with self._lock:
             return {"blocks": len(self._blocks), "bytes": self._bytes,
                     "max_bytes": self.max_bytes, "fetches": self.fetches,
-                    "fetch_skips": self.fetch_skips, "evicted": self.evicted,
+                    "evicted": self.evicted,
                     "wanted": len(self._wanted) + self._in_flight}
 
     def clear(self) -> None:
@@ -238,19 +224,7 @@ class KeptRaw:
         if self._store_factory is not None:
             self._want(stream, missing, final)
             return found
-        # One fetch at a time, over all the actors: a fetch reads an hour of readings
-        # (20-40 ms of InfluxDB), about ten times a raw edge's statement. A process
-        # started under random-window load would otherwise have every actor fetching
-        # at once and answer far slower than without blocks until they are read; so
-        # the others send their edges to the store meanwhile, as before.
-        if not self._fetching.acquire(blocking=False):
-            with self._lock:
-                self.fetch_skips += 1
-            return found
-        try:
-            return self._fetch(store, stream, found, missing, final)
-        finally:
-            self._fetching.release()
+        return self._fetch(store, stream, found, missing, final)
 
     def _want(self, stream: str, missing: list[int], final: Coverage) -> None:
         """Hand missing blocks to the fetcher thread (started on first use). The asking
