@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from graphql import (
     ExecutionContext,
@@ -62,6 +62,31 @@ MAX_PLANS = 512
 """Operations (or fields) whose plan is remembered; the document cache holds 256."""
 
 
+N = TypeVar("N")
+T = TypeVar("T")
+
+
+class NodeMemo(Generic[N, T]):
+    """Values derived from AST nodes, kept per node object (the document cache keeps the
+    nodes). An entry holds its node, so no other object has that id while it is kept;
+    at most ``limit`` entries, all forgotten when full. One owner's thread only."""
+
+    def __init__(self, limit: int = MAX_PLANS) -> None:
+        self._limit = limit
+        self._kept: dict[int, tuple[N, T]] = {}
+
+    def get(self, node: N, make: Callable[[N], T]) -> T:
+        """The value kept for ``node``, made by ``make(node)`` the first time."""
+        known = self._kept.get(id(node))
+        if known is not None:
+            return known[1]
+        value = make(node)
+        if len(self._kept) >= self._limit:
+            self._kept.clear()
+        self._kept[id(node)] = (node, value)
+        return value
+
+
 @dataclass(frozen=True, slots=True)
 class _ScalarVariable:
     name: str
@@ -89,8 +114,8 @@ class VariableCoercion:
 
     def __init__(self, schema: GraphQLSchema) -> None:
         self._schema = schema
-        self._plans: dict[int, tuple[OperationDefinitionNode,
-                                     tuple[_ScalarVariable, ...] | None]] = {}
+        self._plans: NodeMemo[OperationDefinitionNode,
+                              tuple[_ScalarVariable, ...] | None] = NodeMemo()
 
     def coerce(self, operation: OperationDefinitionNode, inputs: Mapping[str, Any]
                ) -> dict[str, Any]:
@@ -124,18 +149,14 @@ class VariableCoercion:
 
     def _plan(self, operation: OperationDefinitionNode
               ) -> tuple[_ScalarVariable, ...] | None:
-        known = self._plans.get(id(operation))
-        if known is not None and known[0] is operation:
-            return known[1]
-        plan: tuple[_ScalarVariable, ...] | None = tuple(
-            v for v in (_scalar_variable(self._schema, d)
-                        for d in operation.variable_definitions or ()) if v is not None)
-        if len(plan or ()) != len(operation.variable_definitions or ()):
-            plan = None
-        if len(self._plans) >= MAX_PLANS:
-            self._plans.clear()
-        self._plans[id(operation)] = (operation, plan)
-        return plan
+        return self._plans.get(operation, self._make_plan)
+
+    def _make_plan(self, operation: OperationDefinitionNode
+                   ) -> tuple[_ScalarVariable, ...] | None:
+        definitions = operation.variable_definitions or ()
+        plan = tuple(v for v in (_scalar_variable(self._schema, d) for d in definitions)
+                     if v is not None)
+        return plan if len(plan) == len(definitions) else None
 
 
 def _scalar_variable(schema: GraphQLSchema, definition: VariableDefinitionNode
@@ -155,17 +176,12 @@ class ArgumentPlans:
     owner's thread only, like :class:`VariableCoercion`."""
 
     def __init__(self) -> None:
-        self._plans: dict[int, tuple[FieldNode, FieldArguments]] = {}
+        self._plans: NodeMemo[FieldNode, FieldArguments] = NodeMemo()
 
     def read(self, definition: GraphQLField, node: FieldNode, variables: Mapping[str, Any]
              ) -> dict[str, Any]:
         """``field_arguments(definition, node, variables)``, planned once per node."""
-        known = self._plans.get(id(node))
-        if known is None or known[0] is not node:
-            if len(self._plans) >= MAX_PLANS:
-                self._plans.clear()
-            known = self._plans[id(node)] = (node, FieldArguments(definition, node))
-        return known[1].read(variables)
+        return self._plans.get(node, lambda n: FieldArguments(definition, n)).read(variables)
 
 
 class FieldArguments:

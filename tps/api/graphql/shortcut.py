@@ -59,7 +59,7 @@ from tps.api.graphql.schema import (
     temperature_series,
     temperature_statistics,
 )
-from tps.compat.graphql_core import FieldArguments
+from tps.compat.graphql_core import FieldArguments, NodeMemo
 from tps.history.answers import Series, SeriesBucket
 from tps.model import Statistics
 
@@ -179,7 +179,8 @@ class Shortcuts:
 
     def __init__(self, schema: GraphQLSchema) -> None:
         self._schema = schema
-        self._known: dict[int, tuple[OperationDefinitionNode, Shortcut | None]] = {}
+        self._known: NodeMemo[OperationDefinitionNode, Shortcut | None] = NodeMemo(
+            MAX_OPERATIONS)
         self._texts: BucketTexts = {}
 
     def kept_texts(self) -> int:
@@ -188,14 +189,8 @@ class Shortcuts:
 
     def find(self, operation: OperationDefinitionNode) -> Shortcut | None:
         """The shortcut for a validated operation, or None when the executor must run it."""
-        known = self._known.get(id(operation))
-        if known is not None and known[0] is operation:
-            return known[1]
-        shortcut = recognise(self._schema, operation, self._texts)
-        if len(self._known) >= MAX_OPERATIONS:
-            self._known.clear()
-        self._known[id(operation)] = (operation, shortcut)
-        return shortcut
+        return self._known.get(operation,
+                               lambda op: recognise(self._schema, op, self._texts))
 
 
 def recognise(schema: GraphQLSchema, operation: OperationDefinitionNode,
