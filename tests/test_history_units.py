@@ -4,12 +4,12 @@ writer's rollup state. No server, no threads."""
 from __future__ import annotations
 
 import itertools
-import math
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.support.history import assert_buckets_equal_folds
 from tps.errors import InvalidArgument
 from tps.history.buckets import (
     DAY,
@@ -234,14 +234,7 @@ def test_folding_batch_by_batch_equals_folding_all_at_once(
         for point in pending.write.points:
             stored[(point.width, point.start)] = point.agg
         state.commit(pending)
-    for width in (MINUTE, HOUR):
-        expected = dict(((width, start), agg) for start, agg in fold_sorted(times, values, width))
-        got = {key: agg for key, agg in stored.items() if key[0] == width}
-        assert got.keys() == expected.keys()
-        for key, agg in got.items():
-            want = expected[key]
-            assert (agg.min, agg.max, agg.count) == (want.min, want.max, want.count)
-            assert math.isclose(agg.sum, want.sum, rel_tol=1e-12, abs_tol=1e-9)
+    assert_buckets_equal_folds(stored, times, values, (MINUTE, HOUR))
 
 
 # --- settings ---------------------------------------------------------------------

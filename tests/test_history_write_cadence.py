@@ -10,7 +10,6 @@ written in the batch that closes it); the coverage mark waits with them, so an
 from __future__ import annotations
 
 import itertools
-import math
 import random
 from collections.abc import Sequence
 from dataclasses import replace
@@ -20,7 +19,7 @@ from typing import Any, cast
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.support.history import assert_same_statistics
+from tests.support.history import assert_buckets_equal_folds, assert_same_statistics
 from tests.support.rollup_checks import rollup_mismatches, same_aggregate
 from tests.support.wait import wait_until
 from tps.actors.stats import WriterStats
@@ -155,14 +154,7 @@ def test_folding_with_held_buckets_then_a_final_flush_equals_folding_all_at_once
         stored |= _points(state, readings[max(0, lo - 3):hi])  # with some replayed
         clock.now += tick
     stored |= _points(state, [], everything=True)
-    for width in TIERS:
-        expected = {(width, start): agg for start, agg in fold_sorted(times, values, width)}
-        got = {key: agg for key, agg in stored.items() if key[0] == width}
-        assert got.keys() == expected.keys()
-        for key, agg in got.items():
-            want = expected[key]
-            assert (agg.min, agg.max, agg.count) == (want.min, want.max, want.count)
-            assert math.isclose(agg.sum, want.sum, rel_tol=1e-12, abs_tol=1e-9)
+    assert_buckets_equal_folds(stored, times, values, TIERS)
 
 
 # --- against the stores: coverage never holds an unwritten bucket ---------------------

@@ -9,7 +9,7 @@ from typing import Any
 
 from tests.support.influxdb import InfluxServer
 from tps.history.answers import SeriesBucket
-from tps.history.buckets import SECOND
+from tps.history.buckets import SECOND, Aggregate, fold_sorted
 from tps.history.rollup import RollupState, adopt
 from tps.model import Reading, Statistics
 from tps.store.base import Store
@@ -73,3 +73,18 @@ def assert_same_series(got: list[SeriesBucket],
     for bucket, (_, lo, hi, mean, _) in zip(got, want, strict=True):
         scale = max(abs(lo), abs(hi), 1e-300)
         assert math.isclose(bucket.mean, mean, rel_tol=0, abs_tol=1e-9 * scale), context
+
+
+def assert_buckets_equal_folds(stored: dict[tuple[int, int], Aggregate],
+                               times: Sequence[int], values: Sequence[float],
+                               widths: Sequence[int]) -> None:
+    """``stored`` ((width, start) -> aggregate) holds exactly the buckets of folding the
+    readings at once, for each of ``widths`` (sums within 1e-12 relative)."""
+    for width in widths:
+        expected = {(width, start): agg for start, agg in fold_sorted(times, values, width)}
+        got = {key: agg for key, agg in stored.items() if key[0] == width}
+        assert got.keys() == expected.keys()
+        for key, agg in got.items():
+            want = expected[key]
+            assert (agg.min, agg.max, agg.count) == (want.min, want.max, want.count)
+            assert math.isclose(agg.sum, want.sum, rel_tol=1e-12, abs_tol=1e-9)
