@@ -361,18 +361,15 @@ class History:
             # kept. Looked up with map (in C): a 30-day chart has 360 buckets.
             found: list[tuple[Aggregate, SeriesBucket] | None] = list(
                 map(kept.get, map(id, aggs)))
-            empty = False
             for index in [i for i, known in enumerate(found) if known is None]:
                 agg = aggs[index]
                 if not agg.count:
-                    empty = True
-                    continue
+                    continue  # stays None: left out
                 start = starts[index]
                 entry = (agg, SeriesBucket(start, agg.min, agg.max, agg.sum / agg.count,
                                            agg.count, self._label(start)))
                 kept[id(agg)] = found[index] = entry
-        return Series(interval, [known[1] for known in found if known is not None] if empty
-                      else [known[1] for known in found])  # type: ignore[index]
+        return Series(interval, [known[1] for known in found if known is not None])
 
 
 def _raw_grouped(parts: list[HeldRaw], interval: int) -> list[tuple[int, Aggregate]]:
